@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Everything lives in .venv/ at the project root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mnd-installed
+DEMO := out/demo
+
+.PHONY: setup demo test test-fast book bench clean
+
+setup: $(STAMP)
+
+# torch/torchvision are pinned to the builds this project is tested with;
+# torchattacks and facenet-pytorch go in with --no-deps (see README, Install notes).
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[book,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mnd data embedded --out $(DEMO)/inputs
+	$(BIN)/mnd attack $(DEMO)/inputs --model efficientnet_lite0 --method mnd --out $(DEMO)/mnd
+	$(BIN)/mnd attack $(DEMO)/inputs --model efficientnet_lite0 --method bim --out $(DEMO)/bim
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+book: $(STAMP)
+	$(BIN)/mnd book --preset embedded
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/attack_speed.py --quick
+
+clean:
+	rm -rf $(DEMO) results book/_build _build

@@ -1,0 +1,200 @@
+"""Running one method on a batch and turning the outcome into tidy result rows.
+
+One row is one image x method x setting, with every metric (the columns of
+``metrics.csv`` and of the book's result tables).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms import functional as TF
+
+from mnd import anchors, attack, metrics
+from mnd.attack import AttackResult
+from mnd.errors import InputError
+from mnd.imageio import LoadedImage, atomic_open, to_tensor
+from mnd.models import ModelSpec
+
+COLUMNS = [
+    "image",
+    "method",
+    "model",
+    "targeted",
+    "success",
+    "clean_label",
+    "adv_label",
+    "target_label",
+    "psnr",
+    "ssim",
+    "changed_ratio",
+    "iterations",
+    "seconds",
+    "note",
+]
+"""Columns of metrics.csv; the first thirteen are the documented interface."""
+
+METHODS: tuple[str, ...] = tuple(attack.VARIANTS) + tuple(anchors.ANCHORS)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def method_label(method: str) -> str:
+    """Display name of a method as the paper's tables print it."""
+    if method in attack.VARIANTS:
+        return attack.VARIANTS[method].label
+    return anchors.LABELS.get(method, method)
+
+
+def check_method(method: str) -> None:
+    """Raise InputError for a name that is neither an MND variant nor an anchor."""
+    if method not in METHODS:
+        raise InputError("--method", f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def run_method(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    method: str,
+    *,
+    task: attack.Task = "imagenet",
+    targeted: bool = False,
+    seed: int = 0,
+    hparams: str | Path | None = None,
+    anchor_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AttackResult:
+    """Attack a batch with an MND variant (via its preset) or an anchor."""
+    check_method(method)
+    seed_everything(seed)
+    if method in anchors.ANCHORS:
+        return anchors.run(method, model, x, labels, targeted=targeted, seed=seed, **(anchor_kwargs or {}))
+    config = attack.config_for(method, task=task, targeted=targeted, hparams=hparams, **overrides)
+    return attack.generate(model, x, labels, config=config)
+
+
+def prepare(image: LoadedImage, spec: ModelSpec) -> torch.Tensor:
+    """The paper's protocol: resize the shorter side, centre-crop to the model's input.
+
+    Raises:
+        InputError: the photo is smaller than the model's input.
+    """
+    h, w = image.pixels.shape[:2]
+    if min(h, w) < spec.input_size:
+        raise InputError(
+            image.path, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that {spec.name} needs"
+        )
+    t = to_tensor(image.pixels)
+    if min(h, w) != spec.resize:
+        t = TF.resize(t, spec.resize, antialias=True)
+    return attack.quantize(TF.center_crop(t, [spec.input_size, spec.input_size]))
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What a row needs beyond the attack result."""
+
+    method: str
+    model: str
+    targeted: bool
+
+
+def result_rows(
+    result: AttackResult, clean: torch.Tensor, names: Sequence[str], ctx: RowContext, notes: Sequence[str | None] = ()
+) -> list[dict[str, Any]]:
+    """One row per image, with PSNR/SSIM/changed ratio on the 8-bit images.
+
+    The batch's wall time is shared among its images in proportion to their
+    iterations (evenly when none took any).
+    """
+    adv = result.adversarial
+    clean = attack.quantize(clean.detach().cpu())
+    psnr, ssim, ratio = metrics.psnr(adv, clean), metrics.ssim(adv, clean), metrics.changed_ratio(adv, clean)
+    its = result.iterations.double()
+    share = its / its.sum() if float(its.sum()) > 0 else torch.full_like(its, 1.0 / len(its))
+    rows = []
+    for i, name in enumerate(names):
+        note = notes[i] if i < len(notes) else None
+        if not bool(result.attacked[i]):
+            note = "; ".join(filter(None, [note, "already misclassified: not attacked"]))
+        rows.append(
+            {
+                "image": name,
+                "method": ctx.method,
+                "model": ctx.model,
+                "targeted": ctx.targeted,
+                "success": bool(result.success[i]),
+                "clean_label": int(result.clean_label[i]),
+                "adv_label": int(result.adv_label[i]),
+                "target_label": "" if result.target_label is None else int(result.target_label[i]),
+                "psnr": float(psnr[i]),
+                "ssim": float(ssim[i]),
+                "changed_ratio": float(ratio[i]),
+                "iterations": int(result.iterations[i]),
+                "seconds": float(result.seconds * share[i]),
+                "note": note or "",
+            }
+        )
+    return rows
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Rows with the same key describe the same experiment (a rerun replaces them)."""
+    return (str(row["image"]), str(row["method"]), str(row["model"]), str(row["targeted"]))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of an existing CSV file, or [] when there is none."""
+    if not path.exists():
+        return []
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read the existing results ({exc})") from None
+
+
+def merge_rows(old: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with every row that ``new`` repeats replaced, then the new rows."""
+    new = list(new)
+    replaced = {row_key(r) for r in new}
+    return [r for r in old if row_key(r) not in replaced] + new
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.6g}"
+    return value
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> None:
+    """Write rows as CSV, atomically (an older file survives a crash intact)."""
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table for the terminal."""
+    cells = [[str(_fmt(r.get(c, ""))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""The paper's losses, one small function per equation (section III).
+
+Every function is batched over N images and returns one value per image
+(shape ``(N,)``), so a batch's total is ``loss.sum()`` and each image's
+gradient is independent of the others in its batch.
+
+Reductions. The paper writes the norms of eqs. (8), (9), (18) and (19) as
+plain sums. With a literal sum over 3x224x224 values and beta = 100 the
+perceptual term outweighs the adversarial term by orders of magnitude and the
+perturbation cannot grow, so the default ``reduction="mean"`` divides by the
+number of values (l1 -> mean absolute value, l2 -> root mean square).
+``reduction="sum"`` gives the literal equations (book/reading-notes.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import piq
+import torch
+import torch.nn.functional as F
+
+Norm = Literal["l1", "l2"]
+Reduction = Literal["mean", "sum"]
+
+_SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+_SOBEL_Y = torch.tensor([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
+SOBEL_EPS = 1e-8
+"""Added under the square root of eq. (17) so its gradient exists where G = 0."""
+
+
+def _check_images(name: str, x: torch.Tensor) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
+
+
+def adversarial_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool, r: float = 1.0
+) -> torch.Tensor:
+    """Adversarial loss L_adv, eq. (3) (non-targeted) and eq. (4) (targeted).
+
+    Non-targeted, eq. (3): ``<y_gt, softmax(u) + u>``, the probability plus the
+    logit of the true class, to be minimised. Targeted, eq. (4):
+    ``-<y_t, softmax(u) ** r>``. Eq. (6) restates both with a power ``r``; the
+    non-targeted branch of eq. (6) contradicts eq. (3), and eq. (3) is used
+    (``r`` is ignored when ``targeted`` is False).
+
+    Args:
+        logits: (N, C) pre-softmax outputs u.
+        labels: (N,) class indices: the true class, or the target when targeted.
+        targeted: which of the two equations.
+        r: the power of eq. (4); the paper uses 0.0625.
+
+    Returns:
+        (N,) loss per image.
+
+    >>> u = torch.tensor([[2.0, 0.0]])
+    >>> round(adversarial_loss(u, torch.tensor([0]), targeted=False).item(), 4)
+    2.8808
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    probs = logits.softmax(dim=1)
+    idx = labels.long().view(-1, 1)
+    if targeted:
+        return -probs.gather(1, idx).squeeze(1).pow(r)
+    return (probs + logits).gather(1, idx).squeeze(1)
+
+
+def least_likely_target(logits: torch.Tensor) -> torch.Tensor:
+    """Target class of eq. (5): the class with the smallest clean output.
+
+    >>> least_likely_target(torch.tensor([[0.5, -3.0, 1.0]])).tolist()
+    [1]
+    """
+    return logits.argmin(dim=1)
+
+
+def _reduce_norm(diff: torch.Tensor, norm: Norm, reduction: Reduction) -> torch.Tensor:
+    flat = diff.flatten(1)
+    if norm == "l1":
+        total = flat.abs().sum(1)
+        return total / flat.shape[1] if reduction == "mean" else total
+    if norm == "l2":
+        total = flat.pow(2).sum(1)
+        return (total / flat.shape[1]).sqrt() if reduction == "mean" else total.sqrt()
+    raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+
+
+def deviation_loss(
+    z: torch.Tensor, x: torch.Tensor, *, norm: Norm = "l1", reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Deviation loss ``||Z - X||``: l1 is eq. (8), l2 is eq. (9).
+
+    >>> z, x = torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    >>> deviation_loss(z, x, reduction="sum").item(), deviation_loss(z, x, norm="l2", reduction="sum").item()
+    (4.0, 2.0)
+    """
+    _check_images("z", z)
+    return _reduce_norm(z - x, norm, reduction)
+
+
+def ssim_similarity(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """SSIM(Z, X) of eqs. (10)-(14), per image, through piq (differentiable).
+
+    Gaussian 11x11 window, sigma 1.5, data range 1, averaged over channels and
+    positions (piq's defaults; Wang et al. 2004). Inputs must lie in [0, 1].
+    """
+    _check_images("z", z)
+    return piq.ssim(z, x, data_range=1.0, reduction="none", downsample=False)
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude g(X), eqs. (15)-(17), per channel.
+
+    ``G_x`` (eq. 15) and ``G_y`` (eq. 16) are the kernels as printed (a
+    correlation, as deep-learning convolution is), with replicated borders;
+    eq. (17) is ``sqrt(G_x**2 + G_y**2 + SOBEL_EPS)``.
+
+    Returns:
+        (N, C, H, W) magnitudes.
+
+    >>> ramp = torch.arange(4.0).repeat(4, 1).view(1, 1, 4, 4)
+    >>> sobel_magnitude(ramp)[0, 0, 1, 1].round().item()
+    8.0
+    """
+    _check_images("x", x)
+    channels = x.shape[1]
+    kernel = torch.stack([_SOBEL_X, _SOBEL_Y]).to(dtype=x.dtype, device=x.device)
+    kernel = kernel.unsqueeze(1).repeat(channels, 1, 1, 1)  # (2C, 1, 3, 3)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    g = F.conv2d(padded, kernel, groups=channels)  # (N, 2C, H, W): gx, gy per channel
+    gx, gy = g[:, 0::2], g[:, 1::2]
+    return (gx.pow(2) + gy.pow(2) + SOBEL_EPS).sqrt()
+
+
+def gradient_loss(
+    z: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    norm: Norm = "l1",
+    reduction: Reduction = "mean",
+    x_gradient: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gradient similarity loss ``||g(Z) - g(X)||``: l1 is eq. (18), l2 is eq. (19).
+
+    Args:
+        x_gradient: ``sobel_magnitude(x)`` when the caller already has it (the
+            attack computes it once per image, not once per iteration).
+    """
+    gx = sobel_magnitude(x) if x_gradient is None else x_gradient
+    return _reduce_norm(sobel_magnitude(z) - gx, norm, reduction)
+
+
+def perceptual_loss(
+    z: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    betas: tuple[float, float, float] = (100.0, 100.0, 100.0),
+    deviation: Norm = "l1",
+    gradient: Norm = "l1",
+    reduction: Reduction = "mean",
+    x_gradient: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Perceptual quality-preserving loss L_pqp, eq. (7).
+
+    ``b1 * ||Z - X|| - b2 * SSIM(Z, X) + b3 * ||g(Z) - g(X)||`` with the
+    deviation norm of eq. (8)/(9) and the gradient norm of eq. (18)/(19).
+    Terms whose beta is zero are not computed.
+
+    Returns:
+        (N,) loss per image.
+    """
+    _check_images("z", z)
+    b1, b2, b3 = betas
+    total = z.new_zeros(z.shape[0])
+    if b1:
+        total = total + b1 * deviation_loss(z, x, norm=deviation, reduction=reduction)
+    if b2:
+        total = total - b2 * ssim_similarity(z, x)
+    if b3:
+        total = total + b3 * gradient_loss(z, x, norm=gradient, reduction=reduction, x_gradient=x_gradient)
+    return total

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path in the shared material beside the checkout, or skip the test."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared material not found at {path} (it lives beside the checkout, never in it)")
+    return path
+
+
+class Linear(nn.Module):
+    """An analytic classifier: logits = W . flatten(x) + b."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
+@pytest.fixture
+def linear_model() -> Linear:
+    """Three classes over 3x16x16 images with a known geometry; seeded."""
+    g = torch.Generator().manual_seed(0)
+    d = 3 * 16 * 16
+    weight = torch.randn(3, d, generator=g)
+    return Linear(weight, torch.zeros(3)).eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """Four smooth 8-bit 3x16x16 images in [0, 1]."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(x, size=16, mode="bilinear", align_corners=False)
+    return (x.clamp(0.05, 0.95) * 255).round() / 255
+
+
+@pytest.fixture(scope="session")
+def effnet():
+    from mnd import models
+
+    return models.load("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    import skimage.data
+
+    return {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee()}

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from mnd import losses
+
+
+def test_non_targeted_eq3_by_hand():
+    u = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    p = u.softmax(1)
+    got = losses.adversarial_loss(u, torch.tensor([1, 0]), targeted=False)
+    assert got.shape == (2,)
+    assert got[0].item() == pytest.approx(p[0, 1].item() + 2.0)
+    assert got[1].item() == pytest.approx(p[1, 0].item() + 0.0)
+    # r is ignored by eq. (3)
+    assert torch.equal(got, losses.adversarial_loss(u, torch.tensor([1, 0]), targeted=False, r=0.5))
+
+
+def test_targeted_eq4_with_r_one_sixteenth():
+    u = torch.tensor([[0.0, math.log(3.0)]])  # softmax = [0.25, 0.75]
+    got = losses.adversarial_loss(u, torch.tensor([1]), targeted=True, r=0.0625)
+    assert got.item() == pytest.approx(-(0.75**0.0625), rel=1e-6)
+    got0 = losses.adversarial_loss(u, torch.tensor([0]), targeted=True, r=0.0625)
+    assert got0.item() == pytest.approx(-(0.25**0.0625), rel=1e-6)
+    assert got.item() < got0.item()  # minimising pulls towards the target
+
+
+def test_least_likely_target_eq5():
+    u = torch.tensor([[3.0, -1.0, 0.5], [-2.0, 0.0, 1.0]])
+    assert losses.least_likely_target(u).tolist() == [1, 0]
+
+
+def test_adversarial_loss_rejects_bad_shape():
+    with pytest.raises(ValueError, match="logits"):
+        losses.adversarial_loss(torch.zeros(3), torch.tensor([0]), targeted=False)
+
+
+def test_deviation_norms_eq8_eq9():
+    x = torch.zeros(2, 1, 2, 2)
+    z = x.clone()
+    z[0, 0, 0, 0], z[0, 0, 1, 1] = 0.3, -0.4
+    assert losses.deviation_loss(z, x, norm="l1", reduction="sum").tolist() == pytest.approx([0.7, 0.0])
+    assert losses.deviation_loss(z, x, norm="l2", reduction="sum").tolist() == pytest.approx([0.5, 0.0])
+    assert losses.deviation_loss(z, x, norm="l1").tolist() == pytest.approx([0.7 / 4, 0.0])
+    assert losses.deviation_loss(z, x, norm="l2").tolist() == pytest.approx([math.sqrt(0.25 / 4), 0.0])
+    with pytest.raises(ValueError, match="norm"):
+        losses.deviation_loss(z, x, norm="l3")  # type: ignore[arg-type]
+
+
+def test_sobel_eq15_17_by_hand():
+    x = torch.zeros(1, 2, 5, 5)
+    x[0, 0, :, 3:] = 1.0  # vertical edge in channel 0 only
+    g = losses.sobel_magnitude(x)
+    assert g.shape == x.shape
+    # Column 2 sees 0 on its left and 1 on its right: |Gx| = 1 + 2 + 1 = 4.
+    assert g[0, 0, 2, 2].item() == pytest.approx(4.0, abs=1e-4)
+    assert g[0, 0, 2, 0].item() == pytest.approx(0.0, abs=1e-3)
+    assert g[0, 1].max().item() == pytest.approx(math.sqrt(losses.SOBEL_EPS))
+    # Gy of a horizontal edge, by the second kernel.
+    y = x.transpose(2, 3)
+    assert losses.sobel_magnitude(y)[0, 0, 2, 2].item() == pytest.approx(4.0, abs=1e-4)
+
+
+def test_sobel_gradcheck():
+    x = torch.rand(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(losses.sobel_magnitude, (x,))
+
+
+def test_ssim_matches_skimage_gaussian_ssim():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 32, 32, generator=g)
+    z = (x + 0.05 * torch.randn(1, 3, 32, 32, generator=g)).clamp(0, 1)
+    ours = losses.ssim_similarity(z, x).item()
+    ref = structural_similarity(
+        z[0].permute(1, 2, 0).numpy(), x[0].permute(1, 2, 0).numpy(),
+        channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+    )
+    assert ours == pytest.approx(ref, abs=1e-5)
+    assert losses.ssim_similarity(x, x).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_perceptual_loss_eq7_is_the_weighted_sum():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    z = (x + 0.02 * torch.randn(2, 3, 16, 16, generator=g)).clamp(0, 1)
+    dev = losses.deviation_loss(z, x)
+    sim = losses.ssim_similarity(z, x)
+    grad = losses.gradient_loss(z, x)
+    got = losses.perceptual_loss(z, x, betas=(2.0, 0.5, 3.0))
+    assert got.shape == (2,)
+    assert torch.allclose(got, 2.0 * dev - 0.5 * sim + 3.0 * grad)
+    assert torch.allclose(losses.perceptual_loss(z, x, betas=(0, 0, 0)), torch.zeros(2))
+    l2 = losses.perceptual_loss(z, x, betas=(1, 0, 1), deviation="l2", gradient="l2")
+    assert torch.allclose(l2, losses.deviation_loss(z, x, norm="l2") + losses.gradient_loss(z, x, norm="l2"))
+    # the cached clean Sobel map gives the same value
+    cached = losses.perceptual_loss(z, x, betas=(2.0, 0.5, 3.0), x_gradient=losses.sobel_magnitude(x))
+    assert torch.allclose(got, cached)
+
+
+def test_perceptual_loss_is_zero_at_the_clean_image_up_to_ssim():
+    x = torch.rand(1, 3, 16, 16)
+    assert losses.perceptual_loss(x, x, betas=(1.0, 1.0, 1.0)).item() == pytest.approx(-1.0, abs=1e-5)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import glob
+
+import pytest
+import torch
+
+from mnd import models
+from mnd.errors import InputError, ModelUnavailableError
+from tests.conftest import shared_path
+
+
+def test_registry_lists_the_paper_and_embedded_models():
+    assert {"vgg19", "efficientnet_lite0"} <= set(models.REGISTRY)
+    assert models.available("efficientnet_lite0")
+    with pytest.raises(InputError, match="unknown model"):
+        models.load("resnet9000")
+
+
+def test_vgg19_offline_error_says_where_to_put_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("MND_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert not models.available("vgg19")
+    with pytest.raises(ModelUnavailableError, match=r"vgg19-dcbb9e9d\.pth.*place it at .*checkpoints"):
+        models.load("vgg19")
+
+
+def test_efficientnet_lite0_is_frozen_and_takes_unit_range_input(effnet):
+    assert not effnet.training
+    assert not any(p.requires_grad for p in effnet.parameters())
+    x = torch.rand(2, 3, 224, 224, requires_grad=True)
+    out = effnet(x)
+    assert out.shape == (2, 1000)
+    out[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_top1_on_the_paper_classes(effnet):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    files = sorted(glob.glob(str(shared_path("imagenet-paper-classes") / "*.JPEG")))
+    assert len(files) == 10
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    x = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        pred = effnet(x).argmax(1)
+    # files are sorted by synset = class index 0..9; 9 of 10 correct when measured
+    correct = (pred == torch.arange(10)).sum().item()
+    assert correct >= 8
+
+
+def test_efficientnet_lite0_recognises_embedded_photos(effnet, photos):
+    from pathlib import Path
+
+    from mnd.experiments import prepare
+    from mnd.imageio import LoadedImage
+
+    spec = models.spec("efficientnet_lite0")
+    x = torch.stack([prepare(LoadedImage(Path(k), v), spec) for k, v in photos.items()])
+    with torch.no_grad():
+        pred = effnet(x).argmax(1).tolist()
+    assert pred[0] in (281, 282, 285)  # chelsea: tabby / tiger cat / Egyptian cat
+    assert pred[1] == 967  # coffee: espresso
