@@ -1,4 +1,4 @@
-"""The ``mnd`` command line.
+"""The mnd command line: protect photos against image classifiers and face recognisers.
 
 ``mnd attack`` protects photos; ``mnd models`` lists the models; ``mnd data``
 selects and checks the paper's test sets. Bad input ends with one line,
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_attack(sub)
     _add_models(sub)
+    from mnd.cli_data import register as add_data
+
+    add_data(sub)
     return parser
 
 
