@@ -13,6 +13,7 @@ success is always decided on them, never on the float iterate.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import tomllib
@@ -52,6 +53,10 @@ class AttackConfig:
         straight_through: evaluate the loss at the 8-bit image with a
             straight-through gradient, so one forward pass per iteration serves
             both the update and the success check.
+        channels_last: run the model on channels-last tensors (faster
+            convolutions on some GPUs).
+        amp: mixed precision (float16 on CUDA, bfloat16 on CPU) for the
+            model's forward passes; success is re-checked in float32 at the end.
         progress: show a tqdm bar over iterations.
     """
 
@@ -65,6 +70,8 @@ class AttackConfig:
     step_size: float = 1e-4
     max_iter: int = 1000
     straight_through: bool = False
+    channels_last: bool = False
+    amp: bool = False
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -293,29 +300,29 @@ class _Adam:
 def objective(
     model: nn.Module,
     z: torch.Tensor,
-    x: torch.Tensor,
+    reference: losses.CleanReference,
     goal: torch.Tensor,
     config: AttackConfig,
-    *,
-    x_gradient: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (1) per image: ``L_adv(Z) + L_pqp(Z, X)``. Returns (loss, logits).
 
-    With ``config.straight_through`` the model sees the 8-bit image while
-    gradients pass to Z unchanged, so the logits also decide success.
+    ``reference`` holds the clean batch X and its cached statistics. With
+    ``config.straight_through`` the model and the perceptual loss see the
+    8-bit image while gradients pass to Z unchanged, so the logits also
+    decide success.
     """
     # quantize(z) + (z - z) is exactly the 8-bit image, with d seen / d z = 1.
     seen = quantize(z).detach() + (z - z.detach()) if config.straight_through else z
     logits = model(seen)
-    adv = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
+    adv = losses.adversarial_loss(logits.float(), goal, targeted=config.targeted, r=config.r)
     pqp = losses.perceptual_loss(
         seen,
-        x,
+        reference.x,
         betas=config.betas,
         deviation=config.deviation,
         gradient=config.gradient,
         reduction=config.reduction,
-        x_gradient=x_gradient,
+        reference=reference,
     )
     return adv + pqp, logits
 
@@ -331,9 +338,12 @@ def generate(
 
     Z starts at X. Each iteration takes one step of eq. (21) on eq. (1) (with
     Adam by default), projects Z into [0, 1], and checks the 8-bit image;
-    an image stops the moment it is adversarial and leaves the batch. Images
-    still not adversarial after ``max_iter`` steps keep their best attempt
-    (lowest adversarial loss on the 8-bit image) and are reported as failures.
+    an image stops the moment it is adversarial and leaves the batch, so
+    finished images cost nothing. Images still not adversarial after
+    ``max_iter`` steps keep their best attempt (lowest adversarial loss on
+    the 8-bit image) and are reported as failures. At the end every returned
+    image is classified once more in float32 and ``success`` is what that
+    final check says.
 
     Args:
         model: returns logits for (N, 3, H, W) inputs in [0, 1]; its
@@ -346,9 +356,10 @@ def generate(
     config = config or AttackConfig()
     device = next((p.device for p in model.parameters()), x.device)
     x = quantize(x.detach().to(device))
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=config.targeted)
-    goal = lab.goal
     n = x.shape[0]
 
     adversarial = x.clone()
@@ -356,66 +367,70 @@ def generate(
     success = torch.zeros(n, dtype=torch.bool, device=device)
     iterations = torch.zeros(n, dtype=torch.long, device=device)
 
-    active = lab.attacked.nonzero().squeeze(1)  # indices into the batch
+    active = lab.attacked.nonzero().squeeze(1)  # batch indices of the images still running
+    goal = lab.goal[active]
     z = x[active].clone()
-    x_act = x[active]
-    x_grad = losses.sobel_magnitude(x_act) if config.betas[2] else None
+    reference = losses.CleanReference(x[active])
     adam = _Adam(z, config.step_size) if config.optimizer == "adam" else None
+    autocast = (
+        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+        if config.amp
+        else contextlib.nullcontext()
+    )
 
     def record(q_logits: torch.Tensor, zq: torch.Tensor, steps: int) -> torch.Tensor:
-        """Store finished and best images; return the mask of rows still running."""
-        nonlocal best_loss
-        done = is_adversarial(q_logits, goal[active], targeted=config.targeted)
-        adv_loss = losses.adversarial_loss(q_logits, goal[active], targeted=config.targeted, r=config.r)
+        """Store finished and best 8-bit images; return the rows that are done."""
+        done = is_adversarial(q_logits, goal, targeted=config.targeted)
+        adv_loss = losses.adversarial_loss(q_logits.float(), goal, targeted=config.targeted, r=config.r)
         better = done | (adv_loss < best_loss[active])
-        rows = active[better]
-        adversarial[rows] = zq[better]
-        best_loss[rows] = adv_loss[better]
+        adversarial[active] = torch.where(better.view(-1, 1, 1, 1), zq, adversarial[active])
+        best_loss[active] = torch.where(better, adv_loss, best_loss[active])
         iterations[active] = steps
-        success[active[done]] = True
-        return ~done
+        success[active] = done
+        return done
 
     bar = tqdm(total=config.max_iter, desc="mnd", unit="it", disable=not config.progress, leave=False)
     for step in range(config.max_iter + 1):
         final = step == config.max_iter
         grad = None
+        done = None
         if config.straight_through:
             # One forward pass: the 8-bit image decides success and gives the gradient.
             z.requires_grad_(not final)
-            with torch.set_grad_enabled(not final):
-                loss, logits = objective(model, z, x_act, goal[active], config, x_gradient=x_grad)
-            running = record(logits.detach(), quantize(z.detach()), step)
-            if not final and bool(running.any()):
-                (grad,) = torch.autograd.grad(loss[running].sum(), z)
-                grad = grad[running]
+            with torch.set_grad_enabled(not final), autocast:
+                loss, logits = objective(model, z, reference, goal, config)
+            done = record(logits.detach(), quantize(z.detach()), step)
+            if not final:
+                (grad,) = torch.autograd.grad(loss[~done].sum(), z)
         elif step > 0:  # Z0 = X is known not to be adversarial
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 zq = quantize(z)
-                running = record(model(zq), zq, step)
-        else:
-            running = torch.ones(active.numel(), dtype=torch.bool, device=device)
-        if not bool(running.all()):
-            active, z, x_act = active[running], z.detach()[running], x_act[running]
-            x_grad = x_grad[running] if x_grad is not None else None
+                done = record(model(zq), zq, step)
+        if done is not None and bool(done.any()):  # the one host sync per iteration
+            keep = (~done).nonzero().squeeze(1)
+            active, goal, z, reference = active[keep], goal[keep], z.detach()[keep], reference.subset(keep)
+            grad = grad[keep] if grad is not None else None
             if adam is not None:
-                adam.keep(running)
+                adam.keep(keep)
         if final or active.numel() == 0:
             break
         if grad is None:
             z.requires_grad_(True)
-            loss, _ = objective(model, z, x_act, goal[active], config, x_gradient=x_grad)
+            with autocast:
+                loss, _ = objective(model, z, reference, goal, config)
             (grad,) = torch.autograd.grad(loss.sum(), z)
         with torch.no_grad():
             z = adam.step(z.detach(), grad) if adam is not None else z.detach() - config.step_size * grad
             z = z.clamp(0, 1)
         bar.update(1)
-        bar.set_postfix(running=int(active.numel()))
     bar.close()
 
     with torch.no_grad():
-        adv_label = model(adversarial).argmax(1)
+        final_logits = model(adversarial)
+    adv_label = final_logits.argmax(1)
+    success &= is_adversarial(final_logits, lab, targeted=config.targeted) & lab.attacked
     return AttackResult(
-        adversarial=adversarial.cpu(),
+        adversarial=adversarial.contiguous().cpu(),
         success=success.cpu(),
         attacked=lab.attacked.cpu(),
         iterations=iterations.cpu(),

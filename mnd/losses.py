@@ -152,6 +152,72 @@ def gradient_loss(
     return _reduce_norm(sobel_magnitude(z) - gx, norm, reduction)
 
 
+def _gaussian_1d(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+class CleanReference:
+    """What the perceptual loss needs of the clean batch X, computed once.
+
+    The clean image never changes during an attack, so its Sobel map (eq. 17)
+    and its SSIM statistics (mu_x and sigma_x^2 of eqs. 11 and 13) are
+    computed here once instead of every iteration. :meth:`ssim` is SSIM with
+    the same 11x11 Gaussian window as piq, applied as two 1-D passes, and
+    equals ``piq.ssim(z, x, downsample=False)`` in value and gradient
+    (tests/test_losses.py checks both to 1e-6).
+    """
+
+    K1, K2 = 0.01, 0.03
+
+    def __init__(self, x: torch.Tensor, *, kernel_size: int = 11, sigma: float = 1.5) -> None:
+        _check_images("x", x)
+        self.x = x.detach()
+        self.kernel = _gaussian_1d(kernel_size, sigma, self.x)
+        self._sobel: torch.Tensor | None = None
+        mu, second = self._filter(torch.cat([self.x, self.x * self.x], dim=1)).chunk(2, dim=1)
+        self.mu_x = mu
+        self.var_x = second - mu * mu
+
+    @classmethod
+    def _from(cls, x: torch.Tensor, kernel: torch.Tensor, sobel: torch.Tensor | None, mu: torch.Tensor, var: torch.Tensor) -> CleanReference:
+        ref = cls.__new__(cls)
+        ref.x, ref.kernel, ref._sobel, ref.mu_x, ref.var_x = x, kernel, sobel, mu, var
+        return ref
+
+    def subset(self, rows: torch.Tensor) -> CleanReference:
+        """The reference of some images of the batch (rows: index or mask)."""
+        sobel = self._sobel[rows] if self._sobel is not None else None
+        return CleanReference._from(self.x[rows], self.kernel, sobel, self.mu_x[rows], self.var_x[rows])
+
+    @property
+    def sobel(self) -> torch.Tensor:
+        """``sobel_magnitude(x)``, computed on first use."""
+        if self._sobel is None:
+            self._sobel = sobel_magnitude(self.x)
+        return self._sobel
+
+    def _filter(self, t: torch.Tensor) -> torch.Tensor:
+        """Valid separable Gaussian filtering of every channel of ``t``."""
+        c, k = t.shape[1], self.kernel.numel()
+        horizontal = self.kernel.view(1, 1, 1, k).expand(c, 1, 1, k)
+        vertical = self.kernel.view(1, 1, k, 1).expand(c, 1, k, 1)
+        return F.conv2d(F.conv2d(t, horizontal, groups=c), vertical, groups=c)
+
+    def ssim(self, z: torch.Tensor) -> torch.Tensor:
+        """SSIM(Z, X), eqs. (10)-(14), per image: one filtering pass of [z, z^2, z x]."""
+        c = z.shape[1]
+        mu_z, second_z, cross = self._filter(torch.cat([z, z * z, z * self.x], dim=1)).split(c, dim=1)
+        mu_zx = mu_z * self.mu_x
+        var_z = second_z - mu_z * mu_z
+        cov = cross - mu_zx
+        c1, c2 = self.K1**2, self.K2**2
+        cs = (2 * cov + c2) / (var_z + self.var_x + c2)
+        ss = (2 * mu_zx + c1) / (mu_z * mu_z + self.mu_x * self.mu_x + c1) * cs
+        return ss.mean(dim=(-1, -2)).mean(1)
+
+
 def perceptual_loss(
     z: torch.Tensor,
     x: torch.Tensor,
@@ -160,13 +226,14 @@ def perceptual_loss(
     deviation: Norm = "l1",
     gradient: Norm = "l1",
     reduction: Reduction = "mean",
-    x_gradient: torch.Tensor | None = None,
+    reference: CleanReference | None = None,
 ) -> torch.Tensor:
     """Perceptual quality-preserving loss L_pqp, eq. (7).
 
     ``b1 * ||Z - X|| - b2 * SSIM(Z, X) + b3 * ||g(Z) - g(X)||`` with the
     deviation norm of eq. (8)/(9) and the gradient norm of eq. (18)/(19).
-    Terms whose beta is zero are not computed.
+    Terms whose beta is zero are not computed. With a ``reference`` (the
+    clean batch's cached statistics) SSIM and g(X) are not recomputed from X.
 
     Returns:
         (N,) loss per image.
@@ -177,7 +244,8 @@ def perceptual_loss(
     if b1:
         total = total + b1 * deviation_loss(z, x, norm=deviation, reduction=reduction)
     if b2:
-        total = total - b2 * ssim_similarity(z, x)
+        total = total - b2 * (reference.ssim(z) if reference is not None else ssim_similarity(z, x))
     if b3:
-        total = total + b3 * gradient_loss(z, x, norm=gradient, reduction=reduction, x_gradient=x_gradient)
+        cached = reference.sobel if reference is not None else None
+        total = total + b3 * gradient_loss(z, x, norm=gradient, reduction=reduction, x_gradient=cached)
     return total

@@ -96,11 +96,37 @@ def test_perceptual_loss_eq7_is_the_weighted_sum():
     assert torch.allclose(losses.perceptual_loss(z, x, betas=(0, 0, 0)), torch.zeros(2))
     l2 = losses.perceptual_loss(z, x, betas=(1, 0, 1), deviation="l2", gradient="l2")
     assert torch.allclose(l2, losses.deviation_loss(z, x, norm="l2") + losses.gradient_loss(z, x, norm="l2"))
-    # the cached clean Sobel map gives the same value
-    cached = losses.perceptual_loss(z, x, betas=(2.0, 0.5, 3.0), x_gradient=losses.sobel_magnitude(x))
-    assert torch.allclose(got, cached)
+    # the cached clean statistics give the same value
+    cached = losses.perceptual_loss(z, x, betas=(2.0, 0.5, 3.0), reference=losses.CleanReference(x))
+    assert torch.allclose(got, cached, atol=1e-6)
 
 
 def test_perceptual_loss_is_zero_at_the_clean_image_up_to_ssim():
     x = torch.rand(1, 3, 16, 16)
     assert losses.perceptual_loss(x, x, betas=(1.0, 1.0, 1.0)).item() == pytest.approx(-1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("size", [(2, 3, 32, 32), (1, 3, 64, 48)])
+def test_cached_separable_ssim_equals_piq_in_value_and_gradient(size):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(*size, generator=g)
+    z0 = (x + 0.03 * torch.randn(*size, generator=g)).clamp(0, 1)
+    z1 = z0.clone().requires_grad_(True)
+    z2 = z0.clone().requires_grad_(True)
+    ref_value = losses.ssim_similarity(z1, x)
+    ours = losses.CleanReference(x).ssim(z2)
+    assert torch.allclose(ours, ref_value, atol=1e-6, rtol=0)
+    (g1,) = torch.autograd.grad(ref_value.sum(), z1)
+    (g2,) = torch.autograd.grad(ours.sum(), z2)
+    assert torch.allclose(g1, g2, atol=1e-6, rtol=0)
+    assert g1.abs().max() > 1e-4, "the gradient compared must not be trivially zero"
+
+
+def test_clean_reference_subset_keeps_rows():
+    x = torch.rand(3, 3, 16, 16)
+    z = (x + 0.02).clamp(0, 1)
+    ref = losses.CleanReference(x)
+    _ = ref.sobel
+    sub = ref.subset(torch.tensor([2, 0]))
+    assert torch.allclose(sub.ssim(z[[2, 0]]), ref.ssim(z)[[2, 0]])
+    assert torch.equal(sub.sobel, losses.sobel_magnitude(x)[[2, 0]])
