@@ -46,9 +46,7 @@ def load_items(paths: list[Path], spec: models.ModelSpec) -> list[Item]:
         if image.note:
             _warn(f"{path}: {image.note}")
         if spec.task == "faces":
-            from mnd.faces import crop_faces
-
-            crops = crop_faces(image.pixels, size=spec.input_size, where=str(path)).crops
+            crops = face_inputs(image.pixels, spec, str(path))
             for k, crop in enumerate(crops):
                 name = path.stem if len(crops) == 1 else f"{path.stem}_face{k}"
                 items.append(Item(name, crop, image.note))
@@ -59,6 +57,15 @@ def load_items(paths: list[Path], spec: models.ModelSpec) -> list[Item]:
     if duplicates:
         raise InputError(duplicates[0], "two inputs share this file stem; their outputs would overwrite each other")
     return items
+
+
+def face_inputs(pixels: object, spec: models.ModelSpec, where: str) -> torch.Tensor:
+    """Every face in a photo, cut as the model expects: dlib chips or MTCNN crops."""
+    from mnd import faces
+
+    if spec.name == "dlib_resnet_v1":
+        return faces.dlib_face_chips(pixels, where=where).faces
+    return faces.crop_faces(pixels, size=spec.input_size, where=where).faces
 
 
 def build_model(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn.Module:

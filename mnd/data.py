@@ -631,7 +631,7 @@ def crop_face(path: str | Path) -> torch.Tensor:
         raise ModelUnavailableError(f"mnd.faces is not available ({exc})") from None
     path = Path(path)
     found = crop_faces(load_rgb(path).pixels, size=160, where=str(path))
-    crops = found.crops
+    crops = found.faces
     if len(crops) == 0:
         raise InputError(path, "no face found")
     boxes = torch.as_tensor(np.asarray(found.boxes, dtype=np.float64)).reshape(len(crops), -1)

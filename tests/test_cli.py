@@ -151,3 +151,54 @@ def test_existing_results_survive_bad_input_and_are_merged(tmp_path, two_photos,
 
 def test_efficientnet_is_the_default_model():
     assert models.spec("efficientnet_lite0").input_size == 224
+
+
+@pytest.fixture
+def face_gallery(tmp_path):
+    """Three identities (astronaut, Grace Hopper, cameraman), enrolled from flipped and shifted copies."""
+    import matplotlib.cbook
+    import skimage.data
+
+    hopper = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
+    people = {
+        "astronaut": skimage.data.astronaut(),
+        "hopper": hopper,
+        "camera": np.repeat(skimage.data.camera()[..., None], 3, axis=2),
+    }
+    gallery = tmp_path / "gallery"
+    for name, img in people.items():
+        (gallery / name).mkdir(parents=True)
+        _write(gallery / name / "flip.png", np.ascontiguousarray(img[:, ::-1]))
+        _write(gallery / name / "shift.png", np.roll(img, 12, axis=1))
+    probe = _write(tmp_path / "astronaut.png", people["astronaut"])
+    return gallery, probe
+
+
+@pytest.mark.slow
+def test_attack_protects_a_face_against_the_offline_dlib_recogniser(face_gallery, tmp_path, capsys):
+    gallery, probe = face_gallery
+    out = tmp_path / "faces"
+    code = main(
+        ["attack", str(probe), "--model", "dlib_resnet_v1", "--gallery", str(gallery), "--targeted", "--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    with (out / "metrics.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["clean_label"] == "0"  # astronaut is the first identity (sorted) and is recognised
+    assert row["success"] == "True" and row["adv_label"] == row["target_label"] != "0"
+    assert float(row["psnr"]) > 35
+    chip = load_rgb(out / "astronaut.png").pixels
+    assert chip.shape == (150, 150, 3)
+    # the saved chip, read back, is still matched to the target identity
+    from mnd import faces
+
+    net = models.load("dlib_resnet_v1")
+    g = models.freeze(faces.Gallery.from_folder(net, gallery))
+    with torch.no_grad():
+        assert g(to_tensor(chip)[None]).argmax(1).item() == int(row["target_label"])
+
+
+def test_embedding_model_without_gallery_is_a_one_line_error(face_gallery, tmp_path, capsys):
+    _, probe = face_gallery
+    assert main(["attack", str(probe), "--model", "dlib_resnet_v1", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "--gallery")

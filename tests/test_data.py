@@ -394,7 +394,7 @@ def test_crop_face_uses_mnd_faces_and_keeps_the_largest_face(tmp_path: Path, mon
         calls.append((image.shape, size, where))
         crops = torch.stack([torch.full((3, 160, 160), v) for v in (0.1, 0.2, 0.3)])
         boxes = np.array([[0, 0, 10, 10], [0, 0, 30, 20], [5, 5, 15, 15]], dtype=np.float32)
-        return types.SimpleNamespace(crops=crops, boxes=boxes, probs=np.array([0.99, 0.9, 0.98]))
+        return types.SimpleNamespace(faces=crops, boxes=boxes, probs=np.array([0.99, 0.9, 0.98]))
 
     monkeypatch.setitem(sys.modules, "mnd.faces", types.SimpleNamespace(crop_faces=crop_faces))
     path = tmp_path / "face.jpg"
