@@ -1,0 +1,149 @@
+"""How much does one MND iteration cost beyond the model's own forward and backward?
+
+Run: .venv/bin/python benchmarks/attack_speed.py [--device cpu|cuda] [--quick]
+
+On the same batch, for each batch size and model, it times
+  (a) the bare model: forward + backward with respect to the input,
+  (b) one MND iteration (default settings, and with --straight-through's single forward),
+  (c) one torchattacks BIM iteration,
+  (d) a full MND run (default settings) on the embedded photos, tiled to the batch size,
+and prints the ratios. Times are medians over repeats, with the spread (min-max).
+Models: efficientnet_lite0 (real, embedded weights) and VGG19 with random
+weights (the paper's architecture; weights do not change the cost).
+The last line is machine-readable and is for efficientnet_lite0:
+  mnd_iter/bare_fwd_bwd=<x> mnd_iter/bim_iter=<y> batch32/batch1_throughput=<z>
+--quick uses 128x128 inputs and fewer repeats so the whole run stays near a
+minute on a 2-core CPU; ratios, not seconds, are what it is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.transforms import functional as TF
+
+from mnd import anchors, attack, models
+from mnd.data import embedded_images
+from mnd.imageio import to_tensor
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> list[float]:
+    if warmup:
+        fn()  # allocator, kernels, oneDNN primitives
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def med(ts: list[float]) -> float:
+    return statistics.median(ts)
+
+
+def spread(ts: list[float]) -> str:
+    return f"{med(ts) * 1e3:8.1f} ms [{min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}]"
+
+
+def batch_of(size: int, side: int, device: torch.device) -> torch.Tensor:
+    imgs = []
+    for e in embedded_images():
+        t = TF.resize(to_tensor(e.pixels.copy()), side, antialias=True)
+        imgs.append(TF.center_crop(t, [side, side]))
+    x = torch.stack([imgs[i % len(imgs)] for i in range(size)])
+    return attack.quantize(x).to(device)
+
+
+def vgg19_random() -> nn.Module:
+    from torchvision.models import vgg19
+
+    torch.manual_seed(0)
+    return models.freeze(models.Normalized(vgg19(weights=None), models.IMAGENET_MEAN, models.IMAGENET_STD))
+
+
+def never_finishing(config: attack.AttackConfig) -> attack.AttackConfig:
+    """The same work per iteration, but steps too small to ever succeed."""
+    return config.replace(step_size=1e-12, optimizer="gd")
+
+
+def per_iteration(run: Callable[[int], object], k: int, device: torch.device, repeats: int) -> list[float]:
+    """(T(k) - T(0)) / k: the fixed costs (clean prediction, final check) cancel."""
+    zero = timed(lambda: run(0), device, repeats)
+    many = timed(lambda: run(k), device, repeats)
+    return [max(m - z, 0.0) / k for m, z in zip(sorted(many), sorted(zero))]
+
+
+def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int, repeats: int, device: torch.device, full: bool) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    base = attack.config_for("mnd")
+    for b in sizes:
+        x = batch_of(b, side, device)
+        with torch.no_grad():
+            labels = model(x).argmax(1)
+
+        def bare() -> None:
+            xx = x.clone().requires_grad_(True)
+            logits = model(xx)
+            torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), xx)
+
+        t_bare = timed(bare, device, repeats)
+        t_mnd = per_iteration(lambda n: attack.generate(model, x, labels, config=never_finishing(base).replace(max_iter=n)), k, device, repeats)
+        st = never_finishing(base).replace(straight_through=True)
+        t_st = per_iteration(lambda n: attack.generate(model, x, labels, config=st.replace(max_iter=n)), k, device, repeats)
+        t_bim = per_iteration(lambda n: anchors.run("bim", model, x, labels, steps=max(n, 1)) if n else anchors.run("bim", model, x, labels, steps=1), k, device, repeats)
+        # BIM's T(0) above is one step, so its difference covers k - 1 steps
+        t_bim = [t * k / max(k - 1, 1) for t in t_bim]
+        row = {"bare": med(t_bare), "mnd": med(t_mnd), "mnd_st": med(t_st), "bim": med(t_bim)}
+        print(flush=True)
+        print(f"{name:18s} batch {b:3d}  bare fwd+bwd {spread(t_bare)}  MND iter {spread(t_mnd)}  MND-ST iter {spread(t_st)}  BIM iter {spread(t_bim)}")
+        print(f"{'':18s}            MND/bare {row['mnd'] / row['bare']:.2f}  MND-ST/bare {row['mnd_st'] / row['bare']:.2f}  MND/BIM {row['mnd'] / row['bim']:.2f}  MND-ST/BIM {row['mnd_st'] / row['bim']:.2f}")
+        if full:
+            cfg = base.replace(max_iter=200)
+            sync(device)
+            t0 = time.perf_counter()
+            res = attack.generate(model, x, config=cfg)
+            sync(device)
+            t = [time.perf_counter() - t0]
+            row["throughput"] = b / med(t)
+            print(f"{'':18s}            full MND run: {med(t):.2f} s, {row['throughput']:.2f} images/s, success {int(res.success.sum())}/{b}, mean iterations {res.iterations.float().mean():.1f}")
+        out[b] = row
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="128x128 inputs, fewer repeats (about a minute on CPU)")
+    p.add_argument("--skip-vgg", action="store_true", help="only efficientnet_lite0")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    side, k, repeats = (128, 3, 1) if args.quick else (224, 5, 5)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), inputs {side}x{side}, torch {torch.__version__}")
+    eff = models.load("efficientnet_lite0").to(device)
+    r = bench_model("efficientnet_lite0", eff, [1, 8, 32], side, k, repeats, device, full=True)
+    if not args.skip_vgg:
+        vgg = vgg19_random().to(device)
+        sizes = [1] if args.quick and device.type == "cpu" else [1, 8, 32]
+        bench_model("vgg19 (random)", vgg, sizes, side, k, repeats, device, full=False)
+    b32, b1 = r[32], r[1]
+    print(
+        f"mnd_iter/bare_fwd_bwd={b32['mnd'] / b32['bare']:.3f} mnd_iter/bim_iter={b32['mnd'] / b32['bim']:.3f} "
+        f"batch32/batch1_throughput={b32['throughput'] / b1['throughput']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
