@@ -243,6 +243,7 @@ class Labels:
     true: torch.Tensor
     target: torch.Tensor | None
     attacked: torch.Tensor
+    logits: torch.Tensor
 
     @property
     def goal(self) -> torch.Tensor:
@@ -263,7 +264,7 @@ def prepare_labels(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | Non
     if true.shape[0] != x.shape[0]:
         raise ValueError(f"{true.shape[0]} labels for {x.shape[0]} images")
     target = losses.least_likely_target(logits) if targeted else None
-    return Labels(clean=clean, true=true, target=target, attacked=clean == true)
+    return Labels(clean=clean, true=true, target=target, attacked=clean == true, logits=logits)
 
 
 def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targeted: bool) -> torch.Tensor:
@@ -372,6 +373,10 @@ def generate(
     z = x[active].clone()
     reference = losses.CleanReference(x[active])
     adam = _Adam(z, config.step_size) if config.optimizer == "adam" else None
+    # The 8-bit image last classified and its logits: an image whose 8-bit version did
+    # not change since (early on, most of them: Adam moves pixels 1e-4 a step) is not
+    # classified again.
+    last_q, last_logits = z.clone(), lab.logits[active]
     autocast = (
         torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
         if config.amp
@@ -405,10 +410,16 @@ def generate(
         elif step > 0:  # Z0 = X is known not to be adversarial
             with torch.no_grad(), autocast:
                 zq = quantize(z)
-                done = record(model(zq), zq, step)
+                changed = (zq != last_q).flatten(1).any(1).nonzero().squeeze(1)
+                if changed.numel():
+                    last_logits = last_logits.clone()
+                    last_logits[changed] = model(zq[changed]).to(last_logits.dtype)
+                    last_q = zq
+                done = record(last_logits, zq, step)
         if done is not None and bool(done.any()):  # the one host sync per iteration
             keep = (~done).nonzero().squeeze(1)
             active, goal, z, reference = active[keep], goal[keep], z.detach()[keep], reference.subset(keep)
+            last_q, last_logits = last_q[keep], last_logits[keep]
             grad = grad[keep] if grad is not None else None
             if adam is not None:
                 adam.keep(keep)
