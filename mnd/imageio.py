@@ -77,7 +77,7 @@ def load_rgb(path: str | Path) -> LoadedImage:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div(255.0)
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255.0)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
