@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures" / "dlib_face"
+needs_fixtures = pytest.mark.skipif(
+    not (FIXTURES / "fixtures.json").exists(),
+    reason=f"dlib reference fixtures not found at {FIXTURES} (the checkout's sibling folder shared/)",
+)
 
 
 def shared_path(*parts: str) -> Path:

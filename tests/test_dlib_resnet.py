@@ -29,12 +29,7 @@ from mnd.dlib_resnet import (
 )
 from mnd.errors import ModelUnavailableError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "dlib_face"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "fixtures.json").exists(),
-    reason=f"dlib reference fixtures not found at {FIXTURES} (the checkout's sibling folder shared/)",
-)
+from tests.conftest import FIXTURES, needs_fixtures
 TOLERANCE = 1e-5  # spec section 6: separates correct from incorrect loaders
 
 

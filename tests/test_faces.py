@@ -25,12 +25,7 @@ from mnd.faces import (
     vggface2_weights_cached,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "dlib_face"
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "fixtures.json").exists(),
-    reason=f"dlib reference fixtures not found at {FIXTURES} (the checkout's sibling folder shared/)",
-)
+from tests.conftest import FIXTURES, needs_fixtures
 
 
 @pytest.fixture(autouse=True, scope="module")
