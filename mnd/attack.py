@@ -416,7 +416,7 @@ def generate(
                     last_logits[changed] = model(zq[changed]).to(last_logits.dtype)
                     last_q = zq
                 done = record(last_logits, zq, step)
-        if done is not None and bool(done.any()):  # the one host sync per iteration
+        if done is not None and bool(done.any()):  # a host sync, as is the changed-rows lookup
             keep = (~done).nonzero().squeeze(1)
             active, goal, z, reference = active[keep], goal[keep], z.detach()[keep], reference.subset(keep)
             last_q, last_logits = last_q[keep], last_logits[keep]
