@@ -83,7 +83,11 @@ def _reduce_norm(diff: torch.Tensor, norm: Norm, reduction: Reduction) -> torch.
         return total / flat.shape[1] if reduction == "mean" else total
     if norm == "l2":
         total = flat.pow(2).sum(1)
-        return (total / flat.shape[1]).sqrt() if reduction == "mean" else total.sqrt()
+        if reduction == "mean":
+            total = total / flat.shape[1]
+        # sqrt's derivative is infinite at 0, where every attack starts (Z = X): use the
+        # subgradient 0 there instead of NaN.
+        return torch.where(total > 0, total.clamp_min(1e-30).sqrt(), torch.zeros_like(total))
     raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
 
 

@@ -130,3 +130,15 @@ def test_clean_reference_subset_keeps_rows():
     sub = ref.subset(torch.tensor([2, 0]))
     assert torch.allclose(sub.ssim(z[[2, 0]]), ref.ssim(z)[[2, 0]])
     assert torch.equal(sub.sobel, losses.sobel_magnitude(x)[[2, 0]])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_l2_norms_have_a_finite_gradient_at_the_clean_image(reduction):
+    x = torch.rand(2, 3, 8, 8)
+    z = x.clone().requires_grad_(True)
+    loss = losses.perceptual_loss(z, x, betas=(1.0, 0.0, 1.0), deviation="l2", gradient="l2", reduction=reduction)
+    (g,) = torch.autograd.grad(loss.sum(), z)
+    assert torch.isfinite(g).all()
+    z2 = (x + 0.01).clamp(0, 1).requires_grad_(True)
+    (g2,) = torch.autograd.grad(losses.deviation_loss(z2, x, norm="l2", reduction=reduction).sum(), z2)
+    assert torch.isfinite(g2).all() and g2.abs().sum() > 0
