@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mnd.cli_data import register as add_data
 
     add_data(sub)
+    from mnd.cli_book import register as add_book
+
+    add_book(sub)
     return parser
 
 

@@ -1,0 +1,938 @@
+"""The reproducibility book: run the grid, execute the notebooks, build the HTML.
+
+:func:`build` is ``mnd book``: it runs a preset's grid (:func:`mnd.grid.run_grid`,
+which skips results already on disk), executes every notebook of
+``notebooks/`` with papermill into the book's source folder (executed copies;
+the clean sources stay untouched), writes the generated "what reproduced"
+page from the results, and builds the HTML with Jupyter Book v1 with
+execution off and warnings as errors.
+
+The notebooks are thin: they call the display helpers below (HTML tables,
+figures with an enlarged detail, Grad-CAM overlays, the SSIM map) and the
+library; every number they show comes from the results folder.
+
+>>> pm(48.554, 1.94, 2)
+'48.55 ± 1.94'
+>>> verdict([True, True]), verdict([True, False]), verdict([])
+('supported', 'partly supported', 'no data')
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnd import grid
+from mnd.errors import InputError, MndError
+from mnd.imageio import atomic_open
+
+NOTEBOOKS: tuple[str, ...] = (
+    "01_losses", "02_imagenet", "03_faces", "04_heatmaps", "05_difference_maps", "06_pixel_ratio", "07_mos",
+)
+"""The notebooks of ``notebooks/``, in book order."""
+
+STATIC_PAGES: tuple[str, ...] = ("intro.md", "reading-notes.md", "_toc.yml")
+GENERATED_PAGE = "reproduction.md"
+KERNEL = "python3"
+"""ipykernel's built-in kernel: the Python that runs papermill, no kernel spec to register."""
+
+
+def notebook_dir() -> Path:
+    """``notebooks/`` of the checkout: the clean notebook sources."""
+    return grid.project_root() / "notebooks"
+
+
+def book_dir() -> Path:
+    """``book/`` of the checkout: the book's source folder."""
+    return grid.project_root() / "book"
+
+
+def config_file() -> Path:
+    """The Jupyter Book configuration, ``_config.yml`` at the top of the checkout."""
+    return grid.project_root() / "_config.yml"
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number with ``digits`` decimals; NaN as an en dash, inf as ∞; other values as text.
+
+    >>> fmt(0.96512, 4), fmt(float("nan")), fmt(True)
+    ('0.9651', '–', 'yes')
+    """
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        text = f"{value:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+    return "" if value is None else str(value)
+
+
+def pm(mean: float, std: float, digits: int = 2) -> str:
+    """``mean ± std`` as the paper prints it (std omitted when NaN)."""
+    if isinstance(mean, float) and math.isnan(mean):
+        return "–"
+    if isinstance(std, float) and math.isnan(std):
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """A difference with its sign (``+0.12``); NaN as an en dash."""
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    text = f"{value:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text  # no "-0.00"
+
+
+def html_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    caption: str | None = None,
+    digits: Mapping[str, int] | None = None,
+) -> str:
+    """An HTML table of ``rows`` (values through :func:`fmt`; strings shown as given, escaped)."""
+    columns = list(columns or (list(rows[0]) if rows else []))
+    digits = dict(digits or {})
+    head = "".join(f"<th style='padding:2px 6px'>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td style='white-space:nowrap;padding:2px 6px'>{html.escape(fmt(row.get(c, ''), digits.get(c, 2)))}</td>"
+                        for c in columns)
+        body.append(f"<tr>{cells}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f"<div style='overflow-x:auto'><table class='mnd-table' style='font-size:0.75em'>{cap}<thead><tr>{head}"
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digits: Mapping[str, int] | None = None) -> str:
+    """A pipe table (MyST) of ``rows``."""
+    digits = dict(digits or {})
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in rows:
+        cells = [fmt(row.get(c, ""), digits.get(c, 2)).replace("|", "\\|") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def show_html(text: str) -> None:
+    """Display HTML in a notebook (text elsewhere)."""
+    try:
+        from IPython.display import HTML, display
+    except ImportError:  # pragma: no cover - only outside Jupyter's environment
+        print(text)
+        return
+    display(HTML(text))
+
+
+def show_markdown(text: str) -> None:
+    """Display Markdown in a notebook (text elsewhere)."""
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover
+        print(text)
+        return
+    display(Markdown(text))
+
+
+def paper_table_rows(summary: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> list[dict[str, Any]]:
+    """One data set x setting of :func:`mnd.grid.summarize`, in the layout of Tables I/II/VI/VII.
+
+    Columns: Method, PSNR (ours, paper, difference), SSIM (ours, paper,
+    difference), successes and the mean iterations of the successful attacks.
+    """
+    out = []
+    for s in summary:
+        if s["dataset"] != dataset or s["setting"] != setting:
+            continue
+        out.append({
+            "Method": s["label"],
+            "PSNR": pm(s["psnr_mean"], s["psnr_std"], 2),
+            "PSNR (paper)": pm(s.get("paper_psnr_mean", math.nan), s.get("paper_psnr_std", math.nan), 2),
+            "ΔPSNR": signed(s.get("psnr_diff", math.nan), 2),
+            "SSIM": pm(s["ssim_mean"], s["ssim_std"], 4),
+            "SSIM (paper)": pm(s.get("paper_ssim_mean", math.nan), s.get("paper_ssim_std", math.nan), 4),
+            "ΔSSIM": signed(s.get("ssim_diff", math.nan), 4),
+            "success (iter.)": f"{s['succeeded']}/{s['attacked']} ({fmt(s['iterations_mean'], 1)})",
+        })
+    return out
+
+
+def dataset_status(results: str | Path, dataset: str) -> tuple[bool, str]:
+    """Whether the grid ran a data set (from run.json), and the reason when it did not."""
+    info = grid.read_run(Path(results)).get("datasets", {}).get(dataset)
+    if info is None:
+        return False, f"the grid has not run data set {dataset!r} (no entry in {Path(results) / grid.RUN_JSON})"
+    if info.get("status") != "ok":
+        return False, str(info.get("reason", "skipped"))
+    return True, ""
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An 8-bit RGB PNG as an (H, W, 3) uint8 array."""
+    from mnd.imageio import load_rgb
+
+    return load_rgb(path).pixels
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    from mnd.imageio import to_tensor as one
+
+    return one(image)[None]
+
+
+def detail_region(clean: np.ndarray, others: Sequence[np.ndarray], size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window where the images differ most from ``clean``.
+
+    The window (on a grid of ``size // 2`` steps) maximises the summed
+    absolute difference over all ``others``, so the enlarged detail shows
+    the perturbations rather than a flat patch.
+    """
+    h, w = clean.shape[:2]
+    size = min(size, h, w)
+    total = np.zeros((h, w))
+    for img in others:
+        total += np.abs(img.astype(np.int32) - clean.astype(np.int32)).sum(axis=2)
+    step = max(1, size // 2)
+    best, where = -1.0, (0, 0)
+    for top in range(0, h - size + 1, step):
+        for left in range(0, w - size + 1, step):
+            value = float(total[top : top + size, left : left + size].sum())
+            if value > best:
+                best, where = value, (top, left)
+    return where
+
+
+def _rectangle(img: np.ndarray, top: int, left: int, height: int, width: int, color: tuple[int, int, int],
+               thickness: int) -> None:
+    c = np.array(color, dtype=np.uint8)
+    img[top : top + thickness, left : left + width] = c
+    img[top + height - thickness : top + height, left : left + width] = c
+    img[top : top + height, left : left + thickness] = c
+    img[top : top + height, left + width - thickness : left + width] = c
+
+
+def with_detail(image: np.ndarray, region: tuple[int, int], size: int, *, scale: int = 2,
+                color: tuple[int, int, int] = (255, 0, 0), thickness: int = 2) -> np.ndarray:
+    """The paper's Figs. 1 and 2 style: a red box on ``region`` and its enlargement in the bottom-right corner.
+
+    The ``size`` x ``size`` window at ``region`` (top, left) is enlarged
+    ``scale`` times with nearest-neighbour sampling (every pixel stays
+    visible) and pasted, framed in red, over the bottom-right corner.
+    """
+    out = image.copy()
+    top, left = region
+    crop = image[top : top + size, left : left + size]
+    big = np.kron(crop, np.ones((scale, scale, 1), dtype=np.uint8))
+    bh, bw = big.shape[:2]
+    h, w = out.shape[:2]
+    bh, bw = min(bh, h), min(bw, w)
+    out[h - bh :, w - bw :] = big[:bh, :bw]
+    _rectangle(out, h - bh, w - bw, bh, bw, color, thickness)
+    _rectangle(out, top, left, crop.shape[0], crop.shape[1], color, thickness)
+    return out
+
+
+def image_grid(panels: Sequence[tuple[str, np.ndarray]], *, columns: int, size: float = 2.6,
+               cmap: str | None = None) -> Any:
+    """A matplotlib figure of titled images, ``columns`` per row."""
+    import matplotlib.pyplot as plt
+
+    rows = max(1, math.ceil(len(panels) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, img) in zip(axes.flat, panels):
+        ax.imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=255 if cmap and img.dtype == np.uint8 else None,
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def method_images(results: str | Path, dataset: str, setting: str, image: str,
+                  methods: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """The clean image and each method's adversarial image (those on disk), with display titles."""
+    out = [("Clean", load_image(grid.clean_path(Path(results), dataset, image)))]
+    for method in methods:
+        path = grid.png_path(Path(results), dataset, setting, method, image)
+        if path.exists():
+            out.append((_label(method), load_image(path)))
+    return out
+
+
+def comparison_figure(results: str | Path, dataset: str, setting: str, image: str, methods: Sequence[str], *,
+                      detail: int = 48, scale: int = 2, columns: int = 3) -> Any:
+    """Figs. 1 and 2: the clean image, MND and the anchors, each with an enlarged detail in a red box.
+
+    One detail window, the same for every panel (:func:`detail_region`).
+    """
+    panels = method_images(results, dataset, setting, image, methods)
+    clean = panels[0][1]
+    region = detail_region(clean, [img for _, img in panels[1:]], detail)
+    return image_grid([(t, with_detail(img, region, detail, scale=scale)) for t, img in panels], columns=columns)
+
+
+def common_scale_maps(adversarial: Sequence[np.ndarray], clean: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """Absolute difference maps of several images on ONE scale: the largest difference of all -> 255.
+
+    Unlike :func:`mnd.metrics.difference_maps`, which stretches every map to
+    its own maximum, a common scale keeps the magnitudes comparable across
+    methods (the paper's "for a fair comparison ... normalized to 0~255").
+
+    Returns:
+        (the (H, W, 3) uint8 maps, the largest difference in 8-bit levels).
+    """
+    diffs = [np.abs(a.astype(np.int32) - clean.astype(np.int32)) for a in adversarial]
+    peak = max(1, max(int(d.max()) for d in diffs))
+    return [np.round(d * (255.0 / peak)).astype(np.uint8) for d in diffs], peak
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a figure as PNG, atomically, with no timestamp (and no software tag) in its metadata."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return path
+
+
+def show_figure(fig: Any, path: str | Path) -> Path:
+    """Save a figure (:func:`save_figure`), close it and display exactly the saved PNG."""
+    import matplotlib.pyplot as plt
+
+    saved = save_figure(fig, path)
+    plt.close(fig)
+    try:
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover
+        return saved
+    display(Image(data=saved.read_bytes(), format="png"))
+    return saved
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG file as a ``data:`` URI (for HTML built in a notebook)."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+# --- SSIM map and Grad-CAM ----------------------------------------------------------------------
+
+
+def ssim_map(z: torch.Tensor, x: torch.Tensor, *, kernel_size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """The local SSIM of eq. (10) at every position (channel mean), with the loss's Gaussian window.
+
+    Its mean over the valid positions is the SSIM term of eq. (7).
+
+    Returns:
+        (H - kernel_size + 1, W - kernel_size + 1) float array.
+    """
+    z, x = z.float(), x.float()
+    coords = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :]).expand(z.shape[1], 1, kernel_size, kernel_size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(t, window, groups=t.shape[1])
+
+    mu_z, mu_x = blur(z), blur(x)
+    var_z, var_x = blur(z * z) - mu_z**2, blur(x * x) - mu_x**2
+    cov = blur(z * x) - mu_z * mu_x
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mu_z * mu_x + c1) * (2 * cov + c2)) / ((mu_z**2 + mu_x**2 + c1) * (var_z + var_x + c2))
+    return value.mean(1)[0].numpy()
+
+
+def cam_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
+    """Grad-CAM's target layer: the last module to produce a spatial feature map.
+
+    With an ``example`` input, the model is run once and the last module (in
+    execution order) whose output is (N, C, H, W) with H, W > 1 is taken: the
+    final block or activation before global pooling (EfficientNet's ``bn2``,
+    the last residual block of dlib's ResNet, VGG's last pooling). Without an
+    example, the last ``nn.Conv2d``.
+    """
+    if example is not None:
+        seen: list[nn.Module] = []
+
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
+                seen.append(module)
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+        try:
+            with torch.no_grad():
+                model(example)
+        finally:
+            for h in handles:
+                h.remove()
+        if seen:
+            return seen[-1]
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            last = module
+    if last is None:
+        raise InputError("grad-cam", f"{type(model).__name__} has no convolution layer")
+    return last
+
+
+def gradcam(model: nn.Module, images: torch.Tensor, classes: Sequence[int], layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps (pytorch-grad-cam) of ``classes`` for a batch of [0, 1] images.
+
+    Returns:
+        (N, H, W) maps in [0, 1].
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    device = next(model.parameters()).device
+    x = images.detach().float().to(device).requires_grad_(True)
+    with GradCAM(model=model, target_layers=[layer or cam_layer(model, x[:1].detach())]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    return np.asarray(maps)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """A heatmap in [0, 1] over an (H, W, 3) uint8 image (pytorch-grad-cam's JET overlay)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(image.astype(np.float32) / 255.0, heatmap, use_rgb=True)
+
+
+# --- claims: what reproduced -------------------------------------------------------------------
+
+
+def verdict(checks: Sequence[bool]) -> str:
+    """``supported`` (all true), ``not supported`` (none), ``partly supported``, or ``no data``."""
+    if not checks:
+        return "no data"
+    if all(checks):
+        return "supported"
+    if not any(checks):
+        return "not supported"
+    return "partly supported"
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, checked against a run.
+
+    Attributes:
+        title: the claim, short.
+        paper: where and how the paper states it.
+        verdict: from :func:`verdict` over ``checks``.
+        rows: the evidence, one row per table (or pair compared).
+        columns: which keys of ``rows`` to show.
+        checks: one boolean per row that decides the verdict.
+        note: caveats.
+    """
+
+    title: str
+    paper: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    checks: list[bool] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.checks)
+
+
+def _index(summary: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    return {(s["dataset"], s["setting"], s["method"]): s for s in summary}
+
+
+def _paper_index() -> dict[tuple[str, str], dict[str, float]]:
+    return grid.paper_psnr_ssim()
+
+
+def _label(method: str) -> str:
+    from mnd.experiments import method_label
+
+    return method_label(method)
+
+
+def _where(spec: grid.DatasetSpec, setting: str) -> str:
+    table = spec.paper_table(setting)
+    return f"{spec.name}, {setting}" + (f" (Table {table})" if table else "")
+
+
+def _ok(entry: Mapping[str, Any] | None) -> bool:
+    return entry is not None and entry["succeeded"] > 0
+
+
+def claim_best(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """"MND has the best PSNR and SSIM of all methods", per table."""
+    idx = _index(summary)
+    claim = Claim(
+        "MND gives the best PSNR and the best SSIM of all methods",
+        "Sections IV-B-3 and IV-C-3: in each of Tables I, II, VI and VII, MND has the highest mean PSNR and SSIM "
+        "of the four anchors and the six other ablation settings.",
+        columns=["table", "MND PSNR", "best other PSNR", "MND SSIM", "best other SSIM", "MND success",
+                 "holds"],
+        note="Means are over the images each method attacked successfully, as in the paper, so methods that fail "
+             "on hard images are averaged over easier ones.",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            others = [s for (d, st, m), s in idx.items() if d == spec.name and st == setting and m != "mnd" and _ok(s)]
+            if mnd is None or not others:
+                continue
+            best_psnr = max(others, key=lambda s: s["psnr_mean"])
+            best_ssim = max(others, key=lambda s: s["ssim_mean"])
+            holds = _ok(mnd) and mnd["psnr_mean"] > best_psnr["psnr_mean"] and mnd["ssim_mean"] > best_ssim["ssim_mean"]
+            claim.rows.append({
+                "table": _where(spec, setting),
+                "MND PSNR": fmt(mnd["psnr_mean"], 2),
+                "best other PSNR": f"{best_psnr['label']} {fmt(best_psnr['psnr_mean'], 2)}",
+                "MND SSIM": fmt(mnd["ssim_mean"], 4),
+                "best other SSIM": f"{best_ssim['label']} {fmt(best_ssim['ssim_mean'], 4)}",
+                "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+ABLATION_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("l1", "l2", "the l1 deviation term beats l2"),
+    ("l1", "no_norm", "the l1 deviation term beats no perceptual term"),
+    ("l1_ssim", "l1", "adding SSIM to l1 helps"),
+    ("l2_ssim", "l2", "adding SSIM to l2 helps"),
+    ("mnd", "l1_ssim", "adding the Sobel gradient term helps"),
+)
+"""(better, worse, what it says): the ablation ordering of section IV-B-3."""
+
+
+def _kendall(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a of two equally long sequences (NaN for fewer than two)."""
+    n = len(a)
+    if n < 2:
+        return math.nan
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += int(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]))
+    return s / (n * (n - 1) / 2)
+
+
+def claim_ablation(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """The ablation ordering: l1 > l2, no norm; + SSIM helps; + gradient helps (PSNR and SSIM)."""
+    idx = _index(summary)
+    paper = _paper_index()
+    claim = Claim(
+        "The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps",
+        "Section IV-B-3 (and IV-C-3): the l1 deviation loss is more effective than l2 and no norm; adding SSIM "
+        "improves PSNR and SSIM; the Sobel gradient similarity improves them further, so the full MND is best.",
+        columns=["table", "comparison", "ours PSNR", "ours SSIM", "paper PSNR", "paper SSIM", "holds"],
+        note="A comparison holds for this run when the better setting has both the higher mean PSNR and the higher "
+             "mean SSIM. The paper's own tables are checked the same way. Kendall's tau compares the order of the "
+             "seven settings by mean PSNR with the paper's order (1: same order).",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            table = spec.paper_table(setting)
+            for better, worse, text in ABLATION_CHECKS:
+                a, b = idx.get((spec.name, setting, better)), idx.get((spec.name, setting, worse))
+                if not (_ok(a) and _ok(b)):
+                    continue
+                dp = a["psnr_mean"] - b["psnr_mean"]  # type: ignore[index]
+                ds = a["ssim_mean"] - b["ssim_mean"]  # type: ignore[index]
+                pa, pb = paper.get((table or "", _label(better))), paper.get((table or "", _label(worse)))
+                holds = dp > 0 and ds > 0
+                claim.rows.append({
+                    "table": _where(spec, setting),
+                    "comparison": f"{_label(better)} vs {_label(worse)}: {text}",
+                    "ours PSNR": signed(dp, 2),
+                    "ours SSIM": signed(ds, 5),
+                    "paper PSNR": signed(pa["psnr_mean"] - pb["psnr_mean"], 2) if pa and pb else "–",
+                    "paper SSIM": signed(pa["ssim_mean"] - pb["ssim_mean"], 5) if pa and pb else "–",
+                    "holds": holds,
+                })
+                claim.checks.append(holds)
+            variants = [m for m in ("no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd")
+                        if _ok(idx.get((spec.name, setting, m))) and paper.get((table or "", _label(m)))]
+            if len(variants) >= 2:
+                ours = [idx[(spec.name, setting, m)]["psnr_mean"] for m in variants]
+                theirs = [paper[(table or "", _label(m))]["psnr_mean"] for m in variants]
+                claim.rows.append({
+                    "table": _where(spec, setting),
+                    "comparison": f"order of {len(variants)} settings by PSNR: Kendall tau {fmt(_kendall(ours, theirs), 2)}",
+                    "ours PSNR": "", "ours SSIM": "", "paper PSNR": "", "paper SSIM": "", "holds": "",
+                })
+    return claim
+
+
+def claim_targeted(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """Non-targeted attacks are easier than targeted ones."""
+    idx = _index(summary)
+    claim = Claim(
+        "Non-targeted attacks are easier than targeted ones",
+        "Sections III-C-2 and IV-B-3: non-targeted attacks are easier; MND's PSNR and SSIM are higher "
+        "non-targeted (Table I: 48.55 dB) than targeted (Table II: 46.56 dB).",
+        columns=["data set", "method", "success (non-t. / t.)", "iterations (non-t. / t.)", "PSNR (non-t. / t.)",
+                 "holds"],
+        note="Holds when the non-targeted attack needs fewer iterations on average and gives the higher mean PSNR "
+             "(its success rate is shown too). The paper's two settings also differ in their hyper-parameters "
+             "(betas 100/100/100 non-targeted; 2/0.1/2 for ImageNet and 1/0.1/1 for faces targeted, with r = "
+             "0.0625), so the comparison measures setting and hyper-parameters together, as the paper's does.",
+    )
+    if not {"non-targeted", "targeted"} <= set(preset.settings):
+        return claim
+    for spec in preset.datasets:
+        for method in ("no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd"):
+            a, b = idx.get((spec.name, "non-targeted", method)), idx.get((spec.name, "targeted", method))
+            if not (_ok(a) and _ok(b)):
+                continue
+            holds = a["iterations_mean"] < b["iterations_mean"] and a["psnr_mean"] > b["psnr_mean"]  # type: ignore[index]
+            claim.rows.append({
+                "data set": spec.name,
+                "method": _label(method),
+                "success (non-t. / t.)": f"{a['succeeded']}/{a['attacked']} / {b['succeeded']}/{b['attacked']}",  # type: ignore[index]
+                "iterations (non-t. / t.)": f"{fmt(a['iterations_mean'], 1)} / {fmt(b['iterations_mean'], 1)}",  # type: ignore[index]
+                "PSNR (non-t. / t.)": f"{fmt(a['psnr_mean'], 2)} / {fmt(b['psnr_mean'], 2)}",  # type: ignore[index]
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_pixels(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """MND changes fewer pixels than every anchor."""
+    idx = _index(summary)
+    claim = Claim(
+        "MND changes the fewest pixels",
+        "Section IV-D-2: on the image of Fig. 4 (targeted) the ratio of changed pixels is BIM 0.8240, MIFGSM "
+        "0.9491, DI2FGSM 0.8240, PGD 0.9122 and MND 0.6345.",
+        columns=["table", "MND", "anchors", "holds"],
+        note="Mean ratio of changed values (over the three colour channels) of the successful attacks.",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            anchors = [s for (d, st, m), s in idx.items()
+                       if d == spec.name and st == setting and m in ("bim", "pgd", "mifgsm", "di2fgsm", "rfgsm") and _ok(s)]
+            if not _ok(mnd) or not anchors:
+                continue
+            holds = all(mnd["changed_ratio_mean"] < s["changed_ratio_mean"] for s in anchors)  # type: ignore[index]
+            claim.rows.append({
+                "table": _where(spec, setting),
+                "MND": fmt(mnd["changed_ratio_mean"], 4),  # type: ignore[index]
+                "anchors": ", ".join(f"{s['label']} {fmt(s['changed_ratio_mean'], 4)}" for s in anchors),
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_success(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """MND images still fool the model."""
+    idx = _index(summary)
+    claim = Claim(
+        "MND images fool the model",
+        "Abstract and section V: the MND images attack the classifiers successfully while keeping the quality.",
+        columns=["table", "MND success", "mean iterations", "holds"],
+        note="Success is decided on the saved 8-bit image; an attack still failing after the iteration cap counts "
+             "as a failure (reading notes, section 3).",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            if mnd is None or not mnd["attacked"]:
+                continue
+            holds = mnd["succeeded"] == mnd["attacked"]
+            claim.rows.append({"table": _where(spec, setting), "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",
+                               "mean iterations": fmt(mnd["iterations_mean"], 1), "holds": holds})
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_mos(results: str | Path | None) -> Claim:
+    """Raters prefer MND to every anchor (needs collected ratings in ``<results>/mos/``)."""
+    from mnd import mos
+
+    claim = Claim(
+        "Raters prefer MND to every anchor",
+        "Sections IV-B-5 and IV-C-5: every average MOS of MND versus an anchor is positive (Tables III, IV, VIII, "
+        "IX; e.g. 1.64 to 2.09 targeted on ImageNet).",
+        columns=["data set", "setting", "versus", "average MOS", "holds"],
+        note="The average over the test's images of the mean score of MND against the anchor (positive: MND "
+             "preferred), from the ratings collected with the sheet of the MOS page.",
+    )
+    folder = Path(results) / "mos" if results is not None else None
+    if folder is None or not (folder / "key.csv").exists() or not (folder / "ratings.csv").exists():
+        claim.note = "No rating sheet was written for this run."
+        return claim
+    pairs = mos.read_key(folder / "key.csv")
+    ratings = mos.read_ratings(folder / "ratings.csv", pairs)
+    if not ratings:
+        claim.note = ("No ratings have been collected for this run (mos/ratings.csv is empty), so this claim is not "
+                      "checked; the MOS page has the sheet.")
+        return claim
+    for row in mos.mos_table(mos.mnd_scores(ratings, pairs)):
+        if row["image_id"] == "Average":
+            holds = row["mean"] > 0
+            claim.rows.append({"data set": row["dataset"], "setting": row["setting"],
+                               "versus": mos.LABELS.get(row["versus"], row["versus"]),
+                               "average MOS": fmt(row["mean"], 2), "holds": holds})
+            claim.checks.append(holds)
+    return claim
+
+
+def claims(preset: grid.Preset, rows: Sequence[Mapping[str, Any]], results: str | Path | None = None) -> list[Claim]:
+    """Every checked claim of the paper, for one run's result rows (and its MOS ratings, if any)."""
+    summary = grid.summarize(rows, preset)
+    found = [f(preset, summary) for f in (claim_best, claim_ablation, claim_targeted, claim_pixels, claim_success)]
+    return found + [claim_mos(results)]
+
+
+def reproduction_page(preset: grid.Preset, results: str | Path) -> str:
+    """The generated "what reproduced and what did not" page (MyST Markdown, no timestamps)."""
+    results = Path(results)
+    rows = grid.read_results(results)
+    run = grid.read_run(results)
+    out = ["# What reproduced and what did not", ""]
+    out += [f"Generated by `mnd book` from the results of preset `{preset.name}` ({len(rows)} result rows). "
+            "Each claim is checked on this run's numbers; the verdict is *supported* when every table agrees, "
+            "*partly supported* when some do, *not supported* when none does, *no data* when nothing could be "
+            "compared.", ""]
+    skipped = {k: v for k, v in run.get("datasets", {}).items() if v.get("status") != "ok"}
+    for name, info in skipped.items():
+        out += [f"```{{warning}}\nData set `{name}` was not run: {info.get('reason', 'skipped')}\n```", ""]
+    failed = [r for r in rows if str(r.get("note", "")).startswith("failed:")]
+    if failed:
+        kinds = sorted({(r["dataset"], r["setting"], r["method"], str(r["note"])[:160]) for r in failed})
+        text = "\n".join(f"- {d} {s} {m}: {n}" for d, s, m, n in kinds)
+        out += [f"```{{warning}}\n{len(failed)} attacks raised an error and are left out of every mean:\n\n{text}\n```", ""]
+    out += ["| claim | verdict |", "| --- | --- |"]
+    found = claims(preset, rows, results)
+    for k, c in enumerate(found, start=1):
+        out.append(f"| {k}. {c.title} | **{c.verdict}** |")
+    out.append("")
+    for k, c in enumerate(found, start=1):
+        out += [f"## {k}. {c.title}", "", f"*The paper:* {c.paper}", "", f"*This run:* **{c.verdict}**.", ""]
+        if c.rows:
+            out += [markdown_table(c.rows, c.columns), ""]
+        if c.note:
+            out += [c.note, ""]
+    out += ["## This run", "", f"- preset: `{preset.name}` ({preset.path})"]
+    if preset.overrides:
+        out.append(f"- overrides: {', '.join(f'`{o}`' for o in preset.overrides)}")
+    out += [f"- MND iteration cap: {preset.effective_max_iter()} (the paper: 1000)",
+            f"- seed: {preset.seed}; device: {preset.device}"]
+    for spec in preset.datasets:
+        out.append(f"- {spec.name}: {spec.title}; model `{spec.model}`")
+    if preset.description:
+        out += ["", " ".join(preset.description.split())]
+    if preset.notes:
+        out += ["", " ".join(preset.notes.split())]
+    versions = run.get("versions", {})
+    if versions:
+        out += ["", "Package versions of the last grid run:", "",
+                markdown_table([{"package": k, "version": v} for k, v in sorted(versions.items())], ["package", "version"])]
+    return "\n".join(out) + "\n"
+
+
+# --- running the notebooks and building the book ----------------------------------------------
+
+
+@contextlib.contextmanager
+def _kernel_environment() -> Iterator[None]:
+    """Make the notebook kernels run this Python with this very ``mnd``.
+
+    ``PYTHONPATH`` gets the checkout (a source checkout need not be installed);
+    ``JUPYTER_PATH`` puts this environment's kernel specs first, so a
+    ``python3`` kernel spec in the user's home cannot send the notebooks to
+    another Python.
+    """
+    changes = {
+        "PYTHONPATH": str(grid.project_root()),
+        "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),
+    }
+    old = {k: os.environ.get(k) for k in changes}
+    for key, value in changes.items():
+        os.environ[key] = os.pathsep.join([value] + ([old[key]] if old[key] else []))  # type: ignore[list-item]
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def preset_argument(preset: grid.Preset) -> str:
+    """How notebooks find the preset: its packaged name, or the absolute path of its file."""
+    if preset.path == f"{preset.name}.toml" and preset.name in grid.preset_names() and not Path(preset.path).exists():
+        return preset.name
+    return str(Path(preset.path).resolve())
+
+
+def parameters(preset: grid.Preset, results: Path, notebook: str) -> dict[str, Any]:
+    """The papermill parameters of one notebook: results, preset, overrides, then the preset's own."""
+    params: dict[str, Any] = {"results": str(Path(results).resolve()), "preset": preset_argument(preset),
+                              "overrides": list(preset.overrides)}
+    params.update(preset.notebooks.get(notebook, {}))
+    return params
+
+
+def stage(source: Path) -> None:
+    """Make ``source`` a book source folder: copy the static pages there unless it is ``book/`` itself."""
+    source.mkdir(parents=True, exist_ok=True)
+    if source.resolve() == book_dir().resolve():
+        return
+    for name in STATIC_PAGES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(book_dir() / name, source / name)
+
+
+def execute_notebooks(
+    preset: grid.Preset,
+    results: Path,
+    source: Path,
+    *,
+    names: Sequence[str] = NOTEBOOKS,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Execute the notebooks with papermill into ``source/notebooks/`` (executed copies).
+
+    Raises:
+        MndError: a notebook failed; the executed copy (with the error) is kept.
+    """
+    import papermill
+
+    out_dir = source / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with _kernel_environment():
+        for name in names:
+            start = time.perf_counter()
+            target = out_dir / f"{name}.ipynb"
+            try:
+                papermill.execute_notebook(
+                    str(notebook_dir() / f"{name}.ipynb"), str(target), parameters=parameters(preset, results, name),
+                    kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                )
+            except papermill.PapermillExecutionError as exc:
+                raise MndError(f"notebook {name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
+            written.append(target)
+            log(f"executed {name} in {time.perf_counter() - start:.0f} s")
+    return written
+
+
+def build_html(source: Path, out: Path, *, quiet: bool = True) -> Path:
+    """Build the book in ``source`` with Jupyter Book v1: execution off, ``-W -n --keep-going``.
+
+    Returns:
+        the built ``index.html``.
+
+    Raises:
+        MndError: the build failed or warned (the output says why).
+    """
+    command = [
+        sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source),
+        "--config", str(config_file()), "--toc", str(source / "_toc.yml"), "--path-output", str(out),
+        "-W", "-n", "--keep-going", "--all",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    log = out / "jupyter-book.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr)
+    index = out / "_build" / "html" / "index.html"
+    if done.returncode != 0 or not index.exists():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])
+        raise MndError(f"jupyter-book build failed (exit {done.returncode}); full log in {log}:\n{tail}")
+    return index
+
+
+@dataclass
+class BookReport:
+    """What :func:`build` did and how long each step took."""
+
+    index: Path
+    results: Path
+    grid: grid.GridReport | None
+    seconds: dict[str, float]
+
+
+def build(
+    preset: grid.Preset,
+    *,
+    results: str | Path | None = None,
+    out: str | Path | None = None,
+    source: str | Path | None = None,
+    run: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BookReport:
+    """``mnd book``: grid, notebooks, generated page, HTML.
+
+    Args:
+        preset: from :func:`mnd.grid.load_preset`.
+        results: results folder (default ``results/<preset name>`` in the checkout).
+        out: build folder (default ``book/_build/<preset name>``); the HTML is
+            in ``<out>/_build/html``.
+        source: the book's source folder receiving the executed notebooks and
+            the generated page (default ``book/``; another folder gets a copy
+            of the static pages).
+        run: run the grid first (False: use the results as they are).
+        progress: progress bars.
+        log: where progress lines go.
+    """
+    root = grid.project_root()
+    if not notebook_dir().is_dir() or not book_dir().is_dir():
+        raise InputError(root, "mnd book needs a source checkout (notebooks/ and book/ beside mnd/)")
+    results = Path(results) if results is not None else root / "results" / preset.name
+    out = Path(out) if out is not None else book_dir() / "_build" / preset.name
+    source = Path(source) if source is not None else book_dir()
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    report = grid.run_grid(preset, results, progress=progress) if run else None
+    seconds["grid"] = time.perf_counter() - start
+    if report is not None:
+        log(f"grid: {report.computed} computed, {report.reused} reused, {report.failed} failed -> {report.csv}")
+    stage(source)
+    start = time.perf_counter()
+    execute_notebooks(preset, results, source, log=log)
+    seconds["notebooks"] = time.perf_counter() - start
+    with atomic_open(source / GENERATED_PAGE, "w") as handle:
+        handle.write(reproduction_page(preset, results))
+    start = time.perf_counter()
+    index = build_html(source, out)
+    seconds["html"] = time.perf_counter() - start
+    return BookReport(index=index, results=results, grid=report, seconds=seconds)

@@ -1,0 +1,58 @@
+"""The ``mnd book`` command: run a preset's grid, execute the notebooks, build the HTML book.
+
+``mnd.cli`` calls :func:`register` with its sub-parsers, then ``args.func(args)``.
+
+    mnd book --preset embedded                      # offline, CPU (make book)
+    mnd book --preset paper --set imagenet_root=/data/ILSVRC2012 --set vggface2_root=/data/VGGFace2
+    mnd book --preset my-preset.toml --results results/mine --out book/_build/mine
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def _book(args: argparse.Namespace) -> int:
+    from mnd import book, grid
+
+    preset = grid.load_preset(args.preset, args.set or ())
+    start = time.perf_counter()
+    report = book.build(preset, results=args.results, out=args.out, source=args.source, run=not args.no_run,
+                        progress=not args.quiet)
+    total = time.perf_counter() - start
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    print(f"book built in {total:.0f} s ({steps}); results in {report.results}")
+    print(report.index.resolve())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``book`` command to ``subparsers``.
+
+    >>> parser = argparse.ArgumentParser(prog="mnd")
+    >>> register(parser.add_subparsers(dest="command", required=True))
+    >>> parser.parse_args(["book", "--preset", "tiny", "--set", "max_iter=5"]).set
+    ['max_iter=5']
+    """
+    p = subparsers.add_parser(
+        "book",
+        help="run a preset's experiments and build the reproducibility book (HTML)",
+        description="Run the preset's grid (results already on disk are reused), execute every notebook with "
+        "papermill into the book's source folder, write the 'what reproduced' page from the results, build the "
+        "HTML with Jupyter Book, and print the path of its index.html.",
+    )
+    p.add_argument("--preset", required=True, metavar="NAME_OR_TOML",
+                   help="a packaged preset (embedded, paper, tiny) or the path of a preset .toml file")
+    p.add_argument("--results", type=Path, metavar="DIR", help="results folder (default: results/<preset>)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="build folder (default: book/_build/<preset>; the HTML goes to DIR/_build/html)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a preset value, e.g. max_iter=200, device=cuda, imagenet_root=/data/ILSVRC2012 "
+                   "(repeatable)")
+    p.add_argument("--source", type=Path, metavar="DIR",
+                   help="book source folder for the executed notebooks (default: book/)")
+    p.add_argument("--no-run", action="store_true", help="do not run the grid; use the results folder as it is")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_book)

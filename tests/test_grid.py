@@ -1,0 +1,245 @@
+"""mnd.grid: presets, the cached and resumable grid, reading and summarising results.
+
+The grid tests use a tiny seeded CNN registered under a test name (32x32
+inputs), so a whole grid runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mnd import experiments, grid, models
+from mnd.errors import InputError
+
+TEST_MODEL = "test_tiny_cnn"
+
+
+class TinyCNN(nn.Module):
+    """Ten classes over 3x32x32 images; random but seeded weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.fc(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1))
+
+
+@pytest.fixture
+def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    spec = models.ModelSpec(name=TEST_MODEL, task="imagenet", input_size=32, resize=36, offline=True,
+                            embedding=False, builder=TinyCNN, weights_hint="test")
+    monkeypatch.setitem(models.REGISTRY, TEST_MODEL, spec)
+    return TEST_MODEL
+
+
+def write_preset(folder: Path, *, methods: str = '["bim", "no_norm"]', extra: str = "") -> Path:
+    path = folder / "mini.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "mini"
+        description = "test"
+        seed = 0
+        batch_size = 1
+        max_iter = 30
+        settings = ["non-targeted", "targeted"]
+        methods = {methods}
+        {extra}
+        [datasets.photos]
+        source = "embedded"
+        images = ["chelsea", "coffee"]
+        model = "{TEST_MODEL}"
+        task = "imagenet"
+        paper_tables = {{ non-targeted = "I", targeted = "II" }}
+        """))
+    return path
+
+
+def table(results: Path) -> list[dict[str, str]]:
+    """results.csv without the wall-time column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in experiments.read_rows(results / grid.RESULTS_CSV)]
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """One torch thread: these small models gain nothing from more, and the tests share the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# --- presets -------------------------------------------------------------------------------
+
+
+def test_packaged_presets_load() -> None:
+    assert {"embedded", "paper", "tiny"} <= set(grid.preset_names())
+    embedded = grid.load_preset("embedded")
+    assert embedded.names == ["imagenet", "faces"]
+    assert embedded.device == "cpu"
+    assert [d.model for d in embedded.datasets] == ["efficientnet_lite0", "dlib_resnet_v1"]
+    tiny = grid.load_preset("tiny")
+    assert all(len(grid.image_names(d)) == 2 for d in tiny.datasets)
+
+
+def test_paper_preset_needs_the_data_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MND_IMAGENET_ROOT", raising=False)
+    monkeypatch.delenv("MND_VGGFACE2_ROOT", raising=False)
+    with pytest.raises(InputError, match="imagenet_root"):
+        grid.load_preset("paper")
+    preset = grid.load_preset("paper", [f"imagenet_root={tmp_path}", f"vggface2_root={tmp_path}"])
+    assert preset.dataset("imagenet").root == str(tmp_path)
+    assert preset.dataset("faces").root == str(tmp_path)
+    assert preset.device == "cuda" and preset.effective_max_iter() == 1000
+    monkeypatch.setenv("MND_IMAGENET_ROOT", str(tmp_path / "in"))
+    monkeypatch.setenv("MND_VGGFACE2_ROOT", str(tmp_path / "vgg"))
+    assert grid.load_preset("paper").dataset("imagenet").root == str(tmp_path / "in")
+
+
+def test_overrides_and_user_presets(tmp_path: Path, tiny_model: str) -> None:
+    path = write_preset(tmp_path)
+    preset = grid.load_preset(str(path), ["max_iter=7", "datasets.photos.limit=1", 'methods=["mnd"]'])
+    assert preset.max_iter == 7 and preset.effective_max_iter() == 7
+    assert preset.methods == ("mnd",)
+    assert grid.image_names(preset.dataset("photos")) == ["chelsea"]
+    assert preset.overrides == ("max_iter=7", "datasets.photos.limit=1", 'methods=["mnd"]')
+    with pytest.raises(InputError, match="unknown key"):
+        grid.load_preset(str(path), ["colour=blue"])
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        grid.load_preset(str(path), ["max_iter"])
+    with pytest.raises(InputError, match="unknown method"):
+        grid.load_preset(str(path), ['methods=["fgsm"]'])
+    with pytest.raises(InputError, match="unknown preset"):
+        grid.load_preset("no-such-preset")
+    (tmp_path / "bad.toml").write_text("name = [")
+    with pytest.raises(InputError, match="TOML"):
+        grid.load_preset(tmp_path / "bad.toml")
+
+
+# --- the grid ---------------------------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_cache_resume_and_same_table(tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    preset = grid.load_preset(write_preset(tmp_path))
+    stopped, fresh = tmp_path / "stopped", tmp_path / "fresh"
+
+    def stop(done: grid.BatchDone) -> None:
+        raise Interrupt(done)
+
+    with pytest.raises(Interrupt):
+        grid.run_grid(preset, stopped, progress=False, on_batch=stop)
+    first = table(stopped)
+    assert len(first) == 1  # the first batch (one image) was written before the interruption
+    assert grid.png_path(stopped, "photos", first[0]["setting"], first[0]["method"], first[0]["image"]).exists()
+
+    resumed = grid.run_grid(preset, stopped, progress=False)
+    assert resumed.computed == 7 and resumed.reused == 1
+    grid.run_grid(preset, fresh, progress=False)
+    assert table(stopped) == table(fresh)
+    assert len(table(fresh)) == 8  # 2 images x 2 methods x 2 settings
+    for row in table(fresh):
+        assert grid.png_path(fresh, "photos", row["setting"], row["method"], row["image"]).exists()
+        assert grid.clean_path(fresh, "photos", row["image"]).exists()
+    assert set(table(fresh)[0]) == set(grid.GRID_COLUMNS) - {"seconds"}
+
+    # a second run finds everything on disk: no attack is run at all
+    calls = []
+    real = experiments.run_method
+    monkeypatch.setattr(experiments, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
+    stamps = {p: p.stat().st_mtime_ns for p in fresh.rglob("*.png")}
+    again = grid.run_grid(preset, fresh, progress=False)
+    assert calls == [] and again.computed == 0 and again.reused == 8
+    assert {p: p.stat().st_mtime_ns for p in fresh.rglob("*.png")} == stamps
+    run = grid.read_run(fresh)
+    assert len(run["history"]) == 2 and run["versions"]["torch"] != "not installed"
+    assert run["datasets"]["photos"]["status"] == "ok"
+
+    # a missing PNG, or another iteration cap, is recomputed
+    grid.png_path(fresh, "photos", "targeted", "no_norm", "coffee").unlink()
+    assert grid.run_grid(preset, fresh, progress=False).computed == 1
+    capped = grid.load_preset(write_preset(tmp_path), ["max_iter=31"])
+    assert grid.run_grid(capped, fresh, progress=False).computed == 4  # no_norm only: bim has no cap
+
+
+def test_failed_batches_are_recorded_and_retried(tmp_path: Path, tiny_model: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    preset = grid.load_preset(write_preset(tmp_path), ['settings=["non-targeted"]'])
+    real = experiments.run_method
+
+    def broken(model, x, labels, method, **kw):  # type: ignore[no-untyped-def]
+        if method == "no_norm":
+            raise RuntimeError("boom")
+        return real(model, x, labels, method, **kw)
+
+    monkeypatch.setattr(experiments, "run_method", broken)
+    report = grid.run_grid(preset, tmp_path / "r", progress=False)
+    assert report.failed == 2
+    rows = grid.read_results(tmp_path / "r")
+    bad = [r for r in rows if r["method"] == "no_norm"]
+    assert all(not r["success"] and math.isnan(r["psnr"]) and "boom" in r["note"] for r in bad)
+    with pytest.raises(RuntimeError, match="boom"):
+        grid.run_grid(preset, tmp_path / "r", progress=False, errors="raise")
+    monkeypatch.setattr(experiments, "run_method", real)
+    assert grid.run_grid(preset, tmp_path / "r", progress=False).computed == 2
+
+
+def test_unavailable_dataset_is_skipped_with_its_reason(tmp_path: Path, tiny_model: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    preset = grid.load_preset(write_preset(tmp_path))
+
+    def missing(*a, **k):  # type: ignore[no-untyped-def]
+        raise models.ModelUnavailableError("weights not here")
+
+    monkeypatch.setattr(grid, "open_dataset", missing)
+    report = grid.run_grid(preset, tmp_path / "r", progress=False)
+    assert report.datasets["photos"] == {"status": "skipped", "reason": "ModelUnavailableError: weights not here"}
+    assert grid.read_run(tmp_path / "r")["datasets"]["photos"]["status"] == "skipped"
+
+
+# --- reading back and summarising -------------------------------------------------------------
+
+
+def _row(method: str, image: str, success: bool, psnr: float, ssim: float, setting: str = "non-targeted") -> dict:
+    return {"dataset": "photos", "setting": setting, "method": method, "image": image, "success": success,
+            "attacked": True, "psnr": psnr, "ssim": ssim, "iterations": 10, "changed_ratio": 0.5, "seconds": 1.0}
+
+
+def test_summarize_over_successful_images_with_the_paper(tmp_path: Path, tiny_model: str) -> None:
+    preset = grid.load_preset(write_preset(tmp_path))
+    rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", True, 40.0, 0.97), _row("mnd", "c", False, 90.0, 1.0),
+            _row("bim", "a", True, 34.0, 0.9)]
+    summary = grid.summarize(rows, preset)
+    assert [s["method"] for s in summary] == ["bim", "mnd"]  # the paper's row order
+    mnd = summary[1]
+    assert (mnd["attacked"], mnd["succeeded"]) == (3, 2)
+    assert mnd["success_rate"] == pytest.approx(2 / 3)
+    assert mnd["psnr_mean"] == pytest.approx(45.0) and mnd["psnr_std"] == pytest.approx(math.sqrt(50.0))
+    assert mnd["paper_table"] == "I" and mnd["paper_psnr_mean"] == pytest.approx(48.55)
+    assert mnd["psnr_diff"] == pytest.approx(45.0 - 48.55)
+    assert math.isnan(summary[0]["psnr_std"])  # a single image has no sample std
+
+
+def test_read_results_types_the_columns(tmp_path: Path) -> None:
+    rows = [{**_row("mnd", "a", True, 50.0, 0.99), "model": "m", "targeted": False, "clean_label": 3,
+             "adv_label": 4, "target_label": "", "note": "", "seed": 0, "task": "imagenet", "max_iter": 1000}]
+    experiments.write_rows(tmp_path / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    back = grid.read_results(tmp_path)[0]
+    assert back["success"] is True and back["targeted"] is False and back["attacked"] is True
+    assert back["clean_label"] == 3 and back["target_label"] is None and back["max_iter"] == 1000
+    assert back["psnr"] == pytest.approx(50.0)
+    assert grid.read_results(tmp_path / "none") == []

@@ -1,0 +1,96 @@
+"""The whole book with the tiny preset: grid, every notebook under papermill, Jupyter Book.
+
+One build per test module (about a minute and a half on two CPU cores); the
+tests then inspect what it produced. A second grid run must reuse every result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mnd import book, grid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("book")
+    preset = grid.load_preset("tiny")
+    report = book.build(preset, results=root / "results", out=root / "out", source=root / "source",
+                        progress=False, log=lambda line: None)
+    return {"root": root, "preset": preset, "report": report}
+
+
+@pytest.mark.parametrize("name", book.NOTEBOOKS)
+def test_notebook_executed_without_errors(built: dict, name: str) -> None:
+    path = built["root"] / "source" / "notebooks" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["papermill"]["parameters"]["preset"] == "tiny"
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = [o for o in outputs if o.output_type == "display_data"]
+    assert shown, f"{name} displayed nothing"
+    assert not any("not run" in str(o.get("data", {}).get("text/markdown", "")) for o in shown), \
+        f"{name}: a data set of the tiny preset did not run"
+
+
+def test_book_built_without_warnings(built: dict) -> None:
+    index = built["report"].index
+    assert index.name == "index.html" and index.exists()
+    html = index.parent
+    for name in book.NOTEBOOKS:
+        assert (html / "notebooks" / f"{name}.html").exists()
+    for page in ("intro.html", "reading-notes.html", "reproduction.html"):
+        assert (html / page).exists()
+    log = (built["root"] / "out" / "jupyter-book.log").read_text()
+    assert "WARNING" not in log and "ERROR" not in log
+    page = (built["root"] / "source" / "reproduction.md").read_text()
+    for k in range(1, 7):
+        assert f"## {k}. " in page
+    assert (html / "reproduction.html").read_text().count("supported") >= 1
+
+
+def test_figures_written_once_and_reproducibly(built: dict) -> None:
+    figures = sorted((built["root"] / "results" / "figures").glob("*.png"))
+    names = {p.name for p in figures}
+    assert any(n.startswith("comparison_imagenet") for n in names)
+    assert any(n.startswith("comparison_faces") for n in names)
+    assert any(n.startswith("heatmaps_") for n in names) and any(n.startswith("difference_") for n in names)
+    assert all(b"tIME" not in p.read_bytes() for p in figures)
+
+
+def test_second_run_reuses_every_result(built: dict) -> None:
+    root = built["root"]
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "results").rglob("*.png") if "figures" not in p.parts}
+    rows = (root / "results" / grid.RESULTS_CSV).read_text()
+    again = grid.run_grid(built["preset"], root / "results", progress=False)
+    first = built["report"].grid
+    # only attacks that raised the first time are tried again (they have no PNG)
+    assert again.computed == again.failed == first.failed
+    assert again.reused == first.computed + first.reused - first.failed
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (root / "results" / grid.RESULTS_CSV).read_text() == rows
+
+
+def test_a_skipped_dataset_degrades_gracefully(built: dict, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(built["root"] / "results", results)
+    run = json.loads((results / grid.RUN_JSON).read_text())
+    run["datasets"]["faces"] = {"status": "skipped", "reason": "ModelUnavailableError: no face model here"}
+    (results / grid.RUN_JSON).write_text(json.dumps(run))
+    (path,) = book.execute_notebooks(built["preset"], results, tmp_path / "source", names=["03_faces"],
+                                     log=lambda line: None)
+    nb = nbformat.read(path, as_version=4)
+    texts = [str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
+             for o in c.get("outputs", [])]
+    assert any("was not run" in t and "no face model here" in t for t in texts)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
