@@ -14,13 +14,7 @@ from mnd import attack, book, grid, mos, trace
 from mnd.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: these small models gain nothing from more, and the tests share the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- formatting and figures ------------------------------------------------------------------
 

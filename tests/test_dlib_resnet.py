@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.cbook
@@ -33,13 +32,7 @@ from tests.conftest import FIXTURES, needs_fixtures
 TOLERANCE = 1e-5  # spec section 6: separates correct from incorrect loaders
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy 2-core machine torch's pool spins (a 15 ms forward pass took 1 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _entries() -> list[dict]:

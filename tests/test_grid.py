@@ -72,13 +72,7 @@ def table(results: Path) -> list[dict[str, str]]:
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: these small models gain nothing from more, and the tests share the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- presets -------------------------------------------------------------------------------
 
