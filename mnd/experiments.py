@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,11 +169,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         raise InputError(path, f"cannot read the existing results ({exc})") from None
 
 
-def merge_rows(old: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``old`` with every row that ``new`` repeats replaced, then the new rows."""
+def merge_rows(
+    old: Iterable[dict[str, Any]],
+    new: Iterable[dict[str, Any]],
+    key: Callable[[dict[str, Any]], Hashable] = row_key,
+) -> list[dict[str, Any]]:
+    """``old`` with every row that ``new`` repeats (same ``key``) replaced, then the new rows."""
     new = list(new)
-    replaced = {row_key(r) for r in new}
-    return [r for r in old if row_key(r) not in replaced] + new
+    replaced = {key(r) for r in new}
+    return [r for r in old if key(r) not in replaced] + new
 
 
 def _fmt(value: Any) -> Any:

@@ -560,12 +560,6 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return (str(row["dataset"]), str(row["setting"]), str(row["method"]), str(row["image"]))
 
 
-def _merge(old: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``old`` without the rows ``new`` replaces, then ``new``."""
-    replaced = {_key(r) for r in new}
-    return [r for r in old if _key(r) not in replaced] + list(new)
-
-
 def _max_iter_for(preset: Preset, method: str, task: attack.Task) -> str:
     if method in anchors.ANCHORS:
         return ""
@@ -762,7 +756,7 @@ def _run_grid(
                     report.computed += len(new)
                     for row in new:
                         by_key[_key(row)] = row
-                    rows = sorted(_merge(rows, new), key=_sort_key(preset, order))
+                    rows = sorted(experiments.merge_rows(rows, new, key=_key), key=_sort_key(preset, order))
                     experiments.write_rows(csv_path, rows, GRID_COLUMNS)
                     bar.update(len(chunk))
                     if on_batch is not None:
