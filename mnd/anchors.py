@@ -3,7 +3,8 @@
 Every anchor uses torchattacks' defaults (eps 8/255, alpha 2/255, 10 steps),
 as the paper gives no other settings. In the targeted setting it aims at the
 same least-likely class as eq. (5). Outputs are quantized to 8 bits and
-success is decided on them, exactly as for MND.
+success is decided on them, exactly as for MND: never for an output equal to
+its input, never towards the true label (see :func:`mnd.attack.prepare_labels`).
 
 >>> sorted(ANCHORS)
 ['bim', 'di2fgsm', 'mifgsm', 'pgd', 'rfgsm']
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnd.attack import AttackResult, prepare_labels, quantize
+from mnd.attack import UNCHANGED, AttackResult, is_adversarial, prepare_labels, quantize
 from mnd.errors import InputError
 
 
@@ -82,13 +83,25 @@ def run(
     rows = lab.attacked.nonzero().squeeze(1)
     if rows.numel():
         adversarial[rows] = quantize(attack(x[rows], lab.goal[rows]))
+    finite = torch.isfinite(adversarial).flatten(1).all(1)
+    adversarial = torch.where(finite.view(-1, 1, 1, 1), adversarial, x)  # a non-finite image is never an output
     with torch.no_grad():
-        adv_label = model(adversarial).argmax(1)
-    hit = adv_label == lab.goal if targeted else adv_label != lab.goal
+        logits = model(adversarial).float()
+    adv_label = logits.argmax(1)
+    changed = (adversarial != x).flatten(1).any(1)
+    success = is_adversarial(logits, lab, targeted=targeted) & lab.attacked & changed
     steps = int(getattr(attack, "steps", 1))
+    reason = list(lab.reasons) or [""] * len(x)
+    for i in (lab.attacked & ~success).nonzero().flatten().tolist():
+        if not bool(finite[i]):
+            reason[i] = "the attack returned non-finite values: the clean image is kept, not a success"
+        elif not bool(changed[i]):
+            reason[i] = UNCHANGED
+        else:
+            reason[i] = f"not adversarial after {steps} step{'s' if steps != 1 else ''} of {LABELS[name]}"
     return AttackResult(
         adversarial=adversarial.cpu(),
-        success=(hit & lab.attacked).cpu(),
+        success=success.cpu(),
         attacked=lab.attacked.cpu(),
         iterations=torch.where(lab.attacked, steps, 0).cpu(),
         clean_label=lab.clean.cpu(),
@@ -97,4 +110,5 @@ def run(
         target_label=lab.target.cpu() if lab.target is not None else None,
         seconds=time.perf_counter() - start,
         extras={"eps": float(getattr(attack, "eps", DEFAULT_EPS))},
+        reason=reason,
     )

@@ -4,12 +4,21 @@ Every function is batched over N images and returns one value per image
 (shape ``(N,)``), so a batch's total is ``loss.sum()`` and each image's
 gradient is independent of the others in its batch.
 
-Reductions. The paper writes the norms of eqs. (8), (9), (18) and (19) as
+Norm forms. The paper writes the norms of eqs. (8), (9), (18) and (19) as
 plain sums. With a literal sum over 3x224x224 values and beta = 100 the
 perceptual term outweighs the adversarial term by orders of magnitude and the
-perturbation cannot grow, so the default ``reduction="mean"`` divides by the
-number of values (l1 -> mean absolute value, l2 -> root mean square).
-``reduction="sum"`` gives the literal equations (book/reading-notes.md).
+perturbation cannot grow, so two explicit settings choose the form
+(book/reading-notes.md):
+
+- ``reduction``, for the l1 norms of eqs. (8) and (18): ``"mean"`` (default)
+  is the mean absolute value, ``"sum"`` the literal sum of eq. (8).
+- ``l2_form``, for the l2 norms of eqs. (9) and (19): ``"rms"`` (default) is
+  the root mean square ``sqrt(mean(d**2))``, ``"mse"`` the mean of squares
+  ``mean(d**2)`` (no square root: a much weaker term near Z = X), and
+  ``"sum"`` the literal ``sqrt(sum(d**2))`` of eq. (9). The l2 norms ignore
+  ``reduction``.
+
+The literal equations are ``reduction="sum", l2_form="sum"``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ import torch.nn.functional as F
 
 Norm = Literal["l1", "l2"]
 Reduction = Literal["mean", "sum"]
+L2Form = Literal["rms", "mse", "sum"]
+REDUCTIONS: tuple[Reduction, ...] = ("mean", "sum")
+L2_FORMS: tuple[L2Form, ...] = ("rms", "mse", "sum")
 
 _SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
 _SOBEL_Y = torch.tensor([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
@@ -41,9 +53,12 @@ def adversarial_loss(
 
     Non-targeted, eq. (3): ``<y_gt, softmax(u) + u>``, the probability plus the
     logit of the true class, to be minimised. Targeted, eq. (4):
-    ``-<y_t, softmax(u) ** r>``. Eq. (6) restates both with a power ``r``; the
-    non-targeted branch of eq. (6) contradicts eq. (3), and eq. (3) is used
-    (``r`` is ignored when ``targeted`` is False).
+    ``-<y_t, softmax(u) ** r>``, computed as ``-exp(r * log_softmax(u))``: the
+    same value, but with a finite gradient where the target's probability
+    underflows to 0 (``p ** r`` with r < 1 has an infinite derivative there,
+    which turns into NaN in backward). Eq. (6) restates both with a power
+    ``r``; the non-targeted branch of eq. (6) contradicts eq. (3), and eq. (3)
+    is used (``r`` is ignored when ``targeted`` is False).
 
     Args:
         logits: (N, C) pre-softmax outputs u.
@@ -60,11 +75,10 @@ def adversarial_loss(
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    probs = logits.softmax(dim=1)
     idx = labels.long().view(-1, 1)
     if targeted:
-        return -probs.gather(1, idx).squeeze(1).pow(r)
-    return (probs + logits).gather(1, idx).squeeze(1)
+        return -logits.log_softmax(dim=1).gather(1, idx).squeeze(1).mul(r).exp()
+    return (logits.softmax(dim=1) + logits).gather(1, idx).squeeze(1)
 
 
 def least_likely_target(logits: torch.Tensor) -> torch.Tensor:
@@ -76,15 +90,22 @@ def least_likely_target(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmin(dim=1)
 
 
-def _reduce_norm(diff: torch.Tensor, norm: Norm, reduction: Reduction) -> torch.Tensor:
+def _reduce_norm(diff: torch.Tensor, norm: Norm, reduction: Reduction, l2_form: L2Form) -> torch.Tensor:
+    """One norm per image: l1 by ``reduction``, l2 by ``l2_form`` (module docstring)."""
     flat = diff.flatten(1)
     if norm == "l1":
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         total = flat.abs().sum(1)
         return total / flat.shape[1] if reduction == "mean" else total
     if norm == "l2":
+        if l2_form not in L2_FORMS:
+            raise ValueError(f"l2_form must be one of {L2_FORMS}, got {l2_form!r}")
         total = flat.pow(2).sum(1)
-        if reduction == "mean":
+        if l2_form != "sum":
             total = total / flat.shape[1]
+        if l2_form == "mse":
+            return total
         # sqrt's derivative is infinite at 0, where every attack starts (Z = X): use the
         # subgradient 0 there instead of NaN.
         return torch.where(total > 0, total.clamp_min(1e-30).sqrt(), torch.zeros_like(total))
@@ -92,16 +113,26 @@ def _reduce_norm(diff: torch.Tensor, norm: Norm, reduction: Reduction) -> torch.
 
 
 def deviation_loss(
-    z: torch.Tensor, x: torch.Tensor, *, norm: Norm = "l1", reduction: Reduction = "mean"
+    z: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    norm: Norm = "l1",
+    reduction: Reduction = "mean",
+    l2_form: L2Form = "rms",
 ) -> torch.Tensor:
     """Deviation loss ``||Z - X||``: l1 is eq. (8), l2 is eq. (9).
 
+    ``reduction`` applies to l1, ``l2_form`` to l2 (module docstring).
+
     >>> z, x = torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
-    >>> deviation_loss(z, x, reduction="sum").item(), deviation_loss(z, x, norm="l2", reduction="sum").item()
+    >>> deviation_loss(z, x, reduction="sum").item(), deviation_loss(z, x, norm="l2", l2_form="sum").item()
     (4.0, 2.0)
+    >>> half = torch.full((1, 1, 2, 2), 0.5)  # four squared differences of 0.25
+    >>> [deviation_loss(half, x, norm="l2", l2_form=f).item() for f in ("rms", "mse", "sum")]
+    [0.5, 0.25, 1.0]
     """
     _check_images("z", z)
-    return _reduce_norm(z - x, norm, reduction)
+    return _reduce_norm(z - x, norm, reduction, l2_form)
 
 
 def ssim_similarity(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +143,53 @@ def ssim_similarity(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     _check_images("z", z)
     return piq.ssim(z, x, data_range=1.0, reduction="none", downsample=False)
+
+
+def ssim_global(z: torch.Tensor, x: torch.Tensor, *, covariance_factor: float = 1.0) -> torch.Tensor:
+    """SSIM(Z, X) exactly as eqs. (10)-(14) print it, per image.
+
+    ``((2 mu_z mu_x + C1) (sigma_zx + C2)) / ((mu_z^2 + mu_x^2 + C1) (sigma_z^2 + sigma_x^2 + C2))``
+    with global statistics over all C x H x W values of each image (no
+    window), N - 1 in the variances and the covariance (eqs. 12-14), and,
+    as printed, no factor 2 on the covariance; C1 = 0.01**2 and C2 = 0.03**2
+    (Wang et al. 2004 with data range 1; the paper does not give them).
+
+    As printed the formula is not a similarity index: without the factor 2
+    an image compared with itself scores about 0.5, not 1. Wang et al.'s
+    SSIM has ``2 sigma_zx``, and is computed in local windows and averaged,
+    because image statistics vary across an image; that is what the paper
+    cites and what its reported values (0.77-0.99) fit. So ``mnd``'s
+    attack and metrics use the local Gaussian SSIM of piq
+    (:func:`ssim_similarity`, :func:`mnd.metrics.ssim`); this function is
+    here to measure what the printed form would give
+    (``covariance_factor=2`` gives the global SSIM with the factor 2).
+
+    Args:
+        z, x: (N, C, H, W) images in [0, 1], at least two values each.
+        covariance_factor: the factor on sigma_zx in the numerator (1 as printed).
+
+    Returns:
+        (N,) values.
+
+    >>> x = torch.tensor([0.0, 1.0, 0.0, 1.0]).view(1, 1, 2, 2)
+    >>> round(ssim_global(x, x).item(), 4), round(ssim_global(x, x, covariance_factor=2).item(), 4)
+    (0.5007, 1.0)
+    """
+    _check_images("z", z)
+    if z.shape != x.shape:
+        raise ValueError(f"z and x must have one shape, got {tuple(z.shape)} and {tuple(x.shape)}")
+    zf, xf = z.flatten(1), x.flatten(1)
+    n = zf.shape[1]
+    if n < 2:
+        raise ValueError("ssim_global needs at least two values per image (N - 1 in eqs. 12-14)")
+    mu_z, mu_x = zf.mean(1), xf.mean(1)  # eq. (11)
+    dz, dx = zf - mu_z[:, None], xf - mu_x[:, None]
+    var_z = dz.pow(2).sum(1) / (n - 1)  # eq. (12), squared
+    var_x = dx.pow(2).sum(1) / (n - 1)  # eq. (13), squared
+    cov = (dz * dx).sum(1) / (n - 1)  # eq. (14)
+    c1, c2 = CleanReference.K1**2, CleanReference.K2**2
+    numerator = (2 * mu_z * mu_x + c1) * (covariance_factor * cov + c2)
+    return numerator / ((mu_z**2 + mu_x**2 + c1) * (var_z + var_x + c2))  # eq. (10)
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -144,16 +222,19 @@ def gradient_loss(
     *,
     norm: Norm = "l1",
     reduction: Reduction = "mean",
+    l2_form: L2Form = "rms",
     x_gradient: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Gradient similarity loss ``||g(Z) - g(X)||``: l1 is eq. (18), l2 is eq. (19).
 
     Args:
+        reduction: the form of the l1 norm; l2_form: the form of the l2 norm
+            (module docstring).
         x_gradient: ``sobel_magnitude(x)`` when the caller already has it (the
             attack computes it once per image, not once per iteration).
     """
     gx = sobel_magnitude(x) if x_gradient is None else x_gradient
-    return _reduce_norm(sobel_magnitude(z) - gx, norm, reduction)
+    return _reduce_norm(sobel_magnitude(z) - gx, norm, reduction, l2_form)
 
 
 def _gaussian_1d(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -230,13 +311,14 @@ def perceptual_loss(
     deviation: Norm = "l1",
     gradient: Norm = "l1",
     reduction: Reduction = "mean",
+    l2_form: L2Form = "rms",
     reference: CleanReference | None = None,
 ) -> torch.Tensor:
     """Perceptual quality-preserving loss L_pqp, eq. (7).
 
     ``b1 * ||Z - X|| - b2 * SSIM(Z, X) + b3 * ||g(Z) - g(X)||`` with the
-    deviation norm of eq. (8)/(9) and the gradient norm of eq. (18)/(19).
-    Terms whose beta is zero are not computed. With a ``reference`` (the
+    deviation norm of eq. (8)/(9) and the gradient norm of eq. (18)/(19), in
+    the forms ``reduction`` (l1) and ``l2_form`` (l2). Terms whose beta is zero are not computed. With a ``reference`` (the
     clean batch's cached statistics) SSIM and g(X) are not recomputed from X.
 
     Returns:
@@ -246,10 +328,12 @@ def perceptual_loss(
     b1, b2, b3 = betas
     total = z.new_zeros(z.shape[0])
     if b1:
-        total = total + b1 * deviation_loss(z, x, norm=deviation, reduction=reduction)
+        total = total + b1 * deviation_loss(z, x, norm=deviation, reduction=reduction, l2_form=l2_form)
     if b2:
         total = total - b2 * (reference.ssim(z) if reference is not None else ssim_similarity(z, x))
     if b3:
         cached = reference.sobel if reference is not None else None
-        total = total + b3 * gradient_loss(z, x, norm=gradient, reduction=reduction, x_gradient=cached)
+        total = total + b3 * gradient_loss(
+            z, x, norm=gradient, reduction=reduction, l2_form=l2_form, x_gradient=cached
+        )
     return total

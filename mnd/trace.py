@@ -59,8 +59,10 @@ def _row(variant: str, step: int, goal: int, logits: torch.Tensor, zq: torch.Ten
     t = terms(zq, x)
     adv = float(losses.adversarial_loss(logits.float(), torch.tensor([goal]), targeted=config.targeted, r=config.r)[0])
     b1, b2, b3 = config.betas
-    deviation = t["l1"] if config.deviation == "l1" else t["l2"]
-    gradient = t["gradient_l1"] if config.gradient == "l1" else t["gradient_l2"]
+    # the objective with the attack's norm forms (the l1/l2 columns use the default forms)
+    red, form = config.reduction, config.l2_form
+    deviation = float(losses.deviation_loss(zq, x, norm=config.deviation, reduction=red, l2_form=form)[0])
+    gradient = float(losses.gradient_loss(zq, x, norm=config.gradient, reduction=red, l2_form=form)[0])
     return {
         "variant": variant,
         "iteration": step,

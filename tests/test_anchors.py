@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnd import anchors
+from mnd import anchors, attack
 from mnd.attack import quantize
 from mnd.errors import InputError
 
@@ -43,3 +43,34 @@ def test_pgd_is_reproducible_for_a_seed(linear_model, images):
 def test_unknown_anchor(linear_model):
     with pytest.raises(InputError, match="unknown anchor"):
         anchors.build("fgsm2", linear_model)
+
+
+def test_targeted_goal_is_never_the_true_label(images):
+    from tests.conftest import Linear
+
+    tied = Linear(torch.zeros(3, 3 * 16 * 16), torch.zeros(3)).eval()  # equal outputs: target = prediction
+    res = anchors.run("bim", tied, images, targeted=True)
+    assert torch.equal(res.target_label, res.true_label)
+    assert not res.attacked.any() and not res.success.any() and (res.iterations == 0).all()
+    assert torch.equal(res.adversarial, images)
+    assert all("true label" in r for r in res.reason)
+    one_class = Linear(torch.randn(1, 3 * 16 * 16), torch.zeros(1)).eval()
+    res = anchors.run("pgd", one_class, images)
+    assert not res.attacked.any() and all("single class" in r for r in res.reason)
+
+
+def test_an_unchanged_output_is_never_a_success(linear_model, images):
+    from tests.test_attack import _Fickle
+
+    res = anchors.run("bim", _Fickle(linear_model), images, eps=0.0)  # no budget: nothing moves
+    assert torch.equal(res.adversarial, images)
+    assert (res.adv_label != res.true_label).all(), "the model does call the output adversarial"
+    assert not res.success.any()
+    assert res.reason == [attack.UNCHANGED] * len(images)
+
+
+def test_reasons_say_why_an_anchor_failed(linear_model, images):
+    res = anchors.run("bim", linear_model, images, eps=1 / 255, steps=1)
+    assert not res.success.all(), "one level in one step should not fool every image"
+    for ok, why in zip(res.success.tolist(), res.reason):
+        assert why == ("" if ok else "not adversarial after 1 step of BIM")

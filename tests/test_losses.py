@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from skimage.metrics import structural_similarity
@@ -44,11 +45,33 @@ def test_deviation_norms_eq8_eq9():
     z = x.clone()
     z[0, 0, 0, 0], z[0, 0, 1, 1] = 0.3, -0.4
     assert losses.deviation_loss(z, x, norm="l1", reduction="sum").tolist() == pytest.approx([0.7, 0.0])
-    assert losses.deviation_loss(z, x, norm="l2", reduction="sum").tolist() == pytest.approx([0.5, 0.0])
     assert losses.deviation_loss(z, x, norm="l1").tolist() == pytest.approx([0.7 / 4, 0.0])
+    # the three l2 forms: literal eq. (9), root mean square (default), mean of squares
+    assert losses.deviation_loss(z, x, norm="l2", l2_form="sum").tolist() == pytest.approx([0.5, 0.0])
     assert losses.deviation_loss(z, x, norm="l2").tolist() == pytest.approx([math.sqrt(0.25 / 4), 0.0])
+    assert losses.deviation_loss(z, x, norm="l2", l2_form="mse").tolist() == pytest.approx([0.25 / 4, 0.0])
+    # the l2 norms ignore the l1 reduction
+    assert torch.equal(
+        losses.deviation_loss(z, x, norm="l2", reduction="sum"), losses.deviation_loss(z, x, norm="l2")
+    )
     with pytest.raises(ValueError, match="norm"):
         losses.deviation_loss(z, x, norm="l3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="l2_form"):
+        losses.deviation_loss(z, x, norm="l2", l2_form="mean")  # type: ignore[arg-type]
+
+
+def test_l2_forms_reach_the_gradient_term_and_eq7():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    z = (x + 0.05 * torch.randn(2, 3, 8, 8, generator=g)).clamp(0, 1)
+    diff = losses.sobel_magnitude(z) - losses.sobel_magnitude(x)
+    mse = diff.pow(2).flatten(1).mean(1)
+    assert torch.allclose(losses.gradient_loss(z, x, norm="l2", l2_form="mse"), mse)
+    assert torch.allclose(losses.gradient_loss(z, x, norm="l2", l2_form="rms"), mse.sqrt())
+    assert torch.allclose(losses.gradient_loss(z, x, norm="l2", l2_form="sum"), (mse * diff[0].numel()).sqrt())
+    both = losses.perceptual_loss(z, x, betas=(1.0, 0.0, 2.0), deviation="l2", gradient="l2", l2_form="mse")
+    expect = losses.deviation_loss(z, x, norm="l2", l2_form="mse") + 2.0 * mse
+    assert torch.allclose(both, expect)
 
 
 def test_sobel_eq15_17_by_hand():
@@ -132,13 +155,80 @@ def test_clean_reference_subset_keeps_rows():
     assert torch.equal(sub.sobel, losses.sobel_magnitude(x)[[2, 0]])
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_l2_norms_have_a_finite_gradient_at_the_clean_image(reduction):
+@pytest.mark.parametrize("l2_form", ["rms", "mse", "sum"])
+def test_l2_norms_have_a_finite_gradient_at_the_clean_image(l2_form):
     x = torch.rand(2, 3, 8, 8)
     z = x.clone().requires_grad_(True)
-    loss = losses.perceptual_loss(z, x, betas=(1.0, 0.0, 1.0), deviation="l2", gradient="l2", reduction=reduction)
+    loss = losses.perceptual_loss(z, x, betas=(1.0, 0.0, 1.0), deviation="l2", gradient="l2", l2_form=l2_form)
     (g,) = torch.autograd.grad(loss.sum(), z)
     assert torch.isfinite(g).all()
     z2 = (x + 0.01).clamp(0, 1).requires_grad_(True)
-    (g2,) = torch.autograd.grad(losses.deviation_loss(z2, x, norm="l2", reduction=reduction).sum(), z2)
+    (g2,) = torch.autograd.grad(losses.deviation_loss(z2, x, norm="l2", l2_form=l2_form).sum(), z2)
     assert torch.isfinite(g2).all() and g2.abs().sum() > 0
+
+
+def _targeted_as_printed(u: torch.Tensor, target: torch.Tensor, r: float) -> torch.Tensor:
+    """Eq. (4) written the naive way, softmax(u) ** r: an infinite gradient where p underflows."""
+    return -u.softmax(1).gather(1, target.view(-1, 1)).squeeze(1).pow(r)
+
+
+def test_targeted_loss_is_finite_with_an_underflowing_probability():
+    # the target's logit is 1e4 below the others: its probability is exactly 0 in float32
+    u = torch.tensor([[0.0, -1e4, 3.0]], requires_grad=True)
+    target = torch.tensor([1])
+    (naive_grad,) = torch.autograd.grad(_targeted_as_printed(u, target, 0.0625).sum(), u)
+    assert not torch.isfinite(naive_grad).all(), "the naive form should fail here, or the test proves nothing"
+    loss = losses.adversarial_loss(u, target, targeted=True, r=0.0625)
+    (grad,) = torch.autograd.grad(loss.sum(), u)
+    assert loss.item() == 0.0 and torch.isfinite(grad).all()
+    # where the naive form is finite, the two agree in value and gradient
+    g = torch.Generator().manual_seed(0)
+    v = (4 * torch.randn(8, 10, generator=g)).requires_grad_(True)
+    t = torch.randint(0, 10, (8,), generator=g)
+    naive = _targeted_as_printed(v, t, 0.0625)
+    ours = losses.adversarial_loss(v, t, targeted=True, r=0.0625)
+    assert torch.allclose(ours, naive, rtol=1e-5, atol=0)
+    (g_naive,) = torch.autograd.grad(naive.sum(), v)
+    (g_ours,) = torch.autograd.grad(ours.sum(), v)
+    assert torch.allclose(g_ours, g_naive, rtol=1e-4, atol=1e-7)
+
+
+def test_targeted_loss_gradcheck():
+    u = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 4, 2])
+    assert torch.autograd.gradcheck(lambda v: losses.adversarial_loss(v, t, targeted=True, r=0.0625), (u,))
+
+
+def test_ssim_global_eqs_10_14_as_printed_by_hand():
+    c1, c2 = 0.01**2, 0.03**2
+    # x = [0, 1, 0, 1]: mu = 1/2, sigma^2 = (4 * 1/4) / (N - 1) = 1/3
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0]).view(1, 1, 2, 2)
+    same = (2 * 0.25 + c1) * (1 / 3 + c2) / ((0.25 + 0.25 + c1) * (2 / 3 + c2))
+    assert losses.ssim_global(x, x).item() == pytest.approx(same, rel=1e-6)
+    assert losses.ssim_global(x, x).item() == pytest.approx(0.5, abs=0.001), "as printed, SSIM(X, X) is about 1/2"
+    assert losses.ssim_global(x, x, covariance_factor=2).item() == pytest.approx(1.0, rel=1e-6)
+    # z = [1, 0]^T against x = [0, 1]^T, over two channels: N = 2, N - 1 = 1
+    x2 = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    z2 = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    # mu = 1/2 each, sigma^2 = 1/2 each, sigma_zx = -1/2
+    expect = (2 * 0.25 + c1) * (-0.5 + c2) / ((0.5 + c1) * (1.0 + c2))
+    assert losses.ssim_global(z2, x2).item() == pytest.approx(expect, rel=1e-6)
+    # a batch gives one value per image, each as if alone
+    both = losses.ssim_global(torch.cat([x, x.flip(-1)]), torch.cat([x, x]))
+    assert both.shape == (2,) and both[0].item() == pytest.approx(same, rel=1e-6)
+    with pytest.raises(ValueError, match="two values"):
+        losses.ssim_global(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="one shape"):
+        losses.ssim_global(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 1))
+
+
+def test_ssim_global_with_factor_two_matches_a_one_window_reference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 12, 12, generator=g, dtype=torch.float64)
+    z = (x + 0.1 * torch.randn(1, 3, 12, 12, generator=g, dtype=torch.float64)).clamp(0, 1)
+    a, b = z.flatten().numpy(), x.flatten().numpy()
+    cov = np.cov(a, b)  # N - 1 normalisation
+    c1, c2 = 0.01**2, 0.03**2
+    ref = (2 * a.mean() * b.mean() + c1) * (2 * cov[0, 1] + c2)
+    ref /= (a.mean() ** 2 + b.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2)
+    assert losses.ssim_global(z, x, covariance_factor=2).item() == pytest.approx(ref, rel=1e-9)
