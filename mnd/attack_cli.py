@@ -1,19 +1,38 @@
-"""``mnd attack``: photos in, protected 8-bit PNGs and metrics.csv out."""
+"""``mnd attack``: photos in, protected 8-bit PNGs and metrics.csv out.
+
+Everything that can be checked before the work starts is checked first, in
+this order, each failure one :class:`mnd.errors.InputError` (exit status 2):
+the options (:func:`check_options`, including the hyper-parameter file), the
+face gallery's layout, the output folder (never an input folder, never
+inside the gallery, an existing ``metrics.csv`` must be ours, and it must be
+writable), then every photo is read. Only then is the model loaded and the
+attack run. Exit status: 0 when every attacked image was made adversarial,
+1 when some were not (:data:`EXIT_NOT_ALL_ADVERSARIAL`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mnd import experiments, models
+from mnd import anchors, attack, experiments, models
 from mnd.errors import InputError
 from mnd.experiments import COLUMNS, RowContext
-from mnd.imageio import list_images, load_rgb, save_png
+from mnd.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
+
+EXIT_ALL_ADVERSARIAL = 0
+EXIT_NOT_ALL_ADVERSARIAL = 1
+METRICS_CSV = "metrics.csv"
+ANCHOR_IGNORED = ("--hparams", "--max-iter", "--straight-through", "--task")
+"""Options of MND that the anchors (torchattacks' defaults) cannot use."""
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -25,13 +44,143 @@ class Item:
     note: str | None
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "output folder exists and is a file")
+@dataclass(frozen=True)
+class Options:
+    """``mnd attack``'s options after validation."""
+
+    spec: models.ModelSpec
+    method: str
+    task: str
+    device: str
+    overrides: dict[str, object]
+
+
+_NEEDS_GALLERY = "{} returns embeddings: give --gallery DIR (one sub-folder of photos per identity)"
 
 
 def _warn(message: str) -> None:
     print(f"mnd: note: {message}", file=sys.stderr)
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a torch device this machine has (cpu, cuda, cuda:N, mps).
+
+    Raises:
+        InputError: naming ``--device``: not a device string, another device
+            type, or a device this machine does not have.
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError("--device", f"not a device: {name!r} (use cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cpu":
+        return name
+    with warnings.catch_warnings():  # torch warns when it finds no driver; the error below says so
+        warnings.simplefilter("ignore")
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise InputError("--device", f"{name}: no CUDA GPU is available here (torch {torch.__version__})")
+            if device.index is not None and device.index >= count:
+                raise InputError("--device", f"{name}: this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}")
+            return name
+        if device.type == "mps":
+            if not torch.backends.mps.is_available():
+                raise InputError("--device", f"{name}: Apple's MPS is not available here; use cpu")
+            return name
+    raise InputError("--device", f"unsupported device type {device.type!r} (use cpu, cuda, cuda:N or mps)")
+
+
+def check_options(args: argparse.Namespace) -> Options:
+    """Validate ``mnd attack``'s options once, before any image or model is read.
+
+    For MND methods the hyper-parameter file and the overrides are turned into
+    an :class:`mnd.attack.AttackConfig` here, so a bad file is reported first.
+
+    Raises:
+        InputError: naming the option (or the ``--hparams`` file) at fault.
+    """
+    spec = models.spec(args.model)
+    experiments.check_method(args.method)
+    if args.method in anchors.ANCHORS:
+        given = {
+            "--hparams": args.hparams is not None,
+            "--max-iter": args.max_iter is not None,
+            "--straight-through": args.straight_through,
+            "--task": args.task is not None,
+        }
+        for option in ANCHOR_IGNORED:
+            if given[option]:
+                raise InputError(
+                    option,
+                    f"does not apply to the anchor {args.method!r}, which runs torchattacks' defaults "
+                    "(eps 8/255, alpha 2/255, 10 steps); it applies to the MND methods only",
+                )
+    if args.batch_size < 1:
+        raise InputError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise InputError("--seed", f"must be between 0 and {SEED_MAX}, got {args.seed}")
+    if args.max_iter is not None and args.max_iter < 1:
+        raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
+    device = check_device(args.device)
+    task = args.task or spec.task
+    overrides: dict[str, object] = {"progress": not args.quiet, "straight_through": args.straight_through}
+    if args.max_iter is not None:
+        overrides["max_iter"] = args.max_iter
+    if args.method not in anchors.ANCHORS:
+        where = args.hparams if args.hparams is not None else attack.HPARAMS_FILE
+        try:
+            attack.config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InputError(where, f"invalid hyper-parameters ({exc})") from None
+    return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file or folder (through symbolic and hard links where both exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_out(out: Path, inputs: list[Path], images: list[Path], gallery: Path | None) -> None:
+    """Refuse an output folder that could overwrite or mix with an input.
+
+    Policy: outputs never overwrite inputs. The output folder may not be an
+    input folder or the folder of an input photo, nor the face gallery or a
+    folder inside it (the outputs would be enrolled next time).
+
+    Raises:
+        InputError: naming the output folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output folder exists and is a file")
+    folders = [p for p in inputs if p.is_dir()] + [p.parent for p in images]
+    for folder in dict.fromkeys(folders):
+        if _same(out, folder):
+            also = "" if str(folder) == str(out) else f" ({folder})"
+            raise InputError(
+                out,
+                f"the output folder is also an input folder{also}: outputs must never overwrite or mix with the "
+                "photos they protect; choose another --out",
+            )
+    if gallery is not None and _inside(out, gallery):
+        raise InputError(out, f"the output folder is inside the --gallery folder {gallery}; choose another --out")
+
+
+def check_targets(out: Path, items: list[Item], images: list[Path]) -> None:
+    """No output file may be an input photo or a folder (checked before anything is written)."""
+    for target in [out / f"{it.name}.png" for it in items] + [out / METRICS_CSV]:
+        if target.is_dir():
+            raise InputError(target, "is a folder where an output file goes; move it or choose another --out")
+        if target.exists() and any(_same(target, p) for p in images):
+            raise InputError(target, "is one of the input photos: outputs must never overwrite inputs")
 
 
 def load_items(paths: list[Path], spec: models.ModelSpec) -> list[Item]:
@@ -68,62 +217,88 @@ def face_inputs(pixels: object, spec: models.ModelSpec, where: str) -> torch.Ten
     return faces.crop_faces(pixels, size=spec.input_size, where=where).faces
 
 
+def check_gallery(spec: models.ModelSpec, gallery: Path | None) -> None:
+    """An embedding model needs a gallery of at least two identities; a classifier ignores one."""
+    if spec.embedding:
+        if gallery is None:
+            raise InputError("--gallery", _NEEDS_GALLERY.format(spec.name))
+        from mnd.faces import gallery_photos
+
+        gallery_photos(gallery)
+    elif gallery is not None:
+        _warn(f"--gallery is ignored: {spec.name} is a classifier")
+
+
 def build_model(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn.Module:
     """The model to attack: a classifier, or an embedding network behind a face gallery."""
     model = models.load(spec.name)
     if spec.embedding:
         if gallery is None:
-            raise InputError("--gallery", f"{spec.name} returns embeddings: give --gallery DIR (one sub-folder per identity)")
+            raise InputError("--gallery", _NEEDS_GALLERY.format(spec.name))
         from mnd.faces import Gallery
 
         model = Gallery.from_folder(model, gallery)
-    elif gallery is not None:
-        _warn(f"--gallery is ignored: {spec.name} is a classifier")
     return models.freeze(model.to(device))
 
 
 def attack_files(args: argparse.Namespace) -> int:
-    """Run ``mnd attack`` (see ``mnd attack --help``)."""
+    """Run ``mnd attack`` (see ``mnd attack --help``); returns the exit status."""
+    options = check_options(args)
+    spec = options.spec
     out: Path = args.out
-    _check_out(out)
-    spec = models.spec(args.model)
-    experiments.check_method(args.method)
-    if args.batch_size < 1:
-        raise InputError("--batch-size", "must be at least 1")
+    check_gallery(spec, args.gallery)
     paths = list_images(args.inputs)
     if not paths:
         raise InputError(" ".join(map(str, args.inputs)), "no images found")
-    items = load_items(paths, spec)
-    model = build_model(spec, args.gallery, args.device)
-    task = args.task or spec.task
-    overrides: dict[str, object] = {"progress": not args.quiet, "straight_through": args.straight_through}
-    if args.max_iter is not None:
-        overrides["max_iter"] = args.max_iter
+    check_out(out, [Path(p) for p in args.inputs], paths, args.gallery)
+    csv_path = out / METRICS_CSV
+    existing = experiments.read_rows(csv_path, COLUMNS)
+    created = check_writable_dir(out)
+    written = False
+    try:
+        items = load_items(paths, spec)
+        check_targets(out, items, paths)
+        model = build_model(spec, args.gallery, options.device)
+        ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
+        rows: list[dict[str, object]] = []
+        attacked = won = 0
+        from tqdm.auto import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "metrics.csv"
-    existing = experiments.read_rows(csv_path)
-    ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
-    rows: list[dict[str, object]] = []
-    from tqdm.auto import tqdm
+        batches = range(0, len(items), args.batch_size)
+        for start in tqdm(batches, desc="batches", disable=args.quiet or len(items) <= args.batch_size):
+            batch = items[start : start + args.batch_size]
+            x = torch.stack([it.tensor for it in batch]).to(options.device)
+            result = experiments.run_method(
+                model, x, None, args.method, task=options.task, targeted=args.targeted, seed=args.seed,
+                hparams=args.hparams, **(options.overrides if args.method not in anchors.ANCHORS else {}),
+            )
+            for it, adv in zip(batch, result.adversarial):
+                save_png(adv, out / f"{it.name}.png")
+                written = True
+            rows += experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch])
+            experiments.write_rows(csv_path, experiments.merge_rows(existing, rows))
+            attacked += int(result.attacked.sum())
+            won += int((result.success & result.attacked).sum())
+    except BaseException:
+        if not written:
+            remove_created(out, created)
+        raise
 
-    for start in tqdm(range(0, len(items), args.batch_size), desc="batches", disable=args.quiet or len(items) <= args.batch_size):
-        batch = items[start : start + args.batch_size]
-        x = torch.stack([it.tensor for it in batch]).to(args.device)
-        result = experiments.run_method(
-            model, x, None, args.method, task=task, targeted=args.targeted, seed=args.seed, hparams=args.hparams, **overrides
-        )
-        for it, adv in zip(batch, result.adversarial):
-            save_png(adv, out / f"{it.name}.png")
-        rows += experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch])
-        experiments.write_rows(csv_path, experiments.merge_rows(existing, rows))
-
-    shown = ["image", "method", "success", "clean_label", "adv_label", "target_label", "psnr", "ssim", "changed_ratio", "iterations", "seconds"]
+    shown = ["image", "method", "success", "clean_label", "adv_label", "target_label", "psnr", "ssim",
+             "changed_ratio", "iterations", "seconds"]
     print(experiments.format_table(rows, shown))
-    attacked = [r for r in rows if "already misclassified" not in str(r["note"])]
-    won = sum(bool(r["success"]) for r in attacked)
-    print(f"\n{won}/{len(attacked)} attacked images adversarial; wrote {len(rows)} PNGs and {csv_path}")
-    return 0
+    skipped = len(rows) - attacked
+    not_attacked = f"; {skipped} not attacked (see the note column)" if skipped else ""
+    print(f"\nwrote {len(rows)} PNGs and {csv_path}{not_attacked}")
+    failed = attacked - won
+    if failed:
+        print(f"{won}/{attacked} attacked images adversarial; {failed} not made adversarial (exit status 1)")
+        return EXIT_NOT_ALL_ADVERSARIAL
+    print(f"{won}/{attacked} attacked images adversarial")
+    return EXIT_ALL_ADVERSARIAL
 
 
-__all__ = ["COLUMNS", "attack_files", "load_items", "build_model"]
+__all__ = [
+    "COLUMNS", "EXIT_ALL_ADVERSARIAL", "EXIT_NOT_ALL_ADVERSARIAL", "attack_files", "build_model", "check_device",
+    "check_options", "check_out", "load_items",
+]

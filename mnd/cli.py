@@ -1,22 +1,50 @@
 """The mnd command line: protect photos against image classifiers and face recognisers.
 
 ``mnd attack`` protects photos; ``mnd models`` lists the models; ``mnd data``
-selects and checks the paper's test sets. Bad input ends with one line,
-``mnd: error: <file>: <problem>``, and exit status 2; results are written
-atomically, so nothing already on disk is lost or half-written.
+selects and checks the paper's test sets; ``mnd book`` builds the
+reproducibility book. Bad input ends with one line,
+``mnd: error: <file or option>: <problem>``, and exit status 2; Ctrl-C ends
+with one line and status 130. Results are written atomically, so nothing
+already on disk is lost or half-written, and an output never overwrites an
+input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from mnd import __version__
 from mnd.errors import InputError, MndError, ModelUnavailableError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+ATTACK_EPILOG = """\
+anchors: bim, pgd, mifgsm, di2fgsm and rfgsm run torchattacks' defaults (eps 8/255,
+alpha 2/255, 10 steps); --hparams, --max-iter, --straight-through and --task apply to
+the MND methods only and are refused with an anchor.
+
+outputs: DIR/<stem>.png and DIR/metrics.csv; DIR must not be a folder the photos are
+read from (outputs never overwrite inputs), and an existing metrics.csv there must be
+one that mnd wrote (its rows are kept; a rerun replaces only its own rows).
+
+exit status:
+  0    every attacked image was made adversarial (an image that cannot be
+       attacked, e.g. the model's output on it is not finite, does not count;
+       its note in metrics.csv says why)
+  1    some attacked images were not made adversarial (the last line says how many;
+       their rows in metrics.csv say success=False)
+  2    bad input: a file, folder or option that cannot be used (one line on stderr)
+  130  interrupted (Ctrl-C); results written so far are intact
+"""
 
 
 def _add_attack(sub: argparse._SubParsersAction) -> None:
@@ -27,20 +55,30 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
         help="make adversarial (privacy-preserving) versions of photos",
         description="Resize and centre-crop each photo to the model's input, attack it, and write "
         "DIR/<stem>.png (8-bit, exactly what was checked) and DIR/metrics.csv.",
+        epilog=ATTACK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     p.add_argument("--model", default="efficientnet_lite0", help="a name from `mnd models` (default: %(default)s)")
-    p.add_argument("--method", default="mnd", choices=METHODS, metavar="METHOD", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--method", default="mnd", metavar="METHOD",
+                   help=f"one of {', '.join(METHODS)} (default: %(default)s)")
     p.add_argument("--targeted", action="store_true", help="aim at the least-likely class (eq. 5)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--task", choices=["imagenet", "faces"], help="which preset of betas (default: the model's task)")
-    p.add_argument("--hparams", type=Path, help="a hyper-parameter TOML file (default: the packaged one)")
-    p.add_argument("--max-iter", type=int, help="override the preset's iteration limit")
-    p.add_argument("--straight-through", action="store_true", help="one forward pass per iteration (see docs)")
-    p.add_argument("--batch-size", type=int, default=8, help="images attacked together (default: %(default)s)")
-    p.add_argument("--gallery", type=Path, metavar="DIR", help="face gallery: one sub-folder of photos per identity")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the anchors' randomness (default: %(default)s)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (not an input folder)")
+    p.add_argument("--task", choices=["imagenet", "faces"],
+                   help="which preset of betas (default: the model's task; MND methods only)")
+    p.add_argument("--hparams", type=Path, metavar="TOML",
+                   help="a hyper-parameter TOML file (default: the packaged one; MND methods only)")
+    p.add_argument("--max-iter", type=int, metavar="N",
+                   help="override the preset's iteration limit, at least 1 (MND methods only)")
+    p.add_argument("--straight-through", action="store_true",
+                   help="one forward pass per iteration (see docs; MND methods only)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images attacked together, at least 1 (default: %(default)s)")
+    p.add_argument("--gallery", type=Path, metavar="DIR",
+                   help="face gallery: one sub-folder of photos per identity, at least two identities")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the anchors' randomness, 0 to 2**32-1 (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_attack)
 
@@ -76,9 +114,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``mnd: error: <where>: <problem>``, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's hook
+        match = re.match(r"argument ([^:]+): (.*)", message, re.DOTALL)
+        where, problem = (match.group(1), match.group(2)) if match else (self.prog, message)
+        problem = " ".join(problem.split())
+        self.exit(EXIT_USAGE, f"mnd: error: {where}: {problem} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mnd`` (all sub-commands)."""
-    parser = argparse.ArgumentParser(prog="mnd", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="mnd", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"mnd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_attack(sub)
@@ -92,24 +140,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(where: object, problem: object) -> None:
+    """Print ``mnd: error: <where>: <problem>`` as one line."""
+    print(f"mnd: error: {where}: {' '.join(str(problem).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mnd`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``mnd`` console script; returns the exit status.
+
+    Everything, the lazy imports of torch and the models included, runs inside
+    the handlers below: a user mistake is one line and status 2, Ctrl-C is one
+    line and status 130, never a traceback.
+    """
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a usage error already printed
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mnd: interrupted; results written so far are intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except InputError as exc:
-        print(f"mnd: error: {exc}", file=sys.stderr)
+        _error(exc.where, exc.problem)
         return EXIT_USAGE
     except ModelUnavailableError as exc:
-        print(f"mnd: error: model unavailable: {exc}", file=sys.stderr)
+        _error("model unavailable", exc)
         return EXIT_USAGE
     except MndError as exc:
         print(f"mnd: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("mnd: interrupted; results written so far are intact", file=sys.stderr)
-        return 130
+    except BrokenPipeError:  # the reader of stdout went away (mnd models | head -1)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a file the checks above could not foresee (disk full, removed meanwhile)
+        _error(exc.filename or "mnd", exc.strerror or exc)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -12,12 +12,42 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
+
+from mnd.errors import InputError
+from mnd.imageio import check_writable_dir
+
+
+def _load_preset(args: argparse.Namespace) -> Any:
+    from mnd import grid
+
+    try:
+        return grid.load_preset(args.preset, args.set or ())
+    except (ValueError, TypeError, KeyError) as exc:  # a value of the wrong type that the preset check missed
+        where = "--set" if args.set else args.preset
+        raise InputError(where, f"invalid preset value ({exc})") from None
+
+
+def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
+    """Folders the book writes must be writable, and --no-run needs results to show."""
+    from mnd import book, grid
+
+    if args.no_run:
+        results = args.results if args.results is not None else grid.project_root() / "results" / preset_name
+        if not (results / grid.RESULTS_CSV).is_file():
+            raise InputError(results, f"no {grid.RESULTS_CSV} here: run without --no-run first (or give --results)")
+    if not book.notebook_dir().is_dir():
+        return  # book.build says that it needs a source checkout
+    for option, folder in (("results", args.results), ("build", args.out), ("book source", args.source)):
+        if folder is not None:
+            check_writable_dir(folder, f"{option} folder")
 
 
 def _book(args: argparse.Namespace) -> int:
-    from mnd import book, grid
+    from mnd import book
 
-    preset = grid.load_preset(args.preset, args.set or ())
+    preset = _load_preset(args)
+    _check_folders(args, preset.name)
     start = time.perf_counter()
     report = book.build(preset, results=args.results, out=args.out, source=args.source, run=not args.no_run,
                         progress=not args.quiet)

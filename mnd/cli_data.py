@@ -2,7 +2,8 @@
 
 ``mnd.cli`` calls :func:`register` with its sub-parsers, then ``args.func(args)``;
 every handler returns the exit status. :class:`mnd.errors.InputError` is left
-to ``mnd.cli``, which prints it as one line and exits with status 2.
+to ``mnd.cli``, which prints it as one line and exits with status 2. Output
+paths are checked (created and written to) before any work starts.
 
     mnd data select imagenet --root PATH [--seed N] [--out CSV] [--per-class 10]
     mnd data select vggface2 --root PATH [--seed N] [--out CSV] [--identities 10 --per-identity 10]
@@ -18,8 +19,22 @@ import sys
 from pathlib import Path
 
 from mnd import data
+from mnd.errors import InputError
+from mnd.imageio import check_writable_dir, remove_created
 
 DEFAULT_EMBEDDED_DIR = Path("out/embedded")
+
+
+def _check_manifest_out(path: Path) -> Path | None:
+    """Refuse a manifest path that cannot be written, before the (long) selection runs.
+
+    Returns:
+        The top-most folder this check created, if any (removed again when
+        the selection fails).
+    """
+    if path.is_dir():
+        raise InputError(path, "is a folder; --out takes the manifest's file name")
+    return check_writable_dir(path.parent, "manifest's folder")
 
 
 def _print_selection(selection: data.Selection, out: Path) -> None:
@@ -30,17 +45,27 @@ def _print_selection(selection: data.Selection, out: Path) -> None:
 
 
 def _select_imagenet(args: argparse.Namespace) -> int:
-    selection = data.select_imagenet10(args.root, seed=args.seed, per_class=args.per_class, split=args.split,
-                                       labels=args.labels, progress=not args.quiet)
+    created = _check_manifest_out(args.out)
+    try:
+        selection = data.select_imagenet10(args.root, seed=args.seed, per_class=args.per_class, split=args.split,
+                                           labels=args.labels, progress=not args.quiet)
+    except BaseException:
+        remove_created(args.out.parent, created)
+        raise
     out = data.write_manifest(selection, args.out)
     _print_selection(selection, out)
     return 0
 
 
 def _select_vggface2(args: argparse.Namespace) -> int:
-    selection = data.select_vggface2_10(args.root, seed=args.seed, identities=args.identities,
-                                        per_identity=args.per_identity, split=args.split,
-                                        cropper=data.crop_face, progress=not args.quiet)
+    created = _check_manifest_out(args.out)
+    try:
+        selection = data.select_vggface2_10(args.root, seed=args.seed, identities=args.identities,
+                                            per_identity=args.per_identity, split=args.split,
+                                            cropper=data.crop_face, progress=not args.quiet)
+    except BaseException:
+        remove_created(args.out.parent, created)
+        raise
     out = data.write_manifest(selection, args.out)
     _print_selection(selection, out)
     return 0
@@ -54,6 +79,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _embedded(args: argparse.Namespace) -> int:
+    check_writable_dir(args.out)
     paths = data.export_embedded(args.out, args.names or None)
     for path in paths:
         print(path)
@@ -88,7 +114,9 @@ def _add_select(subparsers: argparse._SubParsersAction) -> None:
     _common(vggface2, manifest=data.DEFAULT_MANIFESTS["vggface2_10"], select=True)
     vggface2.add_argument("--identities", type=int, default=10, help="how many identities (default 10)")
     vggface2.add_argument("--per-identity", type=int, default=10, help="images per identity (default 10)")
-    vggface2.add_argument("--split", default=None, help="train or test sub-folder (default: root, train, test)")
+    vggface2.add_argument("--split", default=None,
+                          help="sub-folder of ROOT holding the identities (default: ROOT, then train; "
+                          "test is refused: the classifier never saw its identities)")
     vggface2.set_defaults(func=_select_vggface2)
 
 
@@ -101,7 +129,9 @@ def _add_check(subparsers: argparse._SubParsersAction) -> None:
     imagenet.set_defaults(func=_check)
     vggface2 = which.add_parser("vggface2", help="check VGGFace2-10")
     _common(vggface2, manifest=data.DEFAULT_MANIFESTS["vggface2_10"], select=False)
-    vggface2.add_argument("--split", default=None, help="train or test sub-folder (default: root, train, test)")
+    vggface2.add_argument("--split", default=None,
+                          help="sub-folder of ROOT holding the identities (default: ROOT, then train; "
+                          "test is refused: the classifier never saw its identities)")
     vggface2.set_defaults(func=_check)
 
 

@@ -120,18 +120,23 @@ def result_rows(
     """One row per image, with PSNR/SSIM/changed ratio on the 8-bit images.
 
     The batch's wall time is shared among its images in proportion to their
-    iterations (evenly when none took any).
+    iterations (evenly when none took any). The note holds the conversion
+    note of the photo and, for an image that is not a success, the engine's
+    reason (not attacked and why, non-finite values, unchanged output).
     """
     adv = result.adversarial
     clean = attack.quantize(clean.detach().cpu())
     psnr, ssim, ratio = metrics.psnr(adv, clean), metrics.ssim(adv, clean), metrics.changed_ratio(adv, clean)
     its = result.iterations.double()
     share = its / its.sum() if float(its.sum()) > 0 else torch.full_like(its, 1.0 / len(its))
+    reasons = getattr(result, "reason", None) or [""] * len(names)
     rows = []
     for i, name in enumerate(names):
         note = notes[i] if i < len(notes) else None
+        why = "" if bool(result.success[i]) else reasons[i]
         if not bool(result.attacked[i]):
-            note = "; ".join(filter(None, [note, "already misclassified: not attacked"]))
+            why = why or "already misclassified: not attacked"
+        note = "; ".join(filter(None, [note, why]))
         rows.append(
             {
                 "image": name,
@@ -158,15 +163,36 @@ def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return (str(row["image"]), str(row["method"]), str(row["model"]), str(row["targeted"]))
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of an existing CSV file, or [] when there is none."""
+def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Rows of an existing CSV file, or [] when there is none (or it is empty).
+
+    Args:
+        path: the CSV file.
+        columns: when given, the header the file must have: a file written by
+            someone else is refused rather than merged into (and so replaced).
+
+    Raises:
+        InputError: naming ``path``: unreadable, not UTF-8 text, malformed
+            CSV, or (with ``columns``) another header.
+    """
     if not path.exists():
         return []
     try:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"cannot read the existing results ({exc})") from None
+        problem = getattr(exc, "strerror", None) or exc
+        raise InputError(path, f"cannot read the existing results ({problem})") from None
+    if columns is not None and header is not None and list(header) != list(columns):
+        shown = ",".join(header)
+        raise InputError(
+            path,
+            f"exists but is not an mnd results file (its columns are {shown[:80]!r}"
+            f"{'...' if len(shown) > 80 else ''}); move it away or choose another output folder",
+        )
+    return rows
 
 
 def merge_rows(
@@ -188,7 +214,7 @@ def _fmt(value: Any) -> Any:
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> None:
     """Write rows as CSV, atomically (an older file survives a crash intact)."""
-    with atomic_open(path, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -196,9 +222,15 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain-text table for the terminal."""
+    """A plain-text table for the terminal: columns aligned, no trailing spaces.
+
+    >>> print(format_table([{"a": 1, "b": "long value"}, {"a": 22, "b": "x"}], ["a", "b"]))
+    a   b
+    1   long value
+    22  x
+    """
     cells = [[str(_fmt(r.get(c, ""))) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)

@@ -431,24 +431,73 @@ class Gallery(nn.Module):
 
         Raises:
             InputError: missing folder, no identity folders, a folder without
-                photos, or a photo without a face.
+                photos, a photo without a face, or fewer than two identities.
         """
         from mnd.dlib_resnet import DlibResNet
-        from mnd.imageio import list_images, load_rgb
+        from mnd.imageio import load_rgb
 
         folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(folder, "gallery folder not found")
-        people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not people:
-            raise InputError(folder, "no identity sub-folders (expected <folder>/<identity>/<photos>)")
+        people = gallery_photos(folder, min_identities=1)
         if crop is None:
             crop = dlib_face_chips if isinstance(model, DlibResNet) else crop_faces
         gallery = cls(model, metric=metric, scale=scale, threshold=threshold)
-        for person in people:
-            photos = list_images([person])
-            if not photos:
-                raise InputError(person, "no photos in this identity folder")
+        for person, photos in people.items():
             chips = [crop(load_rgb(p).pixels, min_prob=min_prob, where=p).faces[:1] for p in photos]
-            gallery.enroll(person.name, torch.cat(chips))
+            gallery.enroll(person, torch.cat(chips))
+        check_identity_count(folder, gallery.identities)
         return gallery
+
+
+MIN_IDENTITIES = 2
+"""A gallery names at least two people: with one, "not the true identity" and
+"the least-likely identity" have no meaning (every face is that one person)."""
+
+
+def check_identity_count(folder: str | Path, identities: Sequence[str], minimum: int = MIN_IDENTITIES) -> None:
+    """Raise InputError naming ``folder`` when it has fewer than ``minimum`` identities."""
+    if len(identities) < minimum:
+        found = f"only {identities[0]!r}" if len(identities) == 1 else str(len(identities))
+        why = " (with one person there is no other identity to be mistaken for)" if len(identities) == 1 else ""
+        raise InputError(
+            folder, f"a face gallery needs at least {minimum} identities (sub-folders of photos), found {found}{why}"
+        )
+
+
+def gallery_photos(folder: str | Path, *, min_identities: int = MIN_IDENTITIES) -> dict[str, list[Path]]:
+    """The photos of each identity of a gallery folder, checked without reading any image.
+
+    ``folder`` holds one sub-folder per identity (hidden ones are skipped),
+    each holding photos. The command line calls this before loading a model,
+    so a bad gallery is reported at once.
+
+    Args:
+        folder: the gallery folder.
+        min_identities: fewer identity folders than this is an error.
+
+    Returns:
+        identity name -> its photo paths (sorted), identities sorted by name.
+
+    Raises:
+        InputError: naming the folder: missing, a file, no identity
+            sub-folders, a sub-folder without photos, too few identities.
+    """
+    from mnd.imageio import list_images
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(folder, "gallery folder not found")
+    if not folder.is_dir():
+        raise InputError(folder, "gallery is a file, expected a folder with one sub-folder of photos per identity")
+    try:
+        people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        out = {person.name: list_images([person]) for person in people}
+    except OSError as exc:
+        where = getattr(exc, "filename", None) or folder
+        raise InputError(where, f"cannot read the gallery ({exc.strerror or exc})") from None
+    if not out:
+        raise InputError(folder, "no identity sub-folders (expected <folder>/<identity>/<photos>)")
+    for person, photos in out.items():
+        if not photos:
+            raise InputError(folder / person, "no photos in this identity folder")
+    check_identity_count(folder, list(out), min_identities)
+    return out

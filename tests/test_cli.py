@@ -96,9 +96,12 @@ def _truncated(d):
 def test_unknown_model_method_and_file_as_out(tmp_path, capsys, two_photos):
     assert main(["attack", str(two_photos), "--model", "resnet9000", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "unknown model 'resnet9000'")
-    with pytest.raises(SystemExit) as exc:
-        main(["attack", str(two_photos), "--method", "carlini", "--out", str(tmp_path / "o")])
-    assert exc.value.code == 2
+    assert main(["attack", str(two_photos), "--method", "carlini", "--out", str(tmp_path / "o")]) == 2
+    assert _one_line_error(capsys, "--method") == (
+        "mnd: error: --method: unknown method 'carlini'; known: "
+        "no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd, bim, pgd, mifgsm, di2fgsm, rfgsm"
+    )
+    assert not (tmp_path / "o").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["attack", str(two_photos), "--out", str(blocker)]) == 2
@@ -139,12 +142,15 @@ def test_existing_results_survive_bad_input_and_are_merged(tmp_path, two_photos,
     gray = _write(two_photos / "gray.png", np.full((230, 230), 77, np.uint8))
     assert main(["attack", str(two_photos / "nope.png"), "--out", str(out)]) == 2
     assert old.read_bytes() == before
-    assert main(["attack", str(gray), "--out", str(out), "--max-iter", "2", "--quiet"]) == 0
-    err = capsys.readouterr().err
-    assert "gray.png: converted L to RGB" in err
+    # two iterations cannot change a flat gray image: not adversarial, exit status 1, said on the last line
+    assert main(["attack", str(gray), "--out", str(out), "--max-iter", "2", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "gray.png: converted L to RGB" in captured.err
+    assert captured.out.strip().splitlines()[-1] == "0/1 attacked images adversarial; 1 not made adversarial (exit status 1)"
     with old.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == ["older", "gray"]
+    assert rows[1]["success"] == "False"
     assert "converted L to RGB" in rows[1]["note"]
     assert not list(out.glob(".*.tmp")), "no temporary files left behind"
 
