@@ -576,7 +576,9 @@ def preprocess_imagenet(image: str | Path | np.ndarray, *, resize: int = 256, cr
 
     The same as torchvision's ``Resize(256)`` (bilinear, antialiased, on a
     PIL image), ``CenterCrop(224)`` and ``ToTensor()``; no normalisation (the
-    model wrappers in :mod:`mnd.models` normalise).
+    model wrappers in :mod:`mnd.models` normalise). The paper does not state
+    how its ImageNet images were prepared: this protocol is ours (reading
+    notes, section 12).
 
     Args:
         image: a file path, or (H, W, 3) uint8 pixels.
@@ -641,27 +643,49 @@ def crop_face(path: str | Path) -> torch.Tensor:
     return torch.as_tensor(crops[best]).float()
 
 
+TEST_SPLIT_PROBLEM = (
+    "holds VGGFace2's test identities, which are not among the 8631 training identities the paper's "
+    "classifier (InceptionResnetV1, VGGFace2) was trained on: it cannot recognise them, so attacks on them "
+    "would measure nothing. The paper draws its 10 identities from the 8631: give the train/ folder "
+    "(or a copy of it)"
+)
+"""Why a VGGFace2 ``test/`` folder is refused (the tail of the InputError)."""
+
+
+def _identity_folders(place: Path) -> list[str]:
+    return sorted(p.name for p in place.iterdir() if p.is_dir() and _IDENTITY_RE.match(p.name))
+
+
 def vggface2_identities(root: str | Path, *, split: str | None = None) -> tuple[Path, dict[str, list[str]]]:
-    """Find the identity folders of a VGGFace2 copy.
+    """Find the identity folders of a VGGFace2 copy (its training identities).
 
     Accepted layout: identity folders ``n000001/…jpg`` in ``root``, or in
-    ``root/<split>``; with no split, ``root``, ``root/train`` and
-    ``root/test`` are tried in that order (the paper draws from the 8631
-    training identities).
+    ``root/<split>``; with no split, ``root`` and then ``root/train`` are
+    tried. The test identities are refused, never used as a fall-back: the
+    paper draws from the 8631 training identities its classifier was
+    trained on, and the classifier has never seen a test identity.
 
     Returns:
         The folder holding the identities and ``{identity: sorted image names}``.
 
     Raises:
-        InputError: the root does not exist or holds no identity folders.
+        InputError: the root does not exist or holds no identity folders, or
+            the identities found are the test split (``split="test"``, a root
+            called ``test``, or identities only in ``root/test``).
     """
     root = _require_folder(root)
-    places = [root / split] if split else [root, root / "train", root / "test"]
+    if split == "test" or (root.name == "test" and not split):
+        where = root / split if split else root
+        raise InputError(where, TEST_SPLIT_PROBLEM)
+    places = [root / split] if split else [root, root / "train"]
     for place in places:
         if place.is_dir():
-            ids = sorted(p.name for p in place.iterdir() if p.is_dir() and _IDENTITY_RE.match(p.name))
+            ids = _identity_folders(place)
             if ids:
                 return place, {ident: _image_names(place / ident) for ident in ids}
+    test = root / "test"
+    if not split and test.is_dir() and _identity_folders(test):
+        raise InputError(root, f"no identity folders in {root} or {root / 'train'}; {test} {TEST_SPLIT_PROBLEM}")
     tried = ", ".join(str(p) for p in places)
     raise InputError(root, f"not a VGGFace2 folder: expected identity sub-folders like n000001/0001_01.jpg "
                      f"in {tried}")
@@ -683,11 +707,12 @@ def select_vggface2_10(root: str | Path, *, seed: int = 0, identities: int = 10,
     indices 0..9 follow the sorted identity names of the chosen ten.
 
     Args:
-        root: the VGGFace2 folder (or its ``train``/``test`` folder).
+        root: the VGGFace2 folder (or its ``train`` folder).
         seed: the seed of the rule.
         identities: how many identities (the paper: 10).
         per_identity: images per identity (the paper: 10).
-        split: ``train`` or ``test`` sub-folder; None tries root, train, test.
+        split: sub-folder of ``root`` (``train``); None tries root, then train.
+            ``test`` is refused (see :func:`vggface2_identities`).
         cropper: path -> face crop, raising InputError when there is no
             face; default :func:`crop_face`. Tests pass a fake.
         progress: show a tqdm progress bar.

@@ -16,9 +16,12 @@ into ``results.csv`` atomically after every batch, so an interrupted run
 resumes where it stopped and ends with the same table.
 
 :func:`read_results` reads the table back (typed, no pandas);
-:func:`summarize` gives mean +- std of PSNR and SSIM over the successfully
-attacked images per data set x setting x method, with the success rate, the
-mean iterations and the paper's values beside them.
+:func:`summarize` gives, per data set x setting x method, the success rate
+and mean +- std of PSNR, SSIM and the changed-pixel ratio twice: over every
+attacked image (``*_all_*``) and over the successful attacks only
+(``*_success_*``), with the paper's values beside them. Differences from the
+paper are given only where the model and data are the paper's
+(:meth:`DatasetSpec.same_as_paper`).
 
 >>> [s.name for s in load_preset("tiny").datasets]
 ['imagenet', 'faces']
@@ -90,6 +93,30 @@ def paper_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class PaperSetup:
+    """The model and test set behind one of the paper's PSNR/SSIM tables.
+
+    Attributes:
+        model: the :data:`mnd.models.REGISTRY` name of the paper's model.
+        source: the :class:`DatasetSpec` source that selects the paper's test set.
+        text: how captions name it.
+    """
+
+    model: str
+    source: str
+    text: str
+
+
+_IMAGENET_SETUP = PaperSetup("vgg19", "imagenet10", "VGG19 on 100 ImageNet images of 10 classes")
+_VGGFACE2_SETUP = PaperSetup("inception_resnet_v1_vggface2", "vggface2_10",
+                             "InceptionResnetV1 (VGGFace2) on 100 VGGFace2 face crops of 10 identities")
+PAPER_SETUPS: dict[str, PaperSetup] = {
+    "I": _IMAGENET_SETUP, "II": _IMAGENET_SETUP, "VI": _VGGFACE2_SETUP, "VII": _VGGFACE2_SETUP,
+}
+"""Table -> the paper's model and data (section IV-B-1/2 and IV-C-1/2)."""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One data set of a preset and the model attacked on it.
 
@@ -130,6 +157,19 @@ class DatasetSpec:
     def paper_table(self, setting: str) -> str | None:
         """The paper's table for ``setting`` (None when the preset names none)."""
         return dict(self.paper_tables).get(setting)
+
+    def same_as_paper(self, setting: str) -> bool:
+        """Whether this data set is the paper's experiment behind its table for ``setting``.
+
+        True only when the model and the source are the ones of that table
+        (:data:`PAPER_SETUPS`: VGG19 on the ImageNet-10 selection for Tables
+        I and II, InceptionResnetV1 (VGGFace2) on the VGGFace2-10 selection
+        for VI and VII) and no ``limit`` cuts the test set short. Only then
+        is a difference between our numbers and the paper's meaningful.
+        """
+        table = self.paper_table(setting)
+        setup = PAPER_SETUPS.get(table or "")
+        return setup is not None and (self.model, self.source) == (setup.model, setup.source) and self.limit is None
 
 
 @dataclass(frozen=True)
@@ -323,6 +363,26 @@ def _dataset(name: str, spec: dict[str, Any], where: str) -> DatasetSpec:
     )
 
 
+def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+    """The whole-number setting ``key`` of a preset (None when unset, empty or 0 for a cap).
+
+    Raises:
+        InputError: naming the preset file and the key: not a whole number, or below ``minimum``.
+    """
+    value = data.get(key)
+    if value in (None, "") or (value == 0 and key in ("max_iter", "threads")):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InputError(where, f"{key} must be a whole number, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(where, f"{key} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise InputError(where, f"{key} must be at least {minimum}, got {number}")
+    return number
+
+
 def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Preset:
     """Read a preset (a packaged name or a .toml path) and apply ``--set KEY=VALUE`` overrides.
 
@@ -351,11 +411,10 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     settings = tuple(data.get("settings", SETTINGS))
     if not settings or set(settings) - set(SETTINGS):
         raise InputError(where, f"settings must be a non-empty list of {', '.join(SETTINGS)}, got {list(settings)}")
-    max_iter = data.get("max_iter")
-    batch_size = int(data.get("batch_size", 8))
-    if batch_size < 1:
-        raise InputError(where, "batch_size must be at least 1")
-    threads = data.get("threads")
+    max_iter = _whole(data, "max_iter", where, minimum=1)
+    batch_size = _whole(data, "batch_size", where, minimum=1)
+    threads = _whole(data, "threads", where, minimum=1)
+    seed = _whole(data, "seed", where, minimum=0)
     notebooks = data.get("notebooks", {})
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
@@ -368,12 +427,12 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
         methods=methods,
         settings=settings,  # type: ignore[arg-type]
         device=str(data.get("device", "cpu")),
-        seed=int(data.get("seed", 0)),
-        batch_size=batch_size,
-        max_iter=int(max_iter) if max_iter not in (None, "", 0) else None,
+        seed=seed if seed is not None else 0,
+        batch_size=batch_size if batch_size is not None else 8,
+        max_iter=max_iter,
         hparams=str(Path(os.path.expandvars(hparams)).expanduser()) if hparams else None,
         straight_through=bool(data.get("straight_through", False)),
-        threads=int(threads) if threads not in (None, "", 0) else None,
+        threads=threads,
         notes=str(data.get("notes", "")).strip(),
         notebooks={str(k): dict(v) for k, v in notebooks.items()},
         overrides=tuple(overrides),
@@ -853,8 +912,10 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _std(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1); NaN for fewer than two values."""
-    return statistics.stdev(values) if len(values) > 1 else math.nan
+    """Sample standard deviation (n - 1); NaN for fewer than two values or any infinite one."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.stdev(values)
 
 
 def paper_psnr_ssim() -> dict[tuple[str, str], dict[str, float]]:
@@ -868,16 +929,44 @@ def paper_psnr_ssim() -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+AVERAGED: tuple[str, ...] = ("psnr", "ssim", "changed_ratio")
+"""Per-image metrics :func:`summarize` averages."""
+
+OVER: dict[str, str] = {"all": "all attacked", "success": "successes"}
+"""The two sets of images a summary averages over (column infix -> label).
+
+``all``: every image the method attacked (the paper's tables are means over
+all its 100 tested images); ``success``: only the images the attack made
+adversarial. Attacks that raised (NaN metrics) are in neither.
+"""
+
+
+def _measured(group: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """The values of ``key`` in ``group`` that were measured (not NaN; +inf kept: an unchanged image)."""
+    return [float(r[key]) for r in group if r.get(key) is not None and not math.isnan(float(r[key]))]
+
+
 def summarize(
     rows: Iterable[dict[str, Any]], preset: Preset | None = None, *, paper: bool = True
 ) -> list[dict[str, Any]]:
-    """Per data set x setting x method: success rate, iterations and PSNR/SSIM mean +- std.
+    """Per data set x setting x method: success rate, iterations and PSNR/SSIM mean +- std, twice.
 
-    PSNR, SSIM, changed-pixel ratio and iterations are averaged over the
-    images that were attacked AND became adversarial (as the paper reports
-    its tables over successful attacks); standard deviations are sample
-    (n - 1) ones. With ``paper`` and a preset naming the paper's tables, the
-    paper's values and the differences (ours - paper) are added.
+    Every statistic comes in two versions, named by :data:`OVER`:
+    ``psnr_all_mean`` (and ``_std``) over every attacked image, successful
+    or not (the paper reports means over all its tested images), and
+    ``psnr_success_mean`` over the images the attack made adversarial; the
+    same for ``ssim``, ``changed_ratio`` and ``iterations`` (mean only).
+    Neither is more "the paper's" than the other when some attacks fail: the
+    first counts failed attempts, the second favours easy images. Standard
+    deviations are sample (n - 1) ones. An image an attack left unchanged has
+    PSNR +inf, which makes a mean over it +inf (and its std NaN).
+
+    With ``paper`` and a preset naming the paper's tables, the paper's
+    values are added (``paper_psnr_mean`` ...), and ``same_as_paper`` says
+    whether the data set is the paper's model on the paper's test set
+    (:meth:`DatasetSpec.same_as_paper`); only then are the differences
+    ``psnr_all_diff`` and ``ssim_all_diff`` (all-attacked mean - paper) given,
+    else they are NaN.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -900,25 +989,28 @@ def summarize(
             "label": experiments.method_label(method),
             "images": len(group),
             "attacked": len(attacked),
+            "measured": len(_measured(attacked, "psnr")),
             "succeeded": len(won),
             "success_rate": len(won) / len(attacked) if attacked else math.nan,
-            "psnr_mean": _mean([r["psnr"] for r in won]),
-            "psnr_std": _std([r["psnr"] for r in won]),
-            "ssim_mean": _mean([r["ssim"] for r in won]),
-            "ssim_std": _std([r["ssim"] for r in won]),
-            "iterations_mean": _mean([r["iterations"] for r in won]),
-            "changed_ratio_mean": _mean([r["changed_ratio"] for r in won]),
-            "changed_ratio_std": _std([r["changed_ratio"] for r in won]),
-            "seconds_mean": _mean([r["seconds"] for r in attacked]),
         }
+        for over, chosen in (("all", attacked), ("success", won)):
+            for key in AVERAGED:
+                values = _measured(chosen, key)
+                entry[f"{key}_{over}_mean"] = _mean(values)
+                entry[f"{key}_{over}_std"] = _std(values)
+            entry[f"iterations_{over}_mean"] = _mean(_measured(chosen, "iterations"))
+        entry["seconds_mean"] = _mean(_measured(attacked, "seconds"))
         if preset is not None and dataset in datasets:
-            tab = preset.dataset(dataset).paper_table(setting)
+            spec = preset.dataset(dataset)
+            tab = spec.paper_table(setting)
             ref = table.get((tab, entry["label"])) if tab else None
+            same = spec.same_as_paper(setting)
             entry["paper_table"] = tab or ""
+            entry["same_as_paper"] = same
             for k in ("psnr_mean", "psnr_std", "ssim_mean", "ssim_std"):
                 entry[f"paper_{k}"] = ref[k] if ref else math.nan
-            entry["psnr_diff"] = entry["psnr_mean"] - entry["paper_psnr_mean"]
-            entry["ssim_diff"] = entry["ssim_mean"] - entry["paper_ssim_mean"]
+            entry["psnr_all_diff"] = entry["psnr_all_mean"] - entry["paper_psnr_mean"] if same else math.nan
+            entry["ssim_all_diff"] = entry["ssim_all_mean"] - entry["paper_ssim_mean"] if same else math.nan
         out.append(entry)
     return out
 
@@ -933,8 +1025,8 @@ def select(rows: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, Any]]
 
 
 __all__ = [
-    "GRID_COLUMNS", "SETTINGS", "TABLE_ORDER", "BatchDone", "DatasetSpec", "GridReport", "Item", "OpenDataset",
-    "Preset", "clean_path", "image_names", "load_preset", "open_dataset", "package_versions", "paper_dir",
-    "paper_psnr_ssim", "parse_override", "png_path", "preset_names", "read_classes", "read_results", "read_run",
-    "run_grid", "select", "summarize", "threads",
+    "AVERAGED", "GRID_COLUMNS", "OVER", "PAPER_SETUPS", "SETTINGS", "TABLE_ORDER", "BatchDone", "DatasetSpec",
+    "GridReport", "Item", "OpenDataset", "PaperSetup", "Preset", "clean_path", "image_names", "load_preset",
+    "open_dataset", "package_versions", "paper_dir", "paper_psnr_ssim", "parse_override", "png_path", "preset_names",
+    "read_classes", "read_results", "read_run", "run_grid", "select", "summarize", "threads",
 ]

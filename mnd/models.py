@@ -48,7 +48,7 @@ class ModelSpec:
         task: ``imagenet`` (1000 classes) or ``faces`` (identities or embeddings).
         input_size: side of the square input the model expects.
         resize: shorter side an input photo is resized to before the centre crop
-            (the paper's ImageNet protocol: 256 then 224).
+            (256 then 224 for ImageNet models: our protocol, the paper does not state one).
         offline: True when the weights ship inside an installed package.
         embedding: True when the network returns embeddings, not class logits
             (it then needs a gallery to name identities).

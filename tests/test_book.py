@@ -23,9 +23,14 @@ def test_formatting() -> None:
     assert book.fmt(float("nan")) == "–" and book.fmt(float("inf")) == "∞" and book.fmt(3) == "3"
     assert book.pm(48.554, 1.936) == "48.55 ± 1.94"
     assert book.pm(0.5, float("nan"), 4) == "0.5000"
-    assert book.signed(-0.123) == "-0.12" and book.signed(float("nan")) == "–"
+    assert book.signed(-0.123) == "-0.12" and book.signed(float("nan")) == "–" and book.signed(-math.inf) == "-∞"
     html = book.html_table([{"a": "<b>", "b": 0.12345}], digits={"b": 3}, caption="c & d")
     assert "&lt;b&gt;" in html and "0.123" in html and "c &amp; d" in html
+    grouped = book.html_table([{"Method": "MND", "PSNR: all attacked": "48.55 ± 1.94", "PSNR: paper": "1"}],
+                              grouped=True)
+    assert "<th rowspan='2'" in grouped and "colspan='2'" in grouped and ">all attacked</th>" in grouped
+    assert "48.55 ±\u00a01.94" in grouped  # wraps before the ± only, never inside a number
+    assert "white-space:nowrap" in grouped.split("MND")[0][-60:]  # the first column stays on one line
     md = book.markdown_table([{"x": "a|b", "y": True}], ["x", "y"])
     assert md.splitlines()[-1] == "| a\\|b | yes |"
 
@@ -107,6 +112,75 @@ def test_claims_follow_the_numbers() -> None:
     assert book.verdict([]) == "no data"
 
 
+def test_claim_best_uses_the_means_over_all_attacked_images() -> None:
+    preset = grid.load_preset("tiny")
+    rows = _summary_rows(48.0)
+    # MND fails on a third image with a heavily perturbed final attempt: best over its successes, not over all
+    for setting in ("non-targeted", "targeted"):
+        rows.append({"dataset": "imagenet", "setting": setting, "method": "mnd", "image": "c", "success": False,
+                     "attacked": True, "psnr": 20.0, "ssim": 0.5, "iterations": 25, "changed_ratio": 0.9,
+                     "seconds": 1.0})
+    best = book.claim_best(preset, grid.summarize(rows, preset))
+    assert best.verdict == "not supported" and "all attacked" in best.note
+    assert best.rows[0]["MND PSNR (all attacked)"] == "38.67"  # (48 + 48 + 20) / 3
+    assert best.rows[0]["best other PSNR (all attacked)"] == "l1-norm + SSIM 46.00"
+
+
+def test_claims_compare_only_methods_that_made_an_image_adversarial() -> None:
+    preset = grid.load_preset("tiny")
+    rows = _summary_rows(48.0)
+    for r in rows:
+        if r["method"] in ("l2", "no_norm"):  # failed everywhere, with barely changed images
+            r.update(success=False, psnr=70.0, ssim=0.9999)
+    summary = grid.summarize(rows, preset)
+    ablation = book.claim_ablation(preset, summary)
+    compared = {r["comparison"].split(":")[0] for r in ablation.rows}
+    assert not any("l2-norm vs" in c or "vs No norm" in c or "vs l2-norm" in c for c in compared)
+    assert "l1-norm + SSIM vs l1-norm" in compared and ablation.verdict == "supported"
+    best = book.claim_best(preset, summary)
+    assert best.verdict == "supported"  # the failed 70 dB settings are not "better" than MND
+
+
+def test_paper_tables_label_both_means_and_compare_only_the_papers_setup(tmp_path: Path) -> None:
+    rows = _summary_rows(48.0)
+    tiny = grid.load_preset("tiny")
+    summary = grid.summarize(rows, tiny)
+    table = book.paper_table_rows(summary, "imagenet", "non-targeted")
+    assert list(table[0]) == ["Method", "PSNR (dB): all attacked", "PSNR (dB): successes", "PSNR (dB): paper",
+                              "SSIM: all attacked", "SSIM: successes", "SSIM: paper", "successes (mean iter.)"]
+    assert not any("Δ" in c for r in table for c in r)  # another model on other images: no difference column
+    page = book.paper_table_html(tiny, summary, "imagenet", "non-targeted")
+    for words in ("efficientnet_lite0 on 2 embedded photos", "VGG19 on 100 ImageNet images", "no difference column",
+                  "all attacked", "successes"):
+        assert words in page, words
+    paper = tmp_path / "paper.toml"
+    paper.write_text('methods = ["mnd"]\n[datasets.imagenet]\nsource = "imagenet10"\nroot = "/x"\n'
+                     'model = "vgg19"\npaper_tables = { non-targeted = "I", targeted = "II" }\n')
+    same = grid.load_preset(paper)
+    row = next(r for r in book.paper_table_rows(grid.summarize(rows, same), "imagenet", "non-targeted")
+               if r["Method"] == "MND")
+    assert row["PSNR (dB): Δ (all attacked − paper)"] == "-0.55"
+    assert row["SSIM: Δ (all attacked − paper)"] == "-0.5125"
+    caption = book.paper_table_html(same, grid.summarize(rows, same), "imagenet", "targeted")
+    assert "the paper&#x27;s model and test set" in caption and "Δ = ours (all attacked) − paper" in caption
+
+
+def test_paper_inconsistencies_are_computed_from_the_tables() -> None:
+    found = {item.title: item.text for item in book.paper_inconsistencies()}
+    assert "1.5175" in found["TABLE III: the average against BIM"]
+    assert "prints 0.84" in found["Section IV-C-5 against TABLE VIII"]
+    assert "RFGSM (0.29)" in found["Section IV-C-5 against TABLE IX"]
+    assert "30.76-35.68 dB and 0.7692-0.9036" in found["The introduction against Tables I and II"]
+    assert "BIM and DI2FGSM have exactly the same ratio, 0.8240" in found["The changed-pixel ratios of section IV-D-2"]
+    assert "0.01 dB, against 0.10-0.48 dB" in found["TABLE VII: the PSNR standard deviation of DI2FGSM"]
+    anchors = found["Targeted against non-targeted anchors (Tables I and II)"]
+    assert "PGD 33.76 vs 33.21 dB" in anchors and "BIM 35.68 vs 34.85 dB" in anchors
+    assert not any("Tables VI and VII" in t for t in found)  # the face anchors drop targeted, as the text says
+    # the numbers follow the transcribed tables, not constants
+    printed = {(r["table"], r["versus"]): r["mean"] for r in mos.paper_averages()}
+    assert printed[("III", "BIM")] == 1.64
+
+
 def test_reproduction_page_is_generated_and_deterministic(tmp_path: Path) -> None:
     preset = grid.load_preset("tiny")
     rows = _summary_rows(48.0)
@@ -119,6 +193,59 @@ def test_reproduction_page_is_generated_and_deterministic(tmp_path: Path) -> Non
     assert page == book.reproduction_page(preset, tmp_path)
     assert page.startswith("# What reproduced and what did not")
     assert page.count("**supported**") >= 5 and "MND iteration cap: 25" in page
+    assert "`imagenet`: efficientnet_lite0 on 2 embedded photos" in page and "not the paper's model and data" in page
+    assert "## The paper's own inconsistencies" in page and "1.5175" in page
+
+
+def test_reproduction_page_shows_no_machine_path(tmp_path: Path) -> None:
+    from mnd import experiments
+
+    results = tmp_path / "results"
+    rows = _summary_rows(48.0)
+    for r in rows:
+        r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
+    rows[0]["note"] = f"failed: OSError: cannot read {results / 'x.png'} or {Path.home() / 'y'}"
+    experiments.write_rows(results / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    user = tmp_path / "mine.toml"
+    user.write_text(Path(grid.project_root() / "mnd" / "presets" / "book" / "tiny.toml").read_text())
+    hparams = tmp_path / "h.toml"
+    hparams.write_text((grid.project_root() / "mnd" / "presets" / "hparams.toml").read_text())
+    preset = grid.load_preset(user, [f"hparams={hparams}"])
+    page = book.reproduction_page(preset, results)
+    assert str(tmp_path) not in page and str(Path.home()) + "/" not in page and str(grid.project_root()) not in page
+    assert "<results>/x.png" in page and "mine.toml" in page
+
+
+def test_published_notebooks_hide_parameters_and_machine_paths(tmp_path: Path) -> None:
+    import nbformat
+
+    results = tmp_path / "results"
+    png = "iVBORw0KGgo" + str(tmp_path) + "AAAA"  # a path inside base64 data is image data, not a path
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("results: str = 'x'  # default", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f'# Parameters\nresults = "{results}"\n', metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(folder)", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text=f"wrote {results}/figures/a.png\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": f"<{grid.project_root()}>"}),
+        ]),
+    ]
+    nb.metadata["papermill"] = {"input_path": str(grid.project_root() / "notebooks" / "a.ipynb"),
+                                "output_path": str(tmp_path / "source" / "a.ipynb"),
+                                "parameters": {"results": str(results), "preset": "tiny"}}
+    path = tmp_path / "source" / "a.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nb, path)
+    book.publish_notebook(path, book.public_paths(grid.load_preset("tiny"), results, tmp_path / "source"))
+    text = path.read_text()
+    back = nbformat.read(path, as_version=4)
+    assert back.cells[0].metadata["tags"] == ["parameters", "hide-input"]
+    assert back.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert back.cells[2].outputs[1].data["image/png"] == png
+    assert text.count(str(tmp_path)) == 1 and str(grid.project_root()) not in text  # only inside the image data
+    assert back.cells[2].outputs[0].text == "wrote <results>/figures/a.png\n"
+    assert back.metadata["papermill"]["input_path"] == "<checkout>/notebooks/a.ipynb"
+    assert back.metadata["papermill"]["parameters"] == {"results": "<results>", "preset": "tiny"}
 
 
 def test_parameters_passed_to_notebooks(tmp_path: Path) -> None:

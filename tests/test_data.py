@@ -375,6 +375,23 @@ def test_vggface2_errors(tmp_path: Path) -> None:
         data.select_vggface2_10(faceless, identities=2, per_identity=3, cropper=fake_cropper, progress=False)
 
 
+def test_vggface2_test_identities_are_refused_never_a_fallback(tmp_path: Path) -> None:
+    # identities only in test/: the 8631-way classifier never saw them, so the selection must not use them
+    root = make_vggface2(tmp_path / "vgg", identities=4, images=3)
+    (root / "train").rename(root / "test")
+    with pytest.raises(InputError, match=r"test holds VGGFace2's test identities, which are not among the 8631 "
+                                         r"training identities"):
+        data.select_vggface2_10(root, identities=2, per_identity=2, cropper=fake_cropper, progress=False)
+    with pytest.raises(InputError, match=r"vgg/test: holds VGGFace2.s test identities.*cannot recognise them"):
+        data.select_vggface2_10(root / "test", identities=2, per_identity=2, cropper=fake_cropper, progress=False)
+    with pytest.raises(InputError, match=r"cannot recognise them"):
+        data.vggface2_identities(root, split="test")
+    # with train/ present, train/ is used and test/ is ignored
+    make_vggface2(root, identities=4, images=3)
+    folder, ids = data.vggface2_identities(root)
+    assert folder == root / "train" and sorted(ids) == ["n000001", "n000002", "n000003", "n000004"]
+
+
 def test_vggface2_manifest_and_check(tmp_path: Path) -> None:
     root = make_vggface2(tmp_path / "vgg", identities=4, images=3)
     selection = data.select_vggface2_10(root, identities=2, per_identity=2, cropper=fake_cropper, progress=False)

@@ -6,6 +6,7 @@ inputs), so a whole grid runs in seconds on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from pathlib import Path
@@ -213,19 +214,67 @@ def _row(method: str, image: str, success: bool, psnr: float, ssim: float, setti
             "attacked": True, "psnr": psnr, "ssim": ssim, "iterations": 10, "changed_ratio": 0.5, "seconds": 1.0}
 
 
-def test_summarize_over_successful_images_with_the_paper(tmp_path: Path, tiny_model: str) -> None:
+def test_summarize_gives_means_over_all_attacked_and_over_successes(tmp_path: Path, tiny_model: str) -> None:
     preset = grid.load_preset(write_preset(tmp_path))
-    rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", True, 40.0, 0.97), _row("mnd", "c", False, 90.0, 1.0),
+    rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", True, 40.0, 0.97), _row("mnd", "c", False, 30.0, 0.9),
             _row("bim", "a", True, 34.0, 0.9)]
+    rows[2]["changed_ratio"], rows[2]["iterations"] = 0.8, 30
     summary = grid.summarize(rows, preset)
     assert [s["method"] for s in summary] == ["bim", "mnd"]  # the paper's row order
     mnd = summary[1]
-    assert (mnd["attacked"], mnd["succeeded"]) == (3, 2)
+    assert (mnd["attacked"], mnd["succeeded"], mnd["measured"]) == (3, 2, 3)
     assert mnd["success_rate"] == pytest.approx(2 / 3)
-    assert mnd["psnr_mean"] == pytest.approx(45.0) and mnd["psnr_std"] == pytest.approx(math.sqrt(50.0))
+    # all attacked images, the failed one included
+    assert mnd["psnr_all_mean"] == pytest.approx(40.0) and mnd["psnr_all_std"] == pytest.approx(10.0)
+    assert mnd["ssim_all_mean"] == pytest.approx((0.99 + 0.97 + 0.9) / 3)
+    assert mnd["changed_ratio_all_mean"] == pytest.approx(0.6) and mnd["iterations_all_mean"] == pytest.approx(50 / 3)
+    # the successful attacks only
+    assert mnd["psnr_success_mean"] == pytest.approx(45.0) and mnd["psnr_success_std"] == pytest.approx(math.sqrt(50.0))
+    assert mnd["changed_ratio_success_mean"] == pytest.approx(0.5) and mnd["iterations_success_mean"] == 10
     assert mnd["paper_table"] == "I" and mnd["paper_psnr_mean"] == pytest.approx(48.55)
-    assert mnd["psnr_diff"] == pytest.approx(45.0 - 48.55)
-    assert math.isnan(summary[0]["psnr_std"])  # a single image has no sample std
+    assert math.isnan(summary[0]["psnr_all_std"]) and math.isnan(summary[0]["psnr_success_std"])  # one image: no std
+    assert set(grid.OVER.values()) == {"all attacked", "successes"}
+
+
+def test_summarize_keeps_unchanged_images_and_leaves_out_attacks_that_raised(tmp_path: Path, tiny_model: str) -> None:
+    rows = [_row("mnd", "a", False, math.inf, 1.0), _row("mnd", "b", True, 40.0, 0.97),
+            _row("mnd", "c", False, math.nan, math.nan)]
+    (mnd,) = grid.summarize(rows)
+    assert (mnd["attacked"], mnd["measured"]) == (3, 2)
+    assert math.isinf(mnd["psnr_all_mean"]) and math.isnan(mnd["psnr_all_std"])  # an unchanged image: PSNR inf
+    assert mnd["psnr_success_mean"] == pytest.approx(40.0) and mnd["ssim_all_mean"] == pytest.approx(0.985)
+
+
+def test_differences_from_the_paper_only_for_the_papers_model_and_data(tmp_path: Path, tiny_model: str) -> None:
+    rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", False, 40.0, 0.97)]
+    other = grid.load_preset(write_preset(tmp_path))
+    (mine,) = grid.summarize(rows, other)
+    assert not mine["same_as_paper"] and math.isnan(mine["psnr_all_diff"]) and math.isnan(mine["ssim_all_diff"])
+    assert mine["paper_psnr_mean"] == pytest.approx(48.55)  # the paper's value is still there, for reference
+    paper = tmp_path / "paper.toml"
+    paper.write_text(textwrap.dedent(f"""
+        name = "like-the-paper"
+        methods = ["mnd"]
+        [datasets.photos]
+        source = "imagenet10"
+        root = "{tmp_path}"
+        model = "vgg19"
+        paper_tables = {{ non-targeted = "I", targeted = "II" }}
+        """))
+    same = grid.load_preset(paper)
+    (theirs,) = grid.summarize(rows, same)
+    assert theirs["same_as_paper"] and theirs["psnr_all_diff"] == pytest.approx(45.0 - 48.55)
+    assert theirs["ssim_all_diff"] == pytest.approx(0.98 - 0.9925)
+    spec = same.dataset("photos")
+    assert spec.same_as_paper("targeted")
+    # the decision comes from the model and the source, never from the preset's name
+    for change in ({"model": "efficientnet_lite0"}, {"source": "folder"}, {"limit": 10},
+                   {"paper_tables": (("non-targeted", "VI"),)}):
+        assert not dataclasses.replace(spec, **change).same_as_paper("non-targeted"), change
+    packaged = {name: grid.load_preset(name, [f"{k}_root={tmp_path}" for k in ("imagenet", "vggface2")]
+                                       if name == "paper" else []) for name in grid.preset_names()}
+    verdicts = {name: [d.same_as_paper(st) for d in p.datasets for st in p.settings] for name, p in packaged.items()}
+    assert verdicts == {"embedded": [False] * 4, "paper": [True] * 4, "tiny": [False] * 4}
 
 
 def test_read_results_types_the_columns(tmp_path: Path) -> None:
@@ -237,3 +286,19 @@ def test_read_results_types_the_columns(tmp_path: Path) -> None:
     assert back["clean_label"] == 3 and back["target_label"] is None and back["max_iter"] == 1000
     assert back["psnr"] == pytest.approx(50.0)
     assert grid.read_results(tmp_path / "none") == []
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("max_iter=abc", "max_iter must be a whole number, got 'abc'"),
+        ("max_iter=-5", "max_iter must be at least 1, got -5"),
+        ("batch_size=0", "batch_size must be at least 1, got 0"),
+        ("seed=-1", "seed must be at least 0, got -1"),
+        ("threads=[2]", "threads must be a whole number"),
+    ],
+)
+def test_bad_whole_number_settings_name_the_preset_and_key(override, problem):
+    with pytest.raises(InputError) as exc:
+        grid.load_preset("tiny", [override])
+    assert str(exc.value).startswith("tiny.toml: ") and problem in str(exc.value)

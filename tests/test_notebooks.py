@@ -56,6 +56,36 @@ def test_book_built_without_warnings(built: dict) -> None:
     assert (html / "reproduction.html").read_text().count("supported") >= 1
 
 
+TEXT_SUFFIXES = (".html", ".ipynb", ".md", ".txt", ".js", ".json")
+
+
+def test_no_machine_path_in_the_built_book(built: dict) -> None:
+    html = built["report"].index.parent
+    root = built["root"]
+    forbidden = {str(p) for folder in (root, root / "results", root / "out", root / "source", grid.project_root())
+                 for p in (folder, folder.resolve())}
+    forbidden.add(str(Path.home()) + "/")
+    files = [p for p in html.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES]
+    assert len(files) > 20  # pages, the downloadable notebook sources, the search index
+    leaks = {(p.relative_to(html).as_posix(), path) for p in files
+             for path in forbidden if path in p.read_text(encoding="utf-8", errors="replace")}
+    assert not leaks
+
+
+def test_pages_hide_injected_parameters_and_label_both_means(built: dict) -> None:
+    html = built["report"].index.parent
+    for name in book.NOTEBOOKS:
+        page = (html / "notebooks" / f"{name}.html").read_text()
+        assert "# Parameters" not in page and "tag_injected-parameters" not in page, name
+    imagenet = (html / "notebooks" / "02_imagenet.html").read_text()
+    for words in (">all attacked</th>", ">successes</th>", ">paper</th>", "efficientnet_lite0 on 2 embedded photos",
+                  "no difference column"):
+        assert words in imagenet, words
+    assert "Δ" not in imagenet  # the tiny preset is not the paper's model and data
+    verdict = (html / "reproduction.html").read_text()
+    assert "all attacked" in verdict and "inconsistencies" in verdict
+
+
 def test_figures_written_once_and_reproducibly(built: dict) -> None:
     figures = sorted((built["root"] / "results" / "figures").glob("*.png"))
     names = {p.name for p in figures}
