@@ -19,6 +19,7 @@ import math
 import numbers
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,15 +31,15 @@ from tqdm.auto import tqdm
 
 from mnd import losses
 from mnd.errors import InputError
+from mnd.imageio import quantize
 from mnd.losses import L2_FORMS, REDUCTIONS, L2Form, Norm, Reduction
+from mnd.nets import TASKS, Task
 
 Optimizer = Literal["adam", "gd"]
-Task = Literal["imagenet", "faces"]
 Term = Literal["deviation", "ssim", "gradient"]
 TERMS: tuple[Term, ...] = ("deviation", "ssim", "gradient")
 OPTIMIZERS: tuple[Optimizer, ...] = ("adam", "gd")
 NORMS: tuple[Norm, ...] = ("l1", "l2")
-TASKS: tuple[Task, ...] = ("imagenet", "faces")
 SETTINGS = ("non-targeted", "targeted")
 
 
@@ -314,11 +315,6 @@ def config_for(
 # --- shared by MND and the anchors ------------------------------------------------
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Project onto the feasible set: [0, 1] on the 8-bit grid (what a PNG holds)."""
-    return x.clamp(0, 1).mul(255).round().div(255)
-
-
 @dataclass
 class AttackResult:
     """Outcome of one attack on a batch. All tensors have N rows, on the CPU.
@@ -443,21 +439,36 @@ def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targe
 
 # --- Algorithm 1 ----------------------------------------------------------------------
 
+STOPPED_NON_FINITE_LOGITS = "non-finite logits or iterate"
+STOPPED_NON_FINITE_GRADIENT = "non-finite loss or gradient"
+"""How the reason of an image stopped for non-finite values begins (float32 only)."""
 
-class _Adam:
-    """Adam on a batch of images, whose state rows can be dropped with the images.
+
+@dataclass(eq=False)
+class Adam:
+    """Adam's state for a batch of images, one row per image (Kingma and Ba, 2015).
 
     The step count ``t`` is kept per image, so images that joined at different
-    times (the float32 continuation of ``amp``) each keep their own bias correction.
+    times (the float32 continuation of ``amp``) each keep their own bias
+    correction, and an image attacked alone or in a batch takes the same steps.
     """
 
-    def __init__(self, like: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.m = torch.zeros_like(like)
-        self.v = torch.zeros_like(like)
-        self.t = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
-        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
+    lr: float
+    m: torch.Tensor
+    v: torch.Tensor
+    t: torch.Tensor
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    @classmethod
+    def start(cls, like: torch.Tensor, lr: float) -> Adam:
+        """Zero moments and steps for a batch shaped like ``like``."""
+        t = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
+        return cls(lr, torch.zeros_like(like), torch.zeros_like(like), t)
 
     def step(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``z`` moved by one Adam step on ``grad``; updates the moments and step counts."""
         self.t += 1
         self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
         self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
@@ -467,22 +478,44 @@ class _Adam:
         c2 = (1 - self.b2 ** self.t.double()).to(z.dtype).view(shape)
         return z - self.lr * (self.m / c1) / ((self.v / c2).sqrt() + self.eps)
 
-    def keep(self, rows: torch.Tensor) -> None:
-        self.m, self.v, self.t = self.m[rows], self.v[rows], self.t[rows]
-
-    def taken(self, rows: torch.Tensor) -> _Adam:
-        """A copy holding only ``rows`` of the state."""
-        out = _Adam.__new__(_Adam)
-        out.lr, out.b1, out.b2, out.eps = self.lr, self.b1, self.b2, self.eps
-        out.m, out.v, out.t = self.m[rows], self.v[rows], self.t[rows]
-        return out
+    def keep(self, rows: torch.Tensor) -> Adam:
+        """The state of ``rows`` only."""
+        return dataclasses.replace(self, m=self.m[rows], v=self.v[rows], t=self.t[rows])
 
     @staticmethod
-    def joined(parts: list[_Adam]) -> _Adam:
+    def joined(parts: list[Adam]) -> Adam:
         """The states of several batches, one after the other."""
-        out = parts[0].taken(slice(None))  # type: ignore[arg-type]
-        out.m, out.v, out.t = (torch.cat([getattr(p, k) for p in parts]) for k in ("m", "v", "t"))
-        return out
+        m, v, t = (torch.cat([getattr(p, k) for p in parts]) for k in ("m", "v", "t"))
+        return dataclasses.replace(parts[0], m=m, v=v, t=t)
+
+
+def descent_step(z: torch.Tensor, grad: torch.Tensor, *, step_size: float, adam: Adam | None = None) -> torch.Tensor:
+    """Eq. (21), ``Z^{t+1} = Z^t - alpha * dL(Z^t, X) / dZ^t``, projected onto [0, 1].
+
+    With ``adam`` (the default, ``optimizer="adam"``) the step is Adam's,
+    ``alpha * m_hat / (sqrt(v_hat) + eps)`` with per-image moments of the
+    gradient, instead of ``alpha * grad``: eq. (21) read literally
+    (``optimizer="gd"``, no ``adam``) barely moves an 8-bit image at the
+    paper's alpha = 1e-4 (book/reading-notes.md, section 2). Algorithm 1
+    projects into the feasible space once, at the end; this projects every
+    step, so Z stays in [0, 1].
+
+    Args:
+        z: (N, C, H, W) the iterate Z^t.
+        grad: (N, C, H, W) the gradient of eq. (1) at Z^t (eq. 20).
+        step_size: alpha.
+        adam: Adam's state for these images, updated in place; None for plain
+            gradient descent.
+
+    Returns:
+        Z^{t+1} in [0, 1].
+
+    >>> descent_step(torch.full((1, 1, 1, 2), 0.5), torch.tensor([[[[1.0, -1.0]]]]), step_size=0.25)
+    tensor([[[[0.2500, 0.7500]]]])
+    """
+    with torch.no_grad():
+        moved = adam.step(z, grad) if adam is not None else z - step_size * grad
+        return moved.clamp(0, 1)
 
 
 def objective(
@@ -516,24 +549,99 @@ def objective(
     return adv + pqp, logits
 
 
-@dataclass
-class _Rows:
-    """Images still iterating: their batch rows and their optimizer state."""
+@dataclass(frozen=True)
+class StepRecord:
+    """What one iteration of Algorithm 1 saw, for an observer of :func:`generate`.
 
-    index: torch.Tensor  # (k,) rows of the batch
-    z: torch.Tensor  # (k, C, H, W) the current iterate, always finite
-    steps: torch.Tensor  # (k,) gradient steps taken
-    adam: _Adam | None
+    Given once per iteration, after the 8-bit images were classified and
+    before the step; tensors have one row per image still running and must
+    not be changed. An image handed to float32 (``amp``) is seen again at the
+    same iteration, by its float32 check.
 
-    def take(self, rows: torch.Tensor) -> _Rows:
-        adam = self.adam.taken(rows) if self.adam is not None else None
-        return _Rows(self.index[rows], self.z[rows].detach(), self.steps[rows], adam)
+    Attributes:
+        rows: (k,) the images' rows in the batch.
+        iterations: (k,) gradient steps each has taken (t of eq. 21).
+        iterate: (k, C, H, W) the iterate Z^t.
+        image: (k, C, H, W) its 8-bit version, which was classified.
+        goal: (k,) the label the loss uses (the target when targeted).
+        logits: (k, classes) the model's float32 outputs on ``image`` (those
+            of the low-precision pass under ``amp``, except where it said
+            adversarial: those are re-checked in float32).
+        adv_loss: (k,) eq. (3) or (4) on ``logits``.
+        adversarial: (k,) the image stops here as a success.
+    """
 
-    @staticmethod
-    def joined(parts: list[_Rows]) -> _Rows:
-        adam = _Adam.joined([p.adam for p in parts if p.adam is not None]) if parts[0].adam is not None else None
-        cat = [torch.cat([getattr(p, k) for p in parts]) for k in ("index", "z", "steps")]
-        return _Rows(cat[0], cat[1], cat[2], adam)
+    rows: torch.Tensor
+    iterations: torch.Tensor
+    iterate: torch.Tensor
+    image: torch.Tensor
+    goal: torch.Tensor
+    logits: torch.Tensor
+    adv_loss: torch.Tensor
+    adversarial: torch.Tensor
+
+
+Observer = Callable[[StepRecord], None]
+
+
+@dataclass(eq=False)
+class _Running:
+    """The images still iterating and everything kept per image, one row each.
+
+    Attributes:
+        rows: (k,) their rows in the batch.
+        z: (k, C, H, W) the iterate, always finite.
+        steps: (k,) gradient steps taken.
+        adam: Adam's state (None for plain gradient descent).
+        goal: (k,) the label the loss uses.
+        reference: the clean images' cached statistics.
+        last_image: (k, C, H, W) the 8-bit image last classified (-1: none yet).
+        last_logits: (k, classes) its float32 logits.
+    """
+
+    rows: torch.Tensor
+    z: torch.Tensor
+    steps: torch.Tensor
+    adam: Adam | None
+    goal: torch.Tensor
+    reference: losses.CleanReference
+    last_image: torch.Tensor
+    last_logits: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor, lab: Labels, rows: torch.Tensor, z: torch.Tensor, steps: torch.Tensor,
+              adam: Adam | None, *, at_clean: bool) -> _Running:
+        """Images ``rows`` of the batch ``x`` at iterate ``z``; ``at_clean``: Z = X, whose logits are known."""
+        last_image = z.clone() if at_clean else torch.full_like(z, -1.0)
+        return cls(rows, z, steps, adam, lab.goal[rows], losses.CleanReference(x[rows]), last_image, lab.logits[rows])
+
+    @classmethod
+    def joined(cls, parts: list[_Running], x: torch.Tensor, lab: Labels) -> _Running:
+        """Several sets of images as one, each image classified anew."""
+        rows, z, steps = (torch.cat([getattr(p, k) for p in parts]) for k in ("rows", "z", "steps"))
+        adam = Adam.joined([p.adam for p in parts if p.adam is not None]) if parts[0].adam is not None else None
+        return cls.start(x, lab, rows, z, steps, adam, at_clean=False)
+
+    def keep(self, rows: torch.Tensor) -> _Running:
+        """Only the images at ``rows`` (indices into this state)."""
+        return _Running(
+            self.rows[rows], self.z[rows], self.steps[rows], self.adam.keep(rows) if self.adam is not None else None,
+            self.goal[rows], self.reference.subset(rows), self.last_image[rows], self.last_logits[rows],
+        )
+
+    def classify(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the 8-bit ``image``; the model sees only the rows that changed.
+
+        An 8-bit image that did not change since it was last classified
+        (early on, most of them: Adam moves pixels 1e-4 a step) is not
+        classified again.
+        """
+        changed = (image != self.last_image).flatten(1).any(1).nonzero().squeeze(1)
+        if changed.numel():
+            self.last_logits = self.last_logits.clone()
+            self.last_logits[changed] = model(image[changed]).float()
+            self.last_image = image
+        return self.last_logits
 
 
 @dataclass
@@ -545,6 +653,30 @@ class _Outputs:
     success: torch.Tensor
     iterations: torch.Tensor
     reason: list[str]
+
+    @classmethod
+    def start(cls, x: torch.Tensor, lab: Labels) -> _Outputs:
+        """Every image at its clean start, its reason the reason it is not attacked."""
+        n = x.shape[0]
+        return cls(
+            adversarial=x.clone(),
+            best_loss=torch.full((n,), float("inf"), device=x.device),
+            success=torch.zeros(n, dtype=torch.bool, device=x.device),
+            iterations=torch.zeros(n, dtype=torch.long, device=x.device),
+            reason=list(lab.reasons) or [""] * n,
+        )
+
+
+@dataclass(eq=False)
+class _Check:
+    """The verdict on the 8-bit images of the running images, one row each."""
+
+    logits: torch.Tensor  # (k, classes) float32
+    adv_loss: torch.Tensor  # (k,) eq. (3) or (4)
+    done: torch.Tensor  # adversarial in float32
+    rejected: torch.Tensor  # adversarial in low precision only
+    broken: torch.Tensor  # a non-finite 8-bit image
+    bad: torch.Tensor  # non-finite logits or 8-bit image, not done
 
 
 def _low_precision(device: torch.device) -> torch.dtype:
@@ -559,19 +691,83 @@ def _non_finite(*tensors: torch.Tensor) -> torch.Tensor:
     return bad
 
 
+def _check(model: nn.Module, image: torch.Tensor, logits: torch.Tensor, goal: torch.Tensor, config: AttackConfig,
+           *, low_precision: bool) -> _Check:
+    """Is each 8-bit image adversarial? In low precision a yes is re-checked in float32 at once."""
+    broken = _non_finite(image)  # never happens unless an update overflowed; never an output
+    done = is_adversarial(logits, goal, targeted=config.targeted) & ~broken
+    rejected = torch.zeros_like(done)
+    if low_precision and bool(done.any()):
+        hits = done.nonzero().squeeze(1)
+        with torch.no_grad():
+            logits = logits.clone()
+            logits[hits] = model(image[hits]).float()
+        done = is_adversarial(logits, goal, targeted=config.targeted) & ~broken
+        rejected[hits] = ~done[hits]
+    adv_loss = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
+    bad = (_non_finite(logits) | broken) & ~done
+    return _Check(logits, adv_loss, done, rejected, broken, bad)
+
+
+def _keep_best(out: _Outputs, running: _Running, image: torch.Tensor, check: _Check) -> None:
+    """Record each image's outcome so far: a success, or its best attempt (lowest L_adv)."""
+    rows = running.rows
+    better = (check.done | (torch.isfinite(check.adv_loss) & (check.adv_loss < out.best_loss[rows]))) & ~check.broken
+    out.adversarial[rows] = torch.where(better.view(-1, 1, 1, 1), image, out.adversarial[rows])
+    out.best_loss[rows] = torch.where(better, check.adv_loss, out.best_loss[rows])
+    out.iterations[rows] = running.steps
+    out.success[rows] = check.done
+
+
+def _observe(observer: Observer, running: _Running, image: torch.Tensor, check: _Check | None,
+             config: AttackConfig) -> None:
+    """Hand the iteration to the observer; without a check, Z = X and its clean logits are known."""
+    if check is None:
+        logits = running.last_logits
+        adv_loss = losses.adversarial_loss(logits, running.goal, targeted=config.targeted, r=config.r)
+        done = torch.zeros_like(running.rows, dtype=torch.bool)
+    else:
+        logits, adv_loss, done = check.logits, check.adv_loss, check.done
+    observer(StepRecord(running.rows, running.steps, running.z, image, running.goal, logits, adv_loss, done))
+
+
+def _set_aside(running: _Running, mask: torch.Tensor, why: str, out: _Outputs, low_precision: bool,
+               where: str) -> list[_Running]:
+    """The ``mask`` images, handed back to continue in float32 (low precision), else stopped as failures."""
+    if not bool(mask.any()):
+        return []
+    if low_precision:
+        return [running.keep(mask.nonzero().squeeze(1))]
+    for i, k in zip(running.rows[mask].tolist(), running.steps[mask].tolist()):
+        out.reason[i] = f"{why} at iteration {k} {where}: stopped as a failure (best finite attempt kept)"
+    return []
+
+
+def _forward(model: nn.Module, running: _Running, config: AttackConfig,
+             autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. (1) at the iterate, ready for its gradient (eq. 20): (z, loss, logits)."""
+    z = running.z.detach().requires_grad_(True)
+    with autocast:
+        loss, logits = objective(model, z, running.reference, running.goal, config)
+    return z, loss, logits
+
+
 def _iterate(
     model: nn.Module,
-    x: torch.Tensor,
-    lab: Labels,
-    rows: _Rows,
+    running: _Running,
     out: _Outputs,
     config: AttackConfig,
     *,
     low_precision: bool,
-    fresh: bool,
+    at_clean: bool,
     bar: Any,
-) -> list[_Rows]:
-    """Algorithm 1 on ``rows`` until each is adversarial or out of steps.
+    observer: Observer | None,
+) -> list[_Running]:
+    """Algorithm 1 on the ``running`` images until each is adversarial or out of steps.
+
+    Each iteration: classify the 8-bit image (with ``straight_through``, by
+    the forward pass of eq. (1)), stop the images that are adversarial or out
+    of steps, take the gradient of eq. (1) (eq. 20) and one step of eq. (21).
 
     In low precision an image whose check says adversarial is re-checked in
     float32 at once, and an image whose logits, loss or gradient are not
@@ -580,115 +776,81 @@ def _iterate(
     as a failure that keeps its best finite attempt, with a reason.
 
     Args:
-        lab: the batch's labels (goal and float32 clean logits per batch row).
-        rows: the images to run and their state.
+        running: the images to run and their state.
         out: the batch's outputs, updated in place.
-        fresh: every row is at Z = X, known not to be adversarial (no check
-            before the first step); else every row is classified first.
+        at_clean: every image is at Z = X, known not to be adversarial (no
+            check before the first step); else every image is classified first.
+        observer: called once per iteration (see :class:`StepRecord`).
     """
-    device = x.device
-    dtype = _low_precision(device)
-    autocast = torch.autocast(device.type, dtype=dtype) if low_precision else contextlib.nullcontext()
+    dtype = _low_precision(running.z.device)
+    autocast = torch.autocast(running.z.device.type, dtype=dtype) if low_precision else contextlib.nullcontext()
     where = f"in {str(dtype).removeprefix('torch.')}" if low_precision else "in float32"
-    index, z, steps, adam = rows.index, rows.z, rows.steps, rows.adam
-    goal = lab.goal[index]
-    reference = losses.CleanReference(x[index])
-    handed: list[_Rows] = []
-    # The 8-bit image last classified and its logits: an image whose 8-bit version did
-    # not change since (early on, most of them: Adam moves pixels 1e-4 a step) is not
-    # classified again. Not fresh: every row counts as changed once.
-    last_q = z.clone() if fresh else torch.full_like(z, -1.0)
-    last_logits = lab.logits[index]
-    check_now = config.straight_through or not fresh
-
-    def select(keep_mask: torch.Tensor) -> None:
-        nonlocal index, goal, z, steps, reference, last_q, last_logits
-        keep = keep_mask.nonzero().squeeze(1)
-        index, goal, z, steps = index[keep], goal[keep], z.detach()[keep], steps[keep]
-        reference, last_q, last_logits = reference.subset(keep), last_q[keep], last_logits[keep]
-        if adam is not None:
-            adam.keep(keep)
-
-    def set_aside(mask: torch.Tensor, why: str) -> None:
-        """Hand rows back for float32 (low precision), else stop them as failures."""
-        if low_precision:
-            handed.append(_Rows(index, z, steps, adam).take(mask.nonzero().squeeze(1)))
-        else:
-            for i, k in zip(index[mask].tolist(), steps[mask].tolist()):
-                out.reason[i] = f"{why} at iteration {k} {where}: stopped as a failure (best finite attempt kept)"
-
-    while index.numel():
-        zq = quantize(z.detach())
-        loss = None
-        stop = steps >= config.max_iter
-        if config.straight_through:
-            # One forward pass: the 8-bit image decides success and gives the gradient.
-            z.requires_grad_(True)
-            with autocast:
-                loss, logits = objective(model, z, reference, goal, config)
-            q_logits = logits.detach().float()
-        elif check_now:
+    handed: list[_Running] = []
+    known_clean = at_clean and not config.straight_through
+    while running.rows.numel():
+        image = quantize(running.z)
+        z = loss = check = None
+        if config.straight_through:  # one forward pass: the 8-bit image decides success and gives the gradient
+            z, loss, logits = _forward(model, running, config, autocast)
+            check = _check(model, image, logits.detach().float(), running.goal, config, low_precision=low_precision)
+        elif not known_clean:
             with torch.no_grad(), autocast:
-                changed = (zq != last_q).flatten(1).any(1).nonzero().squeeze(1)
-                if changed.numel():
-                    last_logits = last_logits.clone()
-                    last_logits[changed] = model(zq[changed]).float()
-                    last_q = zq
-            q_logits = last_logits
-        if check_now:  # else: Z0 = X is known not to be adversarial
-            broken = _non_finite(zq)  # never happens unless an update overflowed; never an output
-            done = is_adversarial(q_logits, goal, targeted=config.targeted) & ~broken
-            rejected = torch.zeros_like(done)
-            if low_precision and bool(done.any()):
-                # success is decided in float32: check now, and keep iterating if it disagrees
-                hits = done.nonzero().squeeze(1)
-                with torch.no_grad():
-                    q_logits = q_logits.clone()
-                    q_logits[hits] = model(zq[hits]).float()
-                done = is_adversarial(q_logits, goal, targeted=config.targeted) & ~broken
-                rejected[hits] = ~done[hits]
-            adv_loss = losses.adversarial_loss(q_logits, goal, targeted=config.targeted, r=config.r)
-            better = (done | (torch.isfinite(adv_loss) & (adv_loss < out.best_loss[index]))) & ~broken
-            out.adversarial[index] = torch.where(better.view(-1, 1, 1, 1), zq, out.adversarial[index])
-            out.best_loss[index] = torch.where(better, adv_loss, out.best_loss[index])
-            out.iterations[index] = steps
-            out.success[index] = done
-            bad = (_non_finite(q_logits) | broken) & ~done
-            stop = stop | done | rejected | bad
-        else:
-            bad = rejected = torch.zeros_like(stop)
-        check_now = True
-        grad = None
+                logits = running.classify(model, image)
+            check = _check(model, image, logits, running.goal, config, low_precision=low_precision)
+        known_clean = False
+        if check is not None:
+            _keep_best(out, running, image, check)
+        if observer is not None:
+            _observe(observer, running, image, check, config)
+
+        stop = running.steps >= config.max_iter
+        if check is not None:
+            stop = stop | check.done | check.rejected | check.bad
+        z_rows: torch.Tensor | slice = slice(None)  # the rows of z that are still running
         if bool(stop.any()):  # a host sync, as is the changed-rows lookup
-            if bool(rejected.any()):
-                set_aside(rejected, "not adversarial in float32")  # low precision only
-            if bool(bad.any()):
-                set_aside(bad, "non-finite logits or iterate")
-            if loss is not None and not bool(stop.all()):
-                (grad,) = torch.autograd.grad(loss[~stop].sum(), z)
-                grad, loss = grad[~stop], loss[~stop]
-            select(~stop)
-            if not index.numel():
+            if check is not None:
+                handed += _set_aside(running, check.rejected, "not adversarial in float32", out, low_precision, where)
+                handed += _set_aside(running, check.bad, STOPPED_NON_FINITE_LOGITS, out, low_precision, where)
+            if loss is not None:
+                loss, z_rows = loss[~stop], ~stop
+            running = running.keep((~stop).nonzero().squeeze(1))
+            if not running.rows.numel():
                 break
-        if grad is None:
-            if loss is None:
-                z.requires_grad_(True)
-                with autocast:
-                    loss, _ = objective(model, z, reference, goal, config)
-            (grad,) = torch.autograd.grad(loss.sum(), z)
+
+        if loss is None:
+            z, loss, _ = _forward(model, running, config, autocast)
+        (grad,) = torch.autograd.grad(loss.sum(), z)  # eq. (20)
+        grad = grad[z_rows]
         bad = _non_finite(loss, grad)
         if bool(bad.any()):
-            set_aside(bad, "non-finite loss or gradient")
+            handed += _set_aside(running, bad, STOPPED_NON_FINITE_GRADIENT, out, low_precision, where)
             grad = grad[~bad]
-            select(~bad)
-            if not index.numel():
+            running = running.keep((~bad).nonzero().squeeze(1))
+            if not running.rows.numel():
                 break
-        with torch.no_grad():
-            z = adam.step(z.detach(), grad) if adam is not None else z.detach() - config.step_size * grad
-            z = z.clamp(0, 1)
-        steps = steps + 1
+        running.z = descent_step(running.z, grad, step_size=config.step_size, adam=running.adam)
+        running.steps = running.steps + 1
         bar.update(1)
     return handed
+
+
+def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, config: AttackConfig) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """The final float32 check of every returned image: (success, adversarial label); fills the reasons."""
+    with torch.no_grad():
+        final_logits = model(out.adversarial).float()
+    changed = (out.adversarial != x).flatten(1).any(1)
+    success = out.success & is_adversarial(final_logits, lab, targeted=config.targeted) & lab.attacked & changed
+    for i in (lab.attacked & ~success).nonzero().flatten().tolist():
+        if out.reason[i]:
+            continue
+        if not bool(changed[i]):
+            out.reason[i] = UNCHANGED
+        elif bool(out.success[i]):
+            out.reason[i] = "the final float32 check does not find it adversarial"
+        else:
+            out.reason[i] = f"not adversarial after {int(out.iterations[i])} iterations"
+    return success, final_logits.argmax(1)
 
 
 def generate(
@@ -697,15 +859,16 @@ def generate(
     labels: torch.Tensor | None = None,
     *,
     config: AttackConfig | None = None,
+    observer: Observer | None = None,
 ) -> AttackResult:
     """Generate MND images for a batch (Algorithm 1).
 
     Z starts at X. Each iteration takes one step of eq. (21) on eq. (1) (with
-    Adam by default), projects Z into [0, 1], and checks the 8-bit image;
-    an image stops the moment it is adversarial and leaves the batch, so
-    finished images cost nothing. Images still not adversarial after
-    ``max_iter`` steps keep their best attempt (lowest adversarial loss on
-    the 8-bit image) and are reported as failures.
+    Adam by default, :func:`descent_step`), projects Z into [0, 1], and checks
+    the 8-bit image; an image stops the moment it is adversarial and leaves
+    the batch, so finished images cost nothing. Images still not adversarial
+    after ``max_iter`` steps keep their best attempt (lowest adversarial loss
+    on the 8-bit image) and are reported as failures.
 
     Honesty guards: no image is attacked towards its true label (see
     :func:`prepare_labels`); a non-finite iterate never becomes an output (an
@@ -722,6 +885,8 @@ def generate(
         labels: ground-truth class indices (N,), or None to attack the clean
             prediction.
         config: the settings; default the paper's ImageNet non-targeted MND.
+        observer: called once per iteration with a :class:`StepRecord` (what
+            :mod:`mnd.trace` records); nothing extra is computed without one.
     """
     config = config or AttackConfig()
     device = next((p.device for p in model.parameters()), x.device)
@@ -730,43 +895,21 @@ def generate(
         x = x.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=config.targeted)
-    n = x.shape[0]
-    out = _Outputs(
-        adversarial=x.clone(),
-        best_loss=torch.full((n,), float("inf"), device=device),
-        success=torch.zeros(n, dtype=torch.bool, device=device),
-        iterations=torch.zeros(n, dtype=torch.long, device=device),
-        reason=list(lab.reasons) or [""] * n,
-    )
-    index = lab.attacked.nonzero().squeeze(1)
-    z = x[index].clone()
-    adam = _Adam(z, config.step_size) if config.optimizer == "adam" else None
-    rows = _Rows(index, z, torch.zeros_like(index), adam)
+    out = _Outputs.start(x, lab)
+    rows = lab.attacked.nonzero().squeeze(1)
+    z = x[rows].clone()
+    adam = Adam.start(z, config.step_size) if config.optimizer == "adam" else None
+    running = _Running.start(x, lab, rows, z, torch.zeros_like(rows), adam, at_clean=True)
     bar = tqdm(total=config.max_iter, desc="mnd", unit="it", disable=not config.progress, leave=False)
-    handed = _iterate(model, x, lab, rows, out, config, low_precision=config.amp, fresh=True, bar=bar)
+    handed = _iterate(model, running, out, config, low_precision=config.amp, at_clean=True, bar=bar, observer=observer)
     if handed:  # amp: images that continue in float32
-        _iterate(model, x, lab, _Rows.joined(handed), out, config, low_precision=False, fresh=False, bar=bar)
+        rest = _Running.joined(handed, x, lab)
+        _iterate(model, rest, out, config, low_precision=False, at_clean=False, bar=bar, observer=observer)
     bar.close()
-
-    adversarial = out.adversarial
-    with torch.no_grad():
-        final_logits = model(adversarial).float()
-    adv_label = final_logits.argmax(1)
-    changed = (adversarial != x).flatten(1).any(1)
-    success = out.success & is_adversarial(final_logits, lab, targeted=config.targeted) & lab.attacked & changed
-    reason = out.reason
-    for i in (lab.attacked & ~success).nonzero().flatten().tolist():
-        if reason[i]:
-            continue
-        if not bool(changed[i]):
-            reason[i] = UNCHANGED
-        elif bool(out.success[i]):
-            reason[i] = "the final float32 check does not find it adversarial"
-        else:
-            reason[i] = f"not adversarial after {int(out.iterations[i])} iterations"
-    extras = {"float32_fallback": int(sum(len(r.index) for r in handed))} if config.amp else {}
+    success, adv_label = _conclude(model, x, lab, out, config)
+    extras = {"float32_fallback": int(sum(len(part.rows) for part in handed))} if config.amp else {}
     return AttackResult(
-        adversarial=adversarial.contiguous().cpu(),
+        adversarial=out.adversarial.contiguous().cpu(),
         success=success.cpu(),
         attacked=lab.attacked.cpu(),
         iterations=out.iterations.cpu(),
@@ -776,5 +919,5 @@ def generate(
         target_label=lab.target.cpu() if lab.target is not None else None,
         seconds=time.perf_counter() - start,
         extras=extras,
-        reason=reason,
+        reason=out.reason,
     )

@@ -1,11 +1,9 @@
 """Per-iteration traces of Algorithm 1, for the book's look at each term of eq. (7).
 
-:func:`run` replays :func:`mnd.attack.generate` on ONE image, step by step,
-with the same objective (:func:`mnd.attack.objective`), the same optimizer
-and the same stopping rule, and records after every step what the 8-bit
-image looks like to the model and to each loss term. It stops where
-``generate`` stops, so its last iteration equals ``generate``'s count
-(tests/test_book.py checks this).
+:func:`run` runs :func:`mnd.attack.generate` on ONE image and records, through
+its ``observer`` hook, what the 8-bit image looks like to the model and to
+each loss term at every iteration: the trace is generate's own run, so it
+stops where ``generate`` stops (tests/test_trace.py checks this).
 
 :func:`terms` measures every term of eq. (7) between a clean and an
 adversarial image; :func:`load_or_run` caches traces under a results folder.
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnd import attack, losses, metrics
+from mnd import attack, grid, losses, metrics
 from mnd.imageio import atomic_open
 
 TRACE_COLUMNS = [
@@ -54,10 +52,11 @@ def terms(z: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _row(variant: str, step: int, goal: int, logits: torch.Tensor, zq: torch.Tensor, x: torch.Tensor,
-         config: attack.AttackConfig, done: bool) -> dict[str, Any]:
+def _row(variant: str, record: attack.StepRecord, x: torch.Tensor, config: attack.AttackConfig) -> dict[str, Any]:
+    """One trace row: what the model and each loss term see in the 8-bit image of ``record`` (one image)."""
+    zq, logits, goal = record.image, record.logits, int(record.goal[0])
     t = terms(zq, x)
-    adv = float(losses.adversarial_loss(logits.float(), torch.tensor([goal]), targeted=config.targeted, r=config.r)[0])
+    adv = float(record.adv_loss[0])
     b1, b2, b3 = config.betas
     # the objective with the attack's norm forms (the l1/l2 columns use the default forms)
     red, form = config.reduction, config.l2_form
@@ -65,11 +64,11 @@ def _row(variant: str, step: int, goal: int, logits: torch.Tensor, zq: torch.Ten
     gradient = float(losses.gradient_loss(zq, x, norm=config.gradient, reduction=red, l2_form=form)[0])
     return {
         "variant": variant,
-        "iteration": step,
+        "iteration": int(record.iterations[0]),
         "goal": goal,
         "goal_prob": float(logits.float().softmax(1)[0, goal]),
         "top_label": int(logits.argmax(1)[0]),
-        "adversarial": done,
+        "adversarial": bool(record.adversarial[0]),
         "adv_loss": adv,
         "l1": t["l1"],
         "l2": t["l2"],
@@ -80,6 +79,33 @@ def _row(variant: str, step: int, goal: int, logits: torch.Tensor, zq: torch.Ten
         "max_iter": config.max_iter,
         "error": "",
     }
+
+
+class _Recorder:
+    """An observer of :func:`mnd.attack.generate` on one image that keeps a trace row per iteration."""
+
+    def __init__(self, variant: str, x: torch.Tensor, config: attack.AttackConfig) -> None:
+        self.variant, self.x, self.config = variant, x, config
+        self.rows: list[dict[str, Any]] = []
+
+    @torch.no_grad()
+    def __call__(self, record: attack.StepRecord) -> None:
+        row = _row(self.variant, record, self.x, self.config)
+        if self.rows and self.rows[-1]["iteration"] == row["iteration"]:  # amp: its float32 check replaces it
+            self.rows.pop()
+        self.rows.append(row)
+
+
+def _clean_record(model: nn.Module, x: torch.Tensor, result: attack.AttackResult,
+                  config: attack.AttackConfig) -> attack.StepRecord:
+    """Iteration 0 of an image that was not attacked: the clean image as the model sees it."""
+    goal = result.target_label if result.target_label is not None else result.true_label
+    goal = goal.to(x.device)
+    with torch.no_grad():
+        logits = model(x).float()
+    adv_loss = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
+    zero = torch.zeros(1, dtype=torch.long, device=x.device)
+    return attack.StepRecord(zero, zero, x, x, goal, logits, adv_loss, torch.zeros_like(zero, dtype=torch.bool))
 
 
 def run(
@@ -96,8 +122,9 @@ def run(
     """Trace one MND variant on one image: a row per iteration until success or ``max_iter``.
 
     ``goal_prob`` is the softmax probability of the true class (non-targeted)
-    or of the eq. (5) target (targeted) on the 8-bit image after each step;
-    the loss columns are measured on that 8-bit image too.
+    or of the eq. (5) target (targeted) on the 8-bit image at each iteration;
+    the loss columns are measured on that 8-bit image too. An image that is
+    not attacked (see :func:`mnd.attack.prepare_labels`) gives its clean row only.
 
     Args:
         model: logits for [0, 1] inputs, frozen.
@@ -105,40 +132,20 @@ def run(
         label: ground truth, or None for the clean prediction.
         variant: a key of :data:`mnd.attack.VARIANTS`.
         task, targeted, hparams, **overrides: as :func:`mnd.attack.config_for`.
+
+    Raises:
+        FloatingPointError: the attack stopped on non-finite values.
     """
     config = attack.config_for(variant, task=task, targeted=targeted, hparams=hparams, **overrides)
     device = next((p.device for p in model.parameters()), x.device)
     x = attack.quantize((x if x.ndim == 4 else x[None]).detach().to(device))
     labels = None if label is None else torch.tensor([int(label)], device=device)
-    lab = attack.prepare_labels(model, x, labels, targeted=config.targeted)
-    goal = lab.goal
-    with torch.no_grad():
-        rows = [_row(variant, 0, int(goal[0]), model(x), x, x, config, False)]
-    if not bool(lab.attacked[0]):
-        return rows
-    reference = losses.CleanReference(x)
-    z = x.clone()
-    adam = attack._Adam(z, config.step_size) if config.optimizer == "adam" else None
-    for step in range(config.max_iter + 1):
-        if step > 0:
-            with torch.no_grad():
-                zq = attack.quantize(z)
-                logits = model(zq)
-                done = bool(attack.is_adversarial(logits, goal, targeted=config.targeted)[0])
-                rows.append(_row(variant, step, int(goal[0]), logits, zq, x, config, done))
-            if done:
-                break
-        if step == config.max_iter:
-            break
-        z.requires_grad_(True)
-        loss, _ = attack.objective(model, z, reference, goal, config)
-        (grad,) = torch.autograd.grad(loss.sum(), z)
-        with torch.no_grad():
-            z = adam.step(z.detach(), grad) if adam is not None else z.detach() - config.step_size * grad
-            z = z.clamp(0, 1)
-        if not bool(torch.isfinite(z).all()):
-            raise FloatingPointError(f"{variant}: the iterate became non-finite (NaN or inf) at step {step + 1}")
-    return rows
+    recorder = _Recorder(variant, x, config)
+    result = attack.generate(model, x, labels, config=config, observer=recorder)
+    reason = result.reason[0]
+    if reason.startswith((attack.STOPPED_NON_FINITE_LOGITS, attack.STOPPED_NON_FINITE_GRADIENT)):
+        raise FloatingPointError(f"{variant}: {reason.split(':')[0]}")
+    return recorder.rows or [_row(variant, _clean_record(model, x, result, config), x, config)]
 
 
 def write(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -196,8 +203,6 @@ def load_or_run(
         variants: MND variants (default: every variant of the preset's methods).
         max_iter: iteration cap (default: the preset's).
     """
-    from mnd import grid
-
     spec = preset.dataset(dataset)
     variants = list(variants or [m for m in preset.methods if m in attack.VARIANTS])
     cap = int(max_iter or preset.effective_max_iter(spec.task))
@@ -213,8 +218,6 @@ def load_or_run(
 
 
 def _traces(preset: Any, spec: Any, image: str, setting: str, variants: Sequence[str], cap: int) -> list[dict[str, Any]]:
-    from mnd import grid
-
     opened = grid.open_dataset(preset, spec)
     item = opened.item(image)
     rows: list[dict[str, Any]] = []

@@ -140,7 +140,7 @@ def test_batch_and_single_agree_on_a_real_model(effnet, photos):
     from pathlib import Path
 
     from mnd import models
-    from mnd.experiments import prepare
+    from mnd.data import prepare_image as prepare
     from mnd.imageio import LoadedImage
 
     spec = models.spec("efficientnet_lite0")
@@ -411,3 +411,56 @@ def test_l2_form_from_the_file_and_from_overrides(tmp_path):
     assert torch.allclose(values["mse"], mse, rtol=1e-4)
     assert torch.allclose(values["rms"], mse.sqrt(), rtol=1e-4)
     assert torch.allclose(values["sum"], (mse * 3 * 16 * 16).sqrt(), rtol=1e-4)
+
+
+# --- eq. (21) and the observer hook -------------------------------------------------------
+
+
+def test_descent_step_is_eq_21_projected_and_adam_is_per_image():
+    z = torch.tensor([0.5, 0.5, 0.5, 0.125]).view(1, 1, 2, 2)
+    grad = torch.tensor([1.0, -1.0, 4.0, 0.0]).view(1, 1, 2, 2)
+    # Z - alpha * dL/dZ, then into [0, 1]: 0.5 - 0.25 * 4 = -0.5 is projected to 0
+    assert attack.descent_step(z, grad, step_size=0.25).flatten().tolist() == [0.25, 0.75, 0.0, 0.125]
+    # Adam: the same steps as torch.optim.Adam, per image, also for images that joined late
+    g = torch.Generator().manual_seed(0)
+    start = 0.25 + 0.5 * torch.rand(2, 3, 4, 4, generator=g)
+    grads = [torch.randn(2, 3, 4, 4, generator=g) for _ in range(4)]
+    ours, early, late = start.clone(), attack.Adam.start(start[:1], 1e-3), None
+    reference = [start[i : i + 1].clone().requires_grad_(True) for i in range(2)]
+    optims = [torch.optim.Adam([p], lr=1e-3) for p in reference]
+    for k, grad in enumerate(grads):
+        if k == 0:
+            ours[:1] = attack.descent_step(ours[:1], grad[:1], step_size=1e-3, adam=early)
+        else:  # image 1 starts at the second step, then both run as one batch
+            late = late or attack.Adam.joined([early, attack.Adam.start(start[1:], 1e-3)])
+            ours = attack.descent_step(ours, grad, step_size=1e-3, adam=late)
+        for i, (p, opt) in enumerate(zip(reference, optims)):
+            if k > 0 or i == 0:
+                p.grad = grad[i : i + 1].clone()
+                opt.step()
+    assert late is not None and late.t.tolist() == [4, 3]
+    assert torch.allclose(ours, torch.cat([p.detach() for p in reference]), rtol=0, atol=1e-6)
+    assert (ours - start).abs().amax() > 2e-3, "Adam moved the pixels"
+    assert late.keep(torch.tensor([1])).t.tolist() == [3]
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_observer_sees_every_iteration_and_changes_nothing(linear_model, images, straight_through):
+    cfg = config_for("mnd", straight_through=straight_through, **FAST)
+    records: list[attack.StepRecord] = []
+    seen = generate(linear_model, images, config=cfg, observer=records.append)
+    plain = generate(linear_model, images, config=cfg)
+    assert torch.equal(seen.adversarial, plain.adversarial) and torch.equal(seen.iterations, plain.iterations)
+    assert torch.equal(seen.success, plain.success) and seen.success.all()
+    running = set(range(len(images)))
+    for t, record in enumerate(records):  # one record per iteration, from Z = X on; finished images leave
+        assert set(record.rows.tolist()) <= running and (record.iterations == t).all()
+        assert torch.equal(record.image, quantize(record.iterate))
+        with torch.no_grad():
+            assert torch.equal(record.logits.argmax(1), linear_model(record.image).argmax(1))
+        assert torch.equal(record.adversarial, record.logits.argmax(1) != record.goal)
+        for row, done in zip(record.rows.tolist(), record.adversarial.tolist()):
+            assert done == (t == int(seen.iterations[row]))
+        running -= set(record.rows[record.adversarial].tolist())
+    assert not running and len(records) == int(seen.iterations.max()) + 1
+    assert not records[0].adversarial.any() and torch.equal(records[0].image, images)
