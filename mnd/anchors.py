@@ -39,7 +39,20 @@ ANCHORS: dict[str, Callable[..., Any]] = {
 }
 """Name -> constructor ``(model, **torchattacks_kwargs) -> torchattacks.Attack``."""
 
-LABELS = {"bim": "BIM", "pgd": "PGD", "mifgsm": "MIFGSM", "di2fgsm": "DI2FGSM", "rfgsm": "RFGSM"}
+LABELS: dict[str, str] = {"bim": "BIM", "pgd": "PGD", "mifgsm": "MIFGSM", "di2fgsm": "DI2FGSM", "rfgsm": "RFGSM"}
+"""Display name of each anchor, as the paper prints it (the one source; :func:`mnd.experiments.method_label`)."""
+
+PAPER_ANCHORS: tuple[str, ...] = ("pgd", "mifgsm", "bim", "di2fgsm")
+"""The paper's four anchors (section IV-A-1), in the row order of its Tables I, II, VI and VII."""
+
+TABLE_ORDER: tuple[str, ...] = (*PAPER_ANCHORS, "rfgsm")
+"""Anchor rows of the result tables: the paper's order, then RFGSM (not in its PSNR/SSIM tables)."""
+
+MOS_ORDER: tuple[str, ...] = ("bim", "di2fgsm", "mifgsm", "pgd", "rfgsm")
+"""Anchor columns of the paper's MOS tables (III, IV, VIII, IX): BIM, DI2FGSM, MIFGSM, PGD, then RFGSM."""
+
+MOS_ANCHORS: tuple[str, ...] = tuple(a for a in MOS_ORDER if a in PAPER_ANCHORS)
+"""The anchors the paper's subjective test compares MND with, in its MOS tables' order."""
 DEFAULT_EPS = 8 / 255
 
 

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from mnd import anchors, attack, experiments, models
+from mnd import anchors, attack, data, experiments, faces, models
 from mnd.errors import InputError
 from mnd.experiments import COLUMNS, RowContext
+from mnd.gallery import gallery_photos
 from mnd.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
 
 EXIT_ALL_ADVERSARIAL = 0
@@ -36,7 +38,7 @@ SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
 
 
 @dataclass(frozen=True)
-class Item:
+class InputImage:
     """One image to attack: its output name, tensor and any conversion note."""
 
     name: str
@@ -174,7 +176,7 @@ def check_out(out: Path, inputs: list[Path], images: list[Path], gallery: Path |
         raise InputError(out, f"the output folder is inside the --gallery folder {gallery}; choose another --out")
 
 
-def check_targets(out: Path, items: list[Item], images: list[Path]) -> None:
+def check_targets(out: Path, items: list[InputImage], images: list[Path]) -> None:
     """No output file may be an input photo or a folder (checked before anything is written)."""
     for target in [out / f"{it.name}.png" for it in items] + [out / METRICS_CSV]:
         if target.is_dir():
@@ -183,24 +185,26 @@ def check_targets(out: Path, items: list[Item], images: list[Path]) -> None:
             raise InputError(target, "is one of the input photos: outputs must never overwrite inputs")
 
 
-def load_items(paths: list[Path], spec: models.ModelSpec) -> list[Item]:
+def load_items(paths: list[Path], spec: models.ModelSpec) -> list[InputImage]:
     """Read and prepare every input before anything is attacked or written.
 
-    Classifier inputs are resized and centre-cropped; for face models every
-    face MTCNN finds becomes one item named ``<stem>_face<k>``.
+    Classifier inputs are resized and centre-cropped
+    (:func:`mnd.data.prepare_image`); for face models every face MTCNN finds,
+    cut as the model takes it (:func:`mnd.faces.cut_faces`), becomes one
+    image named ``<stem>_face<k>``.
     """
-    items: list[Item] = []
+    items: list[InputImage] = []
     for path in paths:
         image = load_rgb(path)
         if image.note:
             _warn(f"{path}: {image.note}")
         if spec.task == "faces":
-            crops = face_inputs(image.pixels, spec, str(path))
+            crops = faces.cut_faces(image.pixels, spec, where=str(path)).faces
             for k, crop in enumerate(crops):
                 name = path.stem if len(crops) == 1 else f"{path.stem}_face{k}"
-                items.append(Item(name, crop, image.note))
+                items.append(InputImage(name, crop, image.note))
         else:
-            items.append(Item(path.stem, experiments.prepare(image, spec), image.note))
+            items.append(InputImage(path.stem, data.prepare_image(image, spec), image.note))
     names = [it.name for it in items]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -208,22 +212,11 @@ def load_items(paths: list[Path], spec: models.ModelSpec) -> list[Item]:
     return items
 
 
-def face_inputs(pixels: object, spec: models.ModelSpec, where: str) -> torch.Tensor:
-    """Every face in a photo, cut as the model expects: dlib chips or MTCNN crops."""
-    from mnd import faces
-
-    if spec.name == "dlib_resnet_v1":
-        return faces.dlib_face_chips(pixels, where=where).faces
-    return faces.crop_faces(pixels, size=spec.input_size, where=where).faces
-
-
 def check_gallery(spec: models.ModelSpec, gallery: Path | None) -> None:
     """An embedding model needs a gallery of at least two identities; a classifier ignores one."""
     if spec.embedding:
         if gallery is None:
             raise InputError("--gallery", _NEEDS_GALLERY.format(spec.name))
-        from mnd.faces import gallery_photos
-
         gallery_photos(gallery)
     elif gallery is not None:
         _warn(f"--gallery is ignored: {spec.name} is a classifier")
@@ -235,9 +228,7 @@ def build_model(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn
     if spec.embedding:
         if gallery is None:
             raise InputError("--gallery", _NEEDS_GALLERY.format(spec.name))
-        from mnd.faces import Gallery
-
-        model = Gallery.from_folder(model, gallery)
+        model = faces.gallery_from_folder(model, spec, gallery)
     return models.freeze(model.to(device))
 
 
@@ -262,8 +253,6 @@ def attack_files(args: argparse.Namespace) -> int:
         ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
         rows: list[dict[str, object]] = []
         attacked = won = 0
-        from tqdm.auto import tqdm
-
         batches = range(0, len(items), args.batch_size)
         for start in tqdm(batches, desc="batches", disable=args.quiet or len(items) <= args.batch_size):
             batch = items[start : start + args.batch_size]

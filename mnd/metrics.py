@@ -3,9 +3,15 @@
 PSNR and SSIM come from piq (on [0, 1] images, data range 1); what is new
 here is the pixel-change ratio and the difference maps of Fig. 4. Every
 function takes batches and returns one value per image unless noted.
+:func:`sample_mean` and :func:`sample_std` summarize lists of per-image
+values (and of MOS scores) for the tables.
 """
 
 from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
 
 import piq
 import torch
@@ -76,3 +82,23 @@ def success_rate(success: torch.Tensor, attacked: torch.Tensor) -> float:
     """
     n = int(attacked.sum())
     return float((success & attacked).sum()) / n if n else float("nan")
+
+
+def sample_mean(values: Sequence[float]) -> float:
+    """The mean of ``values``; NaN for none.
+
+    >>> sample_mean([1.0, 2.0]), sample_mean([])
+    (1.5, nan)
+    """
+    return statistics.fmean(values) if values else math.nan
+
+
+def sample_std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1); NaN for fewer than two values or any non-finite one.
+
+    >>> sample_std([1.0, 3.0]), sample_std([1.0]), sample_std([1.0, math.inf])
+    (1.4142135623730951, nan, nan)
+    """
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.stdev(values)

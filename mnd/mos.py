@@ -33,8 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mnd.anchors import LABELS, MOS_ANCHORS, MOS_ORDER
+from mnd.data import paper_dir
 from mnd.errors import InputError
 from mnd.imageio import atomic_open
+from mnd.metrics import sample_std
 
 SCALE: dict[str, int] = {
     "Left image is much better": 3,
@@ -47,10 +50,9 @@ SCALE: dict[str, int] = {
 }
 """TABLE V: the rule a rater picks and its score."""
 
-ANCHOR_ORDER = ("bim", "di2fgsm", "mifgsm", "pgd", "rfgsm")
-"""Column order of the paper's MOS tables (vs. BIM, DI2FGSM, MIFGSM, PGD)."""
+ANCHOR_ORDER = MOS_ORDER
+"""Column order of the paper's MOS tables (vs. BIM, DI2FGSM, MIFGSM, PGD): :data:`mnd.anchors.MOS_ORDER`."""
 
-LABELS = {"bim": "BIM", "di2fgsm": "DI2FGSM", "mifgsm": "MIFGSM", "pgd": "PGD", "rfgsm": "RFGSM"}
 SHEET_COLUMNS = ["pair_id", "left", "right"]
 KEY_COLUMNS = ["pair_id", "dataset", "setting", "image", "image_id", "versus", "mnd_side"]
 RATING_COLUMNS = ["rater", "pair_id", "score"]
@@ -84,7 +86,7 @@ def make_sheet(
     images: Mapping[str, Sequence[str]],
     *,
     settings: Sequence[str] = ("targeted", "non-targeted"),
-    anchors: Sequence[str] = ("bim", "di2fgsm", "mifgsm", "pgd"),
+    anchors: Sequence[str] = MOS_ANCHORS,
     seed: int = 0,
     path_of: Any = None,
 ) -> list[Pair]:
@@ -136,7 +138,7 @@ def choose_images(
     count: int,
     *,
     settings: Sequence[str] = ("targeted", "non-targeted"),
-    anchors: Sequence[str] = ("bim", "di2fgsm", "mifgsm", "pgd"),
+    anchors: Sequence[str] = MOS_ANCHORS,
     seed: int = 0,
 ) -> list[str]:
     """``count`` images of a data set for the subjective test, drawn with a seed.
@@ -294,11 +296,6 @@ def mnd_scores(ratings: Iterable[Rating], pairs: Sequence[Pair]) -> list[dict[st
     return out
 
 
-def _sd(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1); NaN for fewer than two values."""
-    return statistics.stdev(values) if len(values) > 1 else math.nan
-
-
 def _image_sort(image_id: str) -> tuple[int, str]:
     digits = "".join(ch for ch in image_id if ch.isdigit())
     return (int(digits) if digits else 10**9, image_id)
@@ -321,7 +318,8 @@ def mos_table(scores: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         keys = sorted((k for k in groups if k[:2] == (dataset, setting)),
                       key=lambda k: (_image_sort(k[2]), _anchor_rank(k[4])))
         per_image = [{"dataset": dataset, "setting": setting, "image_id": k[2], "image": k[3], "versus": k[4],
-                      "mean": statistics.fmean(groups[k]), "std": _sd(groups[k]), "n": len(groups[k])} for k in keys]
+                      "mean": statistics.fmean(groups[k]), "std": sample_std(groups[k]), "n": len(groups[k])}
+                     for k in keys]
         out += per_image
         out += averages(per_image)
     return out
@@ -353,8 +351,6 @@ def averages(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _paper_file(name: str) -> Path:
-    from mnd.grid import paper_dir
-
     return paper_dir() / name
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnd import anchors, attack
+from mnd import anchors, attack, experiments, grid, mos
 from mnd.attack import quantize
 from mnd.errors import InputError
 
@@ -74,3 +74,18 @@ def test_reasons_say_why_an_anchor_failed(linear_model, images):
     assert not res.success.all(), "one level in one step should not fool every image"
     for ok, why in zip(res.success.tolist(), res.reason):
         assert why == ("" if ok else "not adversarial after 1 step of BIM")
+
+
+def test_one_source_of_method_names_labels_and_orders():
+    assert set(anchors.LABELS) == set(anchors.ANCHORS)
+    assert sorted(anchors.TABLE_ORDER) == sorted(anchors.ANCHORS) == sorted(anchors.MOS_ORDER)
+    assert anchors.PAPER_ANCHORS == ("pgd", "mifgsm", "bim", "di2fgsm")  # section IV-A-1, Tables I/II order
+    assert anchors.MOS_ANCHORS == ("bim", "di2fgsm", "mifgsm", "pgd")  # the MOS tables' columns
+    assert experiments.TABLE_ORDER == (
+        "pgd", "mifgsm", "bim", "di2fgsm", "rfgsm", "no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd",
+    )
+    assert experiments.METHODS == experiments.VARIANTS + experiments.ANCHORS
+    assert grid.TABLE_ORDER is experiments.TABLE_ORDER
+    assert mos.LABELS is anchors.LABELS and mos.ANCHOR_ORDER is anchors.MOS_ORDER
+    assert [experiments.method_label(m) for m in anchors.PAPER_ANCHORS] == ["PGD", "MIFGSM", "BIM", "DI2FGSM"]
+    assert experiments.method_label("l1_ssim") == attack.VARIANTS["l1_ssim"].label == "l1-norm + SSIM"

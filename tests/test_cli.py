@@ -4,10 +4,11 @@ import csv
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 
-from mnd import models
+from mnd import attack_cli, data, faces, models
 from mnd.cli import main
 from mnd.experiments import COLUMNS
 from mnd.imageio import load_rgb, to_tensor
@@ -196,10 +197,8 @@ def test_attack_protects_a_face_against_the_offline_dlib_recogniser(face_gallery
     chip = load_rgb(out / "astronaut.png").pixels
     assert chip.shape == (150, 150, 3)
     # the saved chip, read back, is still matched to the target identity
-    from mnd import faces
-
     net = models.load("dlib_resnet_v1")
-    g = models.freeze(faces.Gallery.from_folder(net, gallery))
+    g = models.freeze(faces.gallery_from_folder(net, models.spec("dlib_resnet_v1"), gallery))
     with torch.no_grad():
         assert g(to_tensor(chip)[None]).argmax(1).item() == int(row["target_label"])
 
@@ -208,3 +207,17 @@ def test_embedding_model_without_gallery_is_a_one_line_error(face_gallery, tmp_p
     _, probe = face_gallery
     assert main(["attack", str(probe), "--model", "dlib_resnet_v1", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "--gallery")
+
+
+def test_attack_inputs_use_the_one_preprocessing_and_face_cut(tmp_path):
+    photo = _write(tmp_path / "astronaut.png", skimage.data.astronaut())
+    pixels = load_rgb(photo).pixels
+    for name in ("dlib_resnet_v1", "inception_resnet_v1_vggface2"):
+        spec = models.spec(name)
+        (item,) = attack_cli.load_items([photo], spec)
+        assert isinstance(item, attack_cli.InputImage) and item.name == "astronaut" and item.note is None
+        assert torch.equal(item.tensor, faces.cut_faces(pixels, spec, where=str(photo)).faces[0])
+        assert item.tensor.shape == (3, spec.input_size, spec.input_size)
+    spec = models.spec("efficientnet_lite0")
+    (item,) = attack_cli.load_items([photo], spec)
+    assert torch.equal(item.tensor, data.prepare_image(pixels, spec))

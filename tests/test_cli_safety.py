@@ -26,7 +26,10 @@ from torch import nn
 
 from mnd import models
 from mnd.cli import main
+from mnd.errors import InputError
 from mnd.experiments import COLUMNS
+from mnd.faces import FaceCrops
+from mnd.gallery import Gallery
 from mnd.imageio import load_rgb
 from tests.test_imageio import bomb_png, chunk_types
 
@@ -194,18 +197,13 @@ def test_bad_galleries_are_one_line_errors(tmp_path, capsys, no_model, make, mes
     assert not (tmp_path / "o").exists()
 
 
-def _fake_crop(pixels: np.ndarray, *, min_prob: float, where: object) -> object:
-    from mnd.faces import FaceCrops
-
+def _fake_crop(pixels: np.ndarray, *, min_prob: float, where: object) -> FaceCrops:
     face = torch.from_numpy(np.ascontiguousarray(pixels[:8, :8])).permute(2, 0, 1).float()[None] / 255
     return FaceCrops(face, torch.zeros(1, 4), torch.ones(1), torch.zeros(1, 5, 2))
 
 
 @pytest.mark.parametrize("people, enrolled", [(["alice"], None), (["alice", "bob"], ["alice", "bob"])])
 def test_gallery_from_folder_needs_two_identities(tmp_path, people, enrolled):
-    from mnd.errors import InputError
-    from mnd.faces import Gallery
-
     gallery = _gallery(tmp_path, people)
     embedder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     if enrolled is None:

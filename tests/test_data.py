@@ -6,7 +6,6 @@ import argparse
 import csv
 import random
 import shutil
-import sys
 import types
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnd import cli_data, data
+from mnd import cli_data, data, experiments, faces, models
 from mnd.errors import InputError
 from mnd.imageio import load_rgb
 
@@ -303,20 +302,37 @@ def test_bad_manifests(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_preprocess_imagenet_resizes_short_side_and_centre_crops(tmp_path: Path) -> None:
+VGG19 = models.spec("vgg19")
+
+
+def test_prepare_image_resizes_short_side_and_centre_crops(tmp_path: Path) -> None:
     pixels = np.zeros((300, 600, 3), dtype=np.uint8)
     pixels[:, :150] = (255, 0, 0)   # left quarter red
     pixels[:, 150:450] = (0, 255, 0)  # middle half green
     pixels[:, 450:] = (0, 0, 255)   # right quarter blue
-    out = data.preprocess_imagenet(pixels)
+    out = data.prepare_image(pixels, VGG19)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     # 300x600 -> 256x512; the centre 224 columns (144..368) lie inside the green band (128..384)
     assert torch.allclose(out[1], torch.ones(224, 224)) and out[0].max() == 0 and out[2].max() == 0
     path = tmp_path / "bands.png"
     Image.fromarray(pixels).save(path)
-    assert torch.equal(data.preprocess_imagenet(path), out)
+    assert torch.equal(data.prepare_image(path, VGG19), out)
+    assert torch.equal(data.prepare_image(load_rgb(path), VGG19), out)
     with pytest.raises(InputError, match="expected \\(H, W, 3\\) uint8"):
-        data.preprocess_imagenet(np.zeros((10, 10), dtype=np.uint8))
+        data.prepare_image(np.zeros((10, 10), dtype=np.uint8), VGG19)
+
+
+def test_prepare_image_is_8bit_and_refuses_photos_smaller_than_the_input(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (240, 230, 3), dtype=np.uint8)
+    out = data.prepare_image(pixels, VGG19, where="small.png")
+    assert torch.equal(out, (out * 255).round() / 255) and 0 <= out.min() and out.max() <= 1
+    # a photo whose shorter side already has the resize length is only cropped
+    exact = np.random.default_rng(1).integers(0, 256, (256, 300, 3), dtype=np.uint8)
+    cropped = torch.from_numpy(exact[16:240, 38:262]).permute(2, 0, 1).float() / 255
+    assert torch.equal(data.prepare_image(exact, VGG19), cropped)
+    with pytest.raises(InputError, match=r"^small\.png: image is 230x200, smaller than the 224x224 that vgg19 needs"):
+        data.prepare_image(pixels[:200], VGG19, where="small.png")
+    assert experiments.prepare is data.prepare_image  # the deprecated name
 
 
 # --------------------------------------------------------------------------
@@ -404,21 +420,23 @@ def test_vggface2_manifest_and_check(tmp_path: Path) -> None:
     assert len(report.missing) == 1 and report.matched == 3
 
 
-def test_crop_face_uses_mnd_faces_and_keeps_the_largest_face(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vggface2_face_uses_cut_faces_and_keeps_the_largest_face(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def crop_faces(image: np.ndarray, *, size: int = 160, where: str = "image") -> types.SimpleNamespace:
-        calls.append((image.shape, size, where))
+    def cut_faces(image: np.ndarray, spec: models.ModelSpec, *, where: str = "image") -> types.SimpleNamespace:
+        calls.append((image.shape, spec.input_size, where))
         crops = torch.stack([torch.full((3, 160, 160), v) for v in (0.1, 0.2, 0.3)])
         boxes = np.array([[0, 0, 10, 10], [0, 0, 30, 20], [5, 5, 15, 15]], dtype=np.float32)
         return types.SimpleNamespace(faces=crops, boxes=boxes, probs=np.array([0.99, 0.9, 0.98]))
 
-    monkeypatch.setitem(sys.modules, "mnd.faces", types.SimpleNamespace(crop_faces=crop_faces))
+    monkeypatch.setattr(faces, "cut_faces", cut_faces)
     path = tmp_path / "face.jpg"
     _write_jpeg(path, 3)
-    face = data.crop_face(path)
+    face = data.vggface2_face(path)
     assert face.shape == (3, 160, 160) and torch.all(face == 0.2)
     assert calls == [((12, 12, 3), 160, str(path))]
+    assert data.crop_face is data.vggface2_face  # the deprecated name
 
 
 # --------------------------------------------------------------------------
@@ -491,6 +509,7 @@ def test_cli_imagenet_select_check_and_embedded(tmp_path: Path, capsys: pytest.C
 def test_cli_vggface2_select_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data, "crop_face", fake_cropper)
+    monkeypatch.setattr(data, "vggface2_face", fake_cropper)
     root = make_vggface2(tmp_path / "vgg", identities=3, images=3, noface={"n000001": 1, "n000002": 1,
                                                                               "n000003": 1})
     manifest = tmp_path / "vggface2_10.csv"
@@ -526,5 +545,5 @@ def test_real_paper_class_photos_in_synset_folders_are_selected(tmp_path: Path) 
     assert [(r.label, Path(r.path).name) for r in selection.rows] == [(s, p.name) for s, p in sorted(sources.items())]
     assert all(r.sha256 == data.sha256_file(sources[r.label]) for r in selection.rows)
     assert [r.class_name for r in selection.rows][:2] == ["tench", "goldfish"]
-    batch = torch.stack([data.preprocess_imagenet(root / "val" / r.path) for r in selection.rows])
+    batch = torch.stack([data.prepare_image(root / "val" / r.path, VGG19) for r in selection.rows])
     assert batch.shape == (10, 3, 224, 224) and 0.0 <= batch.min() and batch.max() <= 1.0

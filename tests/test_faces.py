@@ -1,4 +1,4 @@
-"""MTCNN crops, dlib-style chips, the facenet wrapper and the identity gallery."""
+"""MTCNN crops, dlib-style chips, the one face-cut choice, the facenet wrapper and the identity gallery."""
 
 from __future__ import annotations
 
@@ -15,14 +15,11 @@ from PIL import Image
 import mnd.models
 from mnd.dlib_resnet import DlibResNet, dlib_resnet_v1
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.faces import (
-    FaceCrops,
-    Gallery,
-    crop_faces,
-    dlib_face_chips,
-    inception_resnet_v1_vggface2,
-    vggface2_weights_cached,
-)
+from mnd.facenet import inception_resnet_v1_vggface2
+from mnd.faces import FaceCrops, cut_faces, dlib_face_chips, gallery_from_folder, mtcnn_crops
+from mnd.gallery import Gallery
+from mnd.nets import Normalized
+from mnd.weights import vggface2_weights_cached
 
 from tests.conftest import FIXTURES, needs_fixtures
 
@@ -43,6 +40,7 @@ def _cameraman() -> np.ndarray:
 
 
 PHOTOS = {"astronaut": _astronaut, "cameraman": _cameraman, "grace_hopper": _grace_hopper}
+DLIB = mnd.models.spec("dlib_resnet_v1")
 # Face centres (x, y) read off the photos.
 CENTRES = {"astronaut": (224, 117), "grace_hopper": (265, 230), "cameraman": (227, 156)}
 
@@ -62,7 +60,7 @@ def _enrolment_variants(pixels: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper", "cameraman"])
 def test_mtcnn_finds_the_face(name: str) -> None:
-    crops = crop_faces(PHOTOS[name](), where=f"{name}.png")
+    crops = mtcnn_crops(PHOTOS[name](), where=f"{name}.png")
     assert isinstance(crops, FaceCrops) and len(crops) == 1
     assert crops.faces.shape == (1, 3, 160, 160) and crops.faces.dtype == torch.float32
     assert crops.boxes.shape == (1, 4) and crops.probs.shape == (1,) and crops.landmarks.shape == (1, 5, 2)
@@ -76,7 +74,7 @@ def test_crops_are_facenet_extract_face_in_unit_range() -> None:
     from facenet_pytorch import MTCNN
 
     pixels = _astronaut()
-    crops = crop_faces(Image.fromarray(pixels))  # PIL input, same as arrays
+    crops = mtcnn_crops(Image.fromarray(pixels))  # PIL input, same as arrays
     reference = MTCNN(keep_all=True, post_process=False)(Image.fromarray(pixels))
     assert torch.equal(crops.faces, reference / 255.0)  # not prewhitened, not standardized
     assert 0 <= crops.faces.min() and crops.faces.max() <= 1
@@ -88,7 +86,7 @@ def test_all_faces_are_returned_largest_first() -> None:
     canvas = np.zeros((512, 768, 3), dtype=np.uint8)
     canvas[:, :512] = astronaut
     canvas[:300, 512:] = grace
-    crops = crop_faces(canvas)
+    crops = mtcnn_crops(canvas)
     assert len(crops) == 2
     areas = (crops.boxes[:, 2] - crops.boxes[:, 0]) * (crops.boxes[:, 3] - crops.boxes[:, 1])
     assert areas[0] >= areas[1]
@@ -102,14 +100,39 @@ def test_all_faces_are_returned_largest_first() -> None:
 )
 def test_no_face_is_an_input_error(pixels: np.ndarray) -> None:
     with pytest.raises(InputError, match=r"^photo\.jpg: no face found"):
-        crop_faces(pixels, where="photo.jpg")
+        mtcnn_crops(pixels, where="photo.jpg")
 
 
 def test_bad_pixels_are_input_errors() -> None:
     with pytest.raises(InputError, match="uint8"):
-        crop_faces(np.zeros((64, 64, 3), np.float32), where="x.npy")
+        mtcnn_crops(np.zeros((64, 64, 3), np.float32), where="x.npy")
     with pytest.raises(InputError, match="shape"):
-        crop_faces(np.zeros((64, 64, 2), np.uint8), where="x.npy")
+        mtcnn_crops(np.zeros((64, 64, 2), np.uint8), where="x.npy")
+
+
+# --- the one choice: cut_faces follows the model's spec ----------------------------------
+
+
+def test_each_face_model_names_its_cut() -> None:
+    assert {name: s.face_crop for name, s in mnd.models.REGISTRY.items() if s.task == "faces"} == {
+        "dlib_resnet_v1": "dlib_chip", "inception_resnet_v1_vggface2": "mtcnn"}
+    assert all(s.face_crop is None for s in mnd.models.REGISTRY.values() if s.task == "imagenet")
+
+
+def test_cut_faces_gives_dlib_chips_or_mtcnn_crops_of_the_input_size() -> None:
+    pixels = _astronaut()
+    chips = cut_faces(pixels, DLIB, where="a.png")
+    assert chips.faces.shape == (1, 3, 150, 150)
+    assert torch.equal(chips.faces, dlib_face_chips(pixels, where="a.png").faces)
+    facenet = mnd.models.spec("inception_resnet_v1_vggface2")
+    crops = cut_faces(pixels, facenet, where="a.png")
+    assert crops.faces.shape == (1, 3, 160, 160)
+    assert torch.equal(crops.faces, mtcnn_crops(pixels, size=160, where="a.png").faces)
+    # a classifier given faces anyway gets MTCNN crops of its own input size
+    other = cut_faces(pixels, mnd.models.spec("efficientnet_lite0"), where="a.png")
+    assert other.faces.shape == (1, 3, 224, 224)
+    with pytest.raises(InputError, match=r"^photo\.jpg: no face found"):
+        cut_faces(skimage.data.coffee(), DLIB, where="photo.jpg")
 
 
 # --- dlib chips from MTCNN eyes ---------------------------------------------------
@@ -144,7 +167,7 @@ def dlib_gallery(tmp_path_factory: pytest.TempPathFactory, dlib_net: DlibResNet)
         for i, pixels in enumerate(_enrolment_variants(load())):
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     (root / ".hidden").mkdir()
-    return Gallery.from_folder(dlib_net, root)
+    return gallery_from_folder(dlib_net, DLIB, root)
 
 
 @pytest.fixture(scope="module")
@@ -207,15 +230,15 @@ def test_gallery_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="shape"):
         gallery.enroll("c", torch.rand(3, 150, 150))
     with pytest.raises(InputError, match="gallery folder not found"):
-        Gallery.from_folder(DlibResNet(), tmp_path / "absent")
+        gallery_from_folder(DlibResNet(), DLIB, tmp_path / "absent")
     with pytest.raises(InputError, match="no identity sub-folders"):
-        Gallery.from_folder(DlibResNet(), tmp_path)
+        gallery_from_folder(DlibResNet(), DLIB, tmp_path)
     (tmp_path / "nobody").mkdir()
     with pytest.raises(InputError, match="no photos"):
-        Gallery.from_folder(DlibResNet(), tmp_path)
+        gallery_from_folder(DlibResNet(), DLIB, tmp_path)
     Image.fromarray(skimage.data.coffee()).save(tmp_path / "nobody" / "coffee.png")
     with pytest.raises(InputError, match=r"coffee\.png: no face found"):
-        Gallery.from_folder(DlibResNet(), tmp_path)
+        gallery_from_folder(DlibResNet(), DLIB, tmp_path)
 
 
 def test_enrolling_more_samples_updates_the_mean() -> None:
@@ -241,6 +264,7 @@ def test_facenet_classifier_wrapper_standardizes_inside() -> None:
         logits = model(x)
         torch.testing.assert_close(logits, model.net((x * 255 - 127.5) / 128))
     assert logits.shape == (2, 8631)
+    assert isinstance(model, Normalized) and model.scale == 255.0  # the one normalization wrapper
 
 
 def test_facenet_gallery_shapes_and_gradients() -> None:

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnd import experiments, grid, models
+from mnd import data, experiments, faces, grid, models
 from mnd.errors import InputError
+from mnd.imageio import quantize
 
 TEST_MODEL = "test_tiny_cnn"
 
@@ -302,3 +303,37 @@ def test_bad_whole_number_settings_name_the_preset_and_key(override, problem):
     with pytest.raises(InputError) as exc:
         grid.load_preset("tiny", [override])
     assert str(exc.value).startswith("tiny.toml: ") and problem in str(exc.value)
+
+
+# --- inputs: one preprocessing function, one face-cut choice ---------------------------------
+
+
+def test_open_dataset_prepares_photos_with_the_one_preprocessing_function(tmp_path, tiny_model):
+    preset = grid.load_preset(write_preset(tmp_path))
+    opened = grid.open_dataset(preset, preset.dataset("photos"))
+    assert [it.name for it in opened.items] == ["chelsea", "coffee"]
+    photos = {im.name: im.pixels for im in data.embedded_images(["chelsea", "coffee"])}
+    for it in opened.items:
+        assert isinstance(it, grid.DatasetImage) and it.label is None
+        assert torch.equal(it.tensor, data.prepare_image(photos[it.name], models.spec(TEST_MODEL)))
+
+
+@pytest.mark.parametrize("face_crop, size", [("dlib_chip", 150), ("mtcnn", 64)])
+def test_open_dataset_cuts_faces_as_the_models_spec_says(tmp_path, monkeypatch, face_crop, size):
+    spec = models.ModelSpec(name="test_face_cnn", task="faces", input_size=size, resize=size, offline=True,
+                            embedding=False, builder=TinyCNN, weights_hint="test", face_crop=face_crop)
+    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    path = tmp_path / "faces.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "faces"
+        methods = ["bim"]
+        [datasets.faces]
+        source = "embedded"
+        images = ["astronaut"]
+        model = "{spec.name}"
+        """))
+    preset = grid.load_preset(path)
+    (item,) = grid.open_dataset(preset, preset.dataset("faces")).items
+    pixels = data.embedded_images(["astronaut"])[0].pixels
+    assert item.tensor.shape == (3, size, size)
+    assert torch.equal(item.tensor, quantize(faces.cut_faces(pixels, spec, where="astronaut").faces[0]))

@@ -22,6 +22,7 @@ from mnd.imageio import (
     current_umask,
     list_images,
     load_rgb,
+    quantize,
     remove_created,
     save_png,
     to_tensor,
@@ -223,3 +224,13 @@ def test_unreadable_and_read_only_folders(tmp_path):
             check_writable_dir(locked)
     finally:
         locked.chmod(0o755)
+
+
+def test_quantize_lands_on_the_8bit_grid_that_png_round_trips(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 5, 7, generator=g) * 1.4 - 0.2  # some values outside [0, 1]
+    q = quantize(x)
+    assert q.min() >= 0 and q.max() <= 1
+    assert torch.equal(quantize(q), q)  # idempotent
+    assert ((q - x.clamp(0, 1)).abs() <= 0.5 / 255 + 1e-7).all()  # the nearest level
+    assert torch.equal(to_tensor(load_rgb(save_png(q, tmp_path / "q.png")).pixels), q)

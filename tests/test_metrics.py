@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from mnd import metrics
+from mnd import grid, metrics, mos
 
 
 def _pair():
@@ -66,3 +66,21 @@ def test_success_rate_excludes_not_attacked():
 def test_mismatched_shapes_raise():
     with pytest.raises(ValueError, match="shape"):
         metrics.psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 5, 4))
+
+
+def test_sample_std_is_the_n_minus_1_deviation_and_nan_when_undefined():
+    assert metrics.sample_std([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]) == pytest.approx(math.sqrt(32 / 7))
+    assert metrics.sample_std([1.0, 3.0]) == pytest.approx(math.sqrt(2.0))
+    for undefined in ([], [5.0], [1.0, math.inf], [1.0, math.nan]):
+        assert math.isnan(metrics.sample_std(undefined)), undefined
+    assert metrics.sample_mean([1.0, 2.0, 6.0]) == pytest.approx(3.0)
+    assert math.isnan(metrics.sample_mean([])) and math.isinf(metrics.sample_mean([1.0, math.inf]))
+
+
+def test_tables_and_mos_share_the_one_std():
+    assert grid.sample_std is metrics.sample_std and mos.sample_std is metrics.sample_std
+    rows = [{"dataset": "d", "setting": "targeted", "image_id": "I1", "image": "a", "versus": "bim", "score": s}
+            for s in (3, 1, 2)]
+    (row, average) = mos.mos_table(rows)
+    assert row["mean"] == pytest.approx(2.0) and row["std"] == pytest.approx(1.0) and row["n"] == 3
+    assert average["image_id"] == "Average" and math.isnan(average["std"])

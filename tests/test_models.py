@@ -54,12 +54,41 @@ def test_efficientnet_lite0_top1_on_the_paper_classes(effnet):
 def test_efficientnet_lite0_recognises_embedded_photos(effnet, photos):
     from pathlib import Path
 
-    from mnd.experiments import prepare
+    from mnd.data import prepare_image
     from mnd.imageio import LoadedImage
 
     spec = models.spec("efficientnet_lite0")
-    x = torch.stack([prepare(LoadedImage(Path(k), v), spec) for k, v in photos.items()])
+    x = torch.stack([prepare_image(LoadedImage(Path(k), v), spec) for k, v in photos.items()])
     with torch.no_grad():
         pred = effnet(x).argmax(1).tolist()
     assert pred[0] in (281, 282, 285)  # chelsea: tabby / tiger cat / Egyptian cat
     assert pred[1] == 967  # coffee: espresso
+
+
+def test_normalized_is_the_one_input_wrapper_and_freeze_the_one_freezer():
+    from mnd import nets
+
+    net = torch.nn.Conv2d(3, 2, 1)
+    wrapped = models.freeze(models.Normalized(net, models.IMAGENET_MEAN, models.IMAGENET_STD))
+    assert models.Normalized is nets.Normalized and models.freeze is nets.freeze
+    assert not wrapped.training and not any(p.requires_grad for p in wrapped.parameters())
+    x = torch.rand(2, 3, 4, 4)
+    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(wrapped(x), net((x - mean) / std))
+    scaled = nets.Normalized(net, (127.5,) * 3, (128.0,) * 3, scale=255.0)
+    torch.testing.assert_close(scaled(x), net((x * 255 - 127.5) / 128))
+
+
+def test_available_asks_each_specs_own_cache_probe(monkeypatch, tmp_path):
+    calls = []
+    spec = models.ModelSpec(name="probe_test", task="imagenet", input_size=8, resize=8, offline=False,
+                            embedding=False, builder=torch.nn.Identity, weights_hint="test",
+                            weights_cached=lambda: calls.append(1) or True)
+    monkeypatch.setitem(models.REGISTRY, "probe_test", spec)
+    assert models.available("probe_test") and calls == [1]
+    assert spec.face_crop is None  # not a face model unless it says so
+    bare = models.ModelSpec(name="bare", task="imagenet", input_size=8, resize=8, offline=False,
+                            embedding=False, builder=torch.nn.Identity, weights_hint="test")
+    monkeypatch.setitem(models.REGISTRY, "bare", bare)
+    assert not models.available("bare")

@@ -1,0 +1,246 @@
+"""The package's layers: every module imports only modules of its own layer or below, and no cycle.
+
+:data:`LAYERS` lists the modules bottom to top. A module may import modules of
+its own row or of rows above it in the list (lower layers), never of a row
+below it. Three checks:
+
+- the import statements of every module (module level and inside functions),
+  read from the source: each points down, and the import graph has no cycle;
+- each module imported alone in a fresh interpreter (``python -c``): no module
+  of a higher layer ends up in ``sys.modules``, so no import hides behind
+  another;
+- imports of ``mnd`` modules sit at module top, except in the command line's
+  entry point, which defers them so that ``mnd --help`` and Ctrl-C during
+  start-up stay fast and clean.
+
+A new module must be added to :data:`LAYERS`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import mnd
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors",),                                # bottom: the exceptions every layer raises
+    ("imageio", "losses", "metrics"),           # bottom: 8-bit images and files, the equations, the measures
+    ("weights", "nets"),                        # models: weight files (download, cache), the network contract
+    ("dlib_resnet", "facenet"),                 # models: network builders
+    ("models",),                                # models: the registry (imports the builders)
+    ("gallery",),                               # models: logits over enrolled identities
+    ("faces",),                                 # data: face detection and the one face-crop choice
+    ("data",),                                  # data: test sets, embedded photos, preprocessing
+    ("attack",),                                # engine: Algorithm 1
+    ("anchors",),                               # engine: the torchattacks anchors
+    ("experiments",),                           # experiments: methods, result rows
+    ("grid",),                                  # experiments: presets, the resumable grid
+    ("trace",),                                 # experiments: loss traces of one attack
+    ("mos",),                                   # book: the subjective test
+    ("book",),                                  # book: tables, figures, claims, build
+    ("attack_cli", "cli_data", "cli_book"),     # command line: the sub-commands
+    ("cli",),                                   # command line: the entry point
+)
+
+DATA_PACKAGES: tuple[str, ...] = ("presets",)
+"""Folders of data files read with importlib.resources (no code): below everything."""
+
+RANK: dict[str, int] = {f"mnd.{name}": rank for rank, row in enumerate(LAYERS) for name in row}
+RANK["mnd"] = 0  # the package itself holds only the version
+RANK.update({f"mnd.{name}": 0 for name in DATA_PACKAGES})
+
+LAZY_MND_IMPORTS_ALLOWED = {"mnd.cli"}
+"""Modules that may import ``mnd`` modules inside functions (start-up speed of the command line)."""
+
+PACKAGE_DIR = Path(mnd.__file__).resolve().parent
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix="mnd.")
+                  if not m.ispkg or (PACKAGE_DIR / Path(*m.name.split(".")[1:]) / "__init__.py").exists())
+
+
+def _source(module: str) -> Path:
+    parts = module.split(".")[1:]
+    path = PACKAGE_DIR.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _imports_in(source: str) -> list[tuple[str, int, bool]]:
+    """(imported mnd module, line, inside a function) for every import statement of a module's source."""
+    found: list[tuple[str, int, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, in_function) for a in child.names
+                             if a.name == "mnd" or a.name.startswith("mnd."))
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                if child.module == "mnd":  # from mnd import attack, data (or __version__)
+                    found.extend((f"mnd.{a.name}" if f"mnd.{a.name}" in RANK else "mnd", child.lineno, in_function)
+                                 for a in child.names)
+                elif child.module.startswith("mnd."):
+                    found.append((child.module, child.lineno, in_function))
+            visit(child, nested)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def _mnd_imports(module: str) -> list[tuple[str, int, bool]]:
+    return _imports_in(_source(module).read_text())
+
+
+def _upward(imports: dict[str, list[tuple[str, int, bool]]]) -> list[str]:
+    """One line per import of a module of a higher layer (an unknown module counts as the highest)."""
+    return [f"{module} (layer {RANK[module]}) imports {target} (layer {RANK.get(target, '?')}) at line {line}"
+            for module, found in imports.items() for target, line, _ in found
+            if RANK.get(target, 10**6) > RANK[module]]
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of the import graph (its modules, the first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def walk(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                loop = path + [node]
+                return loop[loop.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = walk(nxt, path + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = walk(start, [])
+            if found:
+                return found
+    return None
+
+
+def _higher(module: str, loaded: list[str]) -> list[str]:
+    """The modules of ``loaded`` in a layer above ``module``'s."""
+    return [m for m in loaded if RANK.get(m, 10**6) > RANK[module]]
+
+
+def test_every_module_has_a_layer() -> None:
+    modules = set(_modules())
+    assert modules, "no module found"
+    missing = sorted(modules - set(RANK))
+    assert not missing, f"add these modules to LAYERS in {__file__}: {missing}"
+    stale = sorted(set(RANK) - modules - {"mnd"} - {f"mnd.{name}" for name in DATA_PACKAGES})
+    assert not stale, f"LAYERS names modules that no longer exist: {stale}"
+
+
+def test_imports_point_down_and_form_no_cycle() -> None:
+    imports = {m: [i for i in _mnd_imports(m) if i[0] != m] for m in _modules()}
+    upward = _upward(imports)
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+    cycle = _cycle({m: {t for t, _, _ in found} for m, found in imports.items()})
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_source_checks_catch_an_upward_import_and_a_cycle() -> None:
+    source = "from mnd import grid, errors\n\ndef f():\n    import mnd.cli\n    from mnd.faces import cut_faces\n"
+    found = _imports_in(source)
+    assert found == [("mnd.grid", 1, False), ("mnd.errors", 1, False), ("mnd.cli", 4, True),
+                     ("mnd.faces", 5, True)]
+    upward = _upward({"mnd.metrics": found})
+    assert len(upward) == 3 and all("mnd.metrics (layer 1)" in line for line in upward)
+    assert not _upward({"mnd.cli": found})
+    assert _cycle({"mnd.a": {"mnd.b"}, "mnd.b": {"mnd.c"}, "mnd.c": {"mnd.a"}}) == ["mnd.a", "mnd.b", "mnd.c",
+                                                                                    "mnd.a"]
+    assert _cycle({"mnd.a": {"mnd.b"}, "mnd.b": set()}) is None
+    assert _higher("mnd.models", ["mnd", "mnd.errors", "mnd.weights", "mnd.faces"]) == ["mnd.faces"]
+
+
+def test_mnd_imports_sit_at_module_top() -> None:
+    lazy = [f"{_source(m).name}:{line}: {target}" for m in _modules() if m not in LAZY_MND_IMPORTS_ALLOWED
+            for target, line, in_function in _mnd_imports(m) if in_function]
+    assert not lazy, "imports of mnd modules inside functions (move them to the top):\n" + "\n".join(lazy)
+
+
+# The fresh-interpreter check: one `python -c` that imports the heavy third-party
+# packages once, then forks a child per module (where fork exists), so each module
+# is imported alone into a clean set of mnd modules without paying for torch each time.
+_PROBE = textwrap.dedent(
+    """
+    import importlib, json, os, sys
+    modules = json.loads(sys.argv[1])
+
+    def loaded(name):
+        importlib.import_module(name)
+        return sorted(m for m in sys.modules if m == "mnd" or m.startswith("mnd."))
+
+    if not hasattr(os, "fork"):
+        print(json.dumps({modules[0]: loaded(modules[0])}))
+        raise SystemExit
+    for heavy in ("numpy", "PIL.Image", "torch", "torchvision", "timm", "piq", "tqdm.auto", "scipy"):
+        try:
+            importlib.import_module(heavy)
+        except ImportError:
+            pass
+    assert not [m for m in sys.modules if m == "mnd" or m.startswith("mnd.")]
+    out = {}
+    for name in modules:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                text = json.dumps(loaded(name))
+            except BaseException as exc:
+                text = json.dumps("error: %s: %s" % (type(exc).__name__, exc))
+            with os.fdopen(write, "w") as handle:
+                handle.write(text)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as handle:
+            out[name] = json.loads(handle.read())
+        os.waitpid(pid, 0)
+    print(json.dumps(out))
+    """
+)
+
+
+def _loaded_alone(modules: list[str]) -> dict[str, list[str] | str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PACKAGE_DIR.parent) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    runs = [modules] if hasattr(os, "fork") else [[m] for m in modules]
+    out: dict[str, list[str] | str] = {}
+    for batch in runs:
+        done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(batch)], capture_output=True, text=True,
+                              env=env, cwd=PACKAGE_DIR.parent, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def test_importing_each_module_alone_loads_no_higher_layer() -> None:
+    modules = _modules()
+    loaded = _loaded_alone(modules)
+    problems = []
+    for module in modules:
+        got = loaded[module]
+        if isinstance(got, str):
+            problems.append(f"{module}: {got}")
+        elif _higher(module, got):
+            problems.append(f"import {module} (layer {RANK[module]}) loads higher layers: {_higher(module, got)}")
+    assert not problems, "\n".join(problems)
+    assert loaded["mnd.errors"] == ["mnd", "mnd.errors"]  # the probe sees what an import loads, nothing more
+    assert "mnd.grid" in loaded["mnd.cli_book"] and "mnd.models" in loaded["mnd.data"]
