@@ -1,15 +1,17 @@
 """The reproducibility book: run the grid, execute the notebooks, build the HTML.
 
 :func:`build` is ``mnd book``: it runs a preset's grid (:func:`mnd.grid.run_grid`,
-which skips results already on disk), executes every notebook of
-``notebooks/`` with papermill into the book's source folder (executed copies;
-the clean sources stay untouched), writes the generated "what reproduced"
-page from the results, and builds the HTML with Jupyter Book v1 with
-execution off and warnings as errors.
+which skips results already on disk), executes the notebooks of
+``notebooks/`` with papermill into the book's pages (:data:`PAGES`: one
+template may give several pages, each with its own parameters; executed
+copies, the clean sources stay untouched), writes the generated "what
+reproduced" page from the results, and builds the HTML with Jupyter Book v1
+with execution off and warnings as errors.
 
-The notebooks are thin: they call the display helpers below (HTML tables,
-figures with an enlarged detail, Grad-CAM overlays, the SSIM map) and the
-library; every number they show comes from the results folder.
+The notebooks are thin: each starts with :func:`setup`, then calls the
+helpers below (HTML tables, figures with an enlarged detail, Grad-CAM
+overlays, the SSIM map, the rating sheet) and the library; every number
+they show comes from the results folder.
 
 >>> pm(48.554, 1.94, 2)
 '48.55 ± 1.94'
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import html
 import io
 import math
@@ -33,25 +36,86 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from mnd import grid
+from mnd import anchors, attack, experiments, grid, losses, metrics, mos, trace
 from mnd.errors import InputError, MndError
-from mnd.imageio import atomic_open
+from mnd.imageio import atomic_open, load_rgb
+from mnd.imageio import to_tensor as image_tensor
 
-NOTEBOOKS: tuple[str, ...] = (
-    "01_losses", "02_imagenet", "03_faces", "04_heatmaps", "05_difference_maps", "06_pixel_ratio", "07_mos",
+# Imported where used, being heavy or optional: matplotlib (figures only), and the book extras
+# (pip install mnd[book]): IPython (display), pytorch_grad_cam (Grad-CAM), nbformat and papermill (the build).
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the book: a notebook of ``notebooks/`` executed with its own parameters.
+
+    Attributes:
+        name: the executed copy, ``<source>/notebooks/<name>.ipynb``: a chapter
+            of ``book/_toc.yml``; the preset's ``[notebooks.<name>]`` table
+            adds parameters to it.
+        template: the notebook of ``notebooks/`` (without ``.ipynb``) executed into it.
+        parameters: the page's own papermill parameters; its markdown cells
+            may show them as ``{{ name }}`` (:func:`fill_markdown`).
+    """
+
+    name: str
+    template: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+PAGES: tuple[Page, ...] = (
+    Page("01_losses", "01_losses"),
+    Page("02_imagenet", "paper_tables", {
+        "dataset": "imagenet",
+        "title": "Image classification: Tables I and II, Fig. 1",
+        "summary": "Section IV-B of the paper attacks VGG19 on 100 ImageNet images of ten classes. This page shows "
+                   "the same tables for the preset's image-classification data set and model.",
+        "tables": "Tables I (non-targeted) and II (targeted)",
+        "figure": "Fig. 1",
+    }),
+    Page("03_faces", "paper_tables", {
+        "dataset": "faces",
+        "title": "Face identification: Tables VI and VII, Fig. 2",
+        "summary": "Section IV-C of the paper attacks InceptionResnetV1 (VGGFace2) on 100 face crops of ten "
+                   "identities. This page shows the same tables for the preset's face data set and model.",
+        "tables": "Tables VI (non-targeted) and VII (targeted)",
+        "figure": "Fig. 2",
+    }),
+    Page("04_heatmaps", "04_heatmaps"),
+    Page("05_difference_maps", "05_difference_maps"),
+    Page("06_pixel_ratio", "06_pixel_ratio"),
+    Page("07_mos", "07_mos"),
 )
-"""The notebooks of ``notebooks/``, in book order."""
+"""The notebook pages of the book, in book order (the chapters of ``book/_toc.yml``)."""
+
+NOTEBOOKS: tuple[str, ...] = tuple(page.name for page in PAGES)
+"""The names of :data:`PAGES`, in book order."""
 
 STATIC_PAGES: tuple[str, ...] = ("intro.md", "reading-notes.md", "_toc.yml")
 GENERATED_PAGE = "reproduction.md"
 KERNEL = "python3"
 """ipykernel's built-in kernel: the Python that runs papermill, no kernel spec to register."""
+
+
+def page(name: str) -> Page:
+    """The page ``name`` of :data:`PAGES`.
+
+    >>> page("03_faces").template
+    'paper_tables'
+
+    Raises:
+        InputError: no such page.
+    """
+    for found in PAGES:
+        if found.name == name:
+            return found
+    raise InputError("notebook", f"no page {name!r}; the book's pages: {', '.join(NOTEBOOKS)}")
 
 
 def notebook_dir() -> Path:
@@ -67,6 +131,120 @@ def book_dir() -> Path:
 def config_file() -> Path:
     """The Jupyter Book configuration, ``_config.yml`` at the top of the checkout."""
     return grid.project_root() / "_config.yml"
+
+
+# --- what every notebook starts from ------------------------------------------------------------
+
+
+def label(method: str) -> str:
+    """A method's name as the paper's tables print it (:func:`mnd.experiments.method_label`).
+
+    >>> label("l1_ssim"), label("di2fgsm")
+    ('l1-norm + SSIM', 'DI2FGSM')
+    """
+    return experiments.method_label(method)
+
+
+def split_methods(methods: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The MND variants and the anchors among ``methods`` (a preset's), each in a fixed order.
+
+    The variants (the ablation settings of eq. 7, :data:`mnd.attack.VARIANTS`)
+    come in the order of ``VARIANTS``, the anchors (:data:`mnd.anchors.ANCHORS`)
+    in alphabetical order, the order of the figures and of the rating sheet;
+    other names are left out.
+
+    >>> split_methods(["bim", "mnd", "pgd", "l1", "di2fgsm"])
+    (['l1', 'mnd'], ['bim', 'di2fgsm', 'pgd'])
+    """
+    chosen = set(methods)
+    return [m for m in attack.VARIANTS if m in chosen], sorted(m for m in anchors.ANCHORS if m in chosen)
+
+
+def figure_methods(methods: Iterable[str]) -> list[str]:
+    """What the figures compare: MND, then the anchors, of ``methods`` (:func:`split_methods`).
+
+    >>> figure_methods(["no_norm", "mnd", "pgd", "bim"])
+    ['mnd', 'bim', 'pgd']
+    """
+    variants, anchor_names = split_methods(methods)
+    return [m for m in variants if m == "mnd"] + anchor_names
+
+
+def mos_anchors(methods: Iterable[str]) -> list[str]:
+    """The anchors of ``methods`` that the paper's subjective test compares MND with (:data:`mnd.anchors.MOS_ANCHORS`).
+
+    >>> mos_anchors(["mnd", "pgd", "bim", "rfgsm"])
+    ['bim', 'pgd']
+    """
+    chosen = set(methods)
+    return [m for m in anchors.MOS_ANCHORS if m in chosen]
+
+
+def figure_image(spec: grid.DatasetSpec) -> str:
+    """The image a data set's figures show: its ``figure_image``, else its first image."""
+    return spec.figure_image or grid.image_names(spec)[0]
+
+
+@dataclass
+class Context:
+    """What a notebook of the book works from (:func:`setup`).
+
+    Attributes:
+        preset: the run's preset, with its overrides.
+        results: the results folder of the grid run.
+        rows: its result rows (:func:`mnd.grid.read_results`).
+        figures: where the notebooks save their figures (``<results>/figures``).
+    """
+
+    preset: grid.Preset
+    results: Path
+    rows: list[dict[str, Any]]
+    figures: Path
+
+    @functools.cached_property
+    def summary(self) -> list[dict[str, Any]]:
+        """:func:`mnd.grid.summarize` of :attr:`rows`, computed on first use."""
+        return grid.summarize(self.rows, self.preset)
+
+    @property
+    def variants(self) -> list[str]:
+        """The preset's MND variants (:func:`split_methods`)."""
+        return split_methods(self.preset.methods)[0]
+
+    @property
+    def anchors(self) -> list[str]:
+        """The preset's anchors (:func:`split_methods`)."""
+        return split_methods(self.preset.methods)[1]
+
+    @property
+    def figure_methods(self) -> list[str]:
+        """MND and the preset's anchors (:func:`figure_methods`)."""
+        return figure_methods(self.preset.methods)
+
+    def datasets(self, names: Sequence[str] = ()) -> list[str]:
+        """``names``, or every data set of the preset when empty."""
+        return list(names) or self.preset.names
+
+    def status(self, dataset: str) -> tuple[bool, str]:
+        """Whether the grid ran ``dataset``, and why not (:func:`dataset_status`)."""
+        return dataset_status(self.results, dataset)
+
+    def figure_image(self, dataset: str, image: str = "") -> str:
+        """``image``, or the image the data set's figures show (:func:`figure_image`)."""
+        return image or figure_image(self.preset.dataset(dataset))
+
+
+def setup(preset: str | Path, results: str | Path, overrides: Sequence[str] = ()) -> Context:
+    """The first call of every notebook: load the preset and the results of its run.
+
+    Args:
+        preset: a packaged preset's name or the path of a preset file (the
+            notebook's ``preset`` parameter).
+        results: the results folder of the grid run (``results``).
+        overrides: the run's ``--set`` options (``overrides``).
+    """
+    folder = Path(results)
+    return Context(grid.load_preset(preset, overrides), folder, grid.read_results(folder), folder / "figures")
 
 
 # --- formatting ------------------------------------------------------------------------
@@ -184,7 +362,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], di
 def show_html(text: str) -> None:
     """Display HTML in a notebook (text elsewhere)."""
     try:
-        from IPython.display import HTML, display
+        from IPython.display import HTML, display  # optional: present where notebooks run
     except ImportError:  # pragma: no cover - only outside Jupyter's environment
         print(text)
         return
@@ -194,7 +372,7 @@ def show_html(text: str) -> None:
 def show_markdown(text: str) -> None:
     """Display Markdown in a notebook (text elsewhere)."""
     try:
-        from IPython.display import Markdown, display
+        from IPython.display import Markdown, display  # optional: present where notebooks run
     except ImportError:  # pragma: no cover
         print(text)
         return
@@ -288,21 +466,62 @@ def dataset_status(results: str | Path, dataset: str) -> tuple[bool, str]:
     return True, ""
 
 
+def dataset_header(preset: grid.Preset, dataset: str) -> str:
+    """Markdown naming a data set's model and images, the preset, the iteration cap and seed, and the preset's notes."""
+    spec = preset.dataset(dataset)
+    return (f"**{spec.title}**: model `{spec.model}`, {len(grid.image_names(spec))} images, preset `{preset.name}`, "
+            f"MND iteration cap {preset.effective_max_iter(spec.task)} (the paper: 1000), seed {preset.seed}.\n\n"
+            + " ".join(preset.notes.split()))
+
+
+def image_results_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str, image: str,
+                       methods: Sequence[str]) -> str:
+    """The result rows of one image (those of ``methods``): success, PSNR, SSIM, changed pixels, iterations."""
+    same = grid.select(rows, dataset=dataset, setting=setting, image=image)
+    return html_table(
+        [{"method": label(r["method"]), "success": r["success"], "PSNR": r["psnr"], "SSIM": r["ssim"],
+          "changed pixels": r["changed_ratio"], "iterations": r["iterations"]}
+         for r in same if r["method"] in methods], digits={"SSIM": 4, "changed pixels": 4},
+        caption=f"{image}, {setting}")
+
+
+def pixel_ratio_html(summary: Iterable[Mapping[str, Any]]) -> str:
+    """The changed-pixel ratio of every data set x setting x method, over all attacked images and over successes."""
+    table = [{"data set": s["dataset"], "setting": s["setting"], "method": s["label"],
+              "changed pixels: all attacked": pm(s["changed_ratio_all_mean"], s["changed_ratio_all_std"], 4),
+              "changed pixels: successes": pm(s["changed_ratio_success_mean"], s["changed_ratio_success_std"], 4),
+              "successes": f"{s['succeeded']}/{s['attacked']}"} for s in summary]
+    return html_table(table, grouped=True, caption="ratio of changed values, mean ± std over all attacked "
+                      "images (all attacked) and over the successful attacks only (successes)")
+
+
+def paper_pixel_ratio_html(preset: grid.Preset, rows: Iterable[Mapping[str, Any]], setting: str) -> str:
+    """The changed-pixel ratio of each data set's figure image beside the paper's values for its Fig. 4 image."""
+    paper = {r["method"]: float(r["changed_ratio"]) for r in experiments.read_rows(grid.paper_dir() / "pixel_ratio.csv")}
+    rows = list(rows)
+    single = []
+    for spec in preset.datasets:
+        image = figure_image(spec)
+        for r in grid.select(rows, dataset=spec.name, setting=setting, image=image):
+            name = label(r["method"])
+            if name in paper:
+                single.append({"data set": spec.name, "image": image, "method": name, "success": r["success"],
+                               "changed pixels": r["changed_ratio"], "paper (Fig. 4 image)": paper[name]})
+    return html_table(single, digits={"changed pixels": 4, "paper (Fig. 4 image)": 4},
+                      caption=f"one image per data set, {setting}")
+
+
 # --- figures --------------------------------------------------------------------------------
 
 
 def load_image(path: str | Path) -> np.ndarray:
     """An 8-bit RGB PNG as an (H, W, 3) uint8 array."""
-    from mnd.imageio import load_rgb
-
     return load_rgb(path).pixels
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
-    from mnd.imageio import to_tensor as one
-
-    return one(image)[None]
+    return image_tensor(image)[None]
 
 
 def detail_region(clean: np.ndarray, others: Sequence[np.ndarray], size: int) -> tuple[int, int]:
@@ -360,7 +579,7 @@ def with_detail(image: np.ndarray, region: tuple[int, int], size: int, *, scale:
 def image_grid(panels: Sequence[tuple[str, np.ndarray]], *, columns: int, size: float = 2.6,
                cmap: str | None = None) -> Any:
     """A matplotlib figure of titled images, ``columns`` per row."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only figures need it
 
     rows = max(1, math.ceil(len(panels) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + 0.3), squeeze=False)
@@ -381,7 +600,7 @@ def method_images(results: str | Path, dataset: str, setting: str, image: str,
     for method in methods:
         path = grid.png_path(Path(results), dataset, setting, method, image)
         if path.exists():
-            out.append((_label(method), load_image(path)))
+            out.append((label(method), load_image(path)))
     return out
 
 
@@ -424,12 +643,12 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 
 def show_figure(fig: Any, path: str | Path) -> Path:
     """Save a figure (:func:`save_figure`), close it and display exactly the saved PNG."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only figures need it
 
     saved = save_figure(fig, path)
     plt.close(fig)
     try:
-        from IPython.display import Image, display
+        from IPython.display import Image, display  # optional: present where notebooks run
     except ImportError:  # pragma: no cover
         return saved
     display(Image(data=saved.read_bytes(), format="png"))
@@ -441,31 +660,143 @@ def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
+DifferenceView = Literal["common scale", "per map"]
+DIFFERENCE_VIEWS: tuple[DifferenceView, ...] = ("common scale", "per map")
+"""The two normalisations of Fig. 4's difference maps (:func:`difference_figure`)."""
+
+
+def difference_figure(results: str | Path, dataset: str, setting: str, image: str, methods: Sequence[str],
+                      view: DifferenceView) -> Any:
+    """Fig. 4: each method's absolute difference from the clean image, per colour channel (one row per channel).
+
+    ``view`` ``"common scale"`` puts every map on one scale
+    (:func:`common_scale_maps`, the largest difference is white); ``"per map"``
+    stretches each map to its own maximum (:func:`mnd.metrics.difference_maps`).
+    """
+    panels = method_images(results, dataset, setting, image, methods)
+    (_, clean), shown = panels[0], panels[1:]
+    if view == "common scale":
+        common, peak = common_scale_maps([img for _, img in shown], clean)
+        stack = [m.transpose(2, 0, 1) for m in common]
+        title = f"{dataset}, {image}, {setting}: {view} (white = {peak} levels)"
+    else:
+        stack = list(metrics.difference_maps(torch.cat([to_tensor(img) for _, img in shown]),
+                                             to_tensor(clean).expand(len(shown), -1, -1, -1)).numpy())
+        title = f"{dataset}, {image}, {setting}: {view}"
+    tiles = [(f"{name}, {channel}", maps[c]) for c, channel in enumerate(("red", "green", "blue"))
+             for (name, _), maps in zip(shown, stack)]
+    fig = image_grid(tiles, columns=len(shown), size=2.0, cmap="gray")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_maps_figure(clean: np.ndarray, adversarial: np.ndarray) -> Any:
+    """What each term of eq. (7) compares: X, Z, |Z - X|, the Sobel maps g(X), g(Z), their difference, local SSIM."""
+    import matplotlib.pyplot as plt  # heavy: only figures need it
+
+    x, z = to_tensor(clean), to_tensor(adversarial)
+    gx, gz = losses.sobel_magnitude(x)[0].mean(0), losses.sobel_magnitude(z)[0].mean(0)
+    maps = [
+        ("X (clean)", clean, None), ("Z (MND)", adversarial, None),
+        ("|Z - X|", (z - x).abs()[0].sum(0).numpy(), "magma"),
+        ("g(X)", gx.numpy(), "gray"), ("g(Z)", gz.numpy(), "gray"),
+        ("|g(Z) - g(X)|", (gz - gx).abs().numpy(), "magma"),
+        ("local SSIM(Z, X)", ssim_map(z, x), "gray"),
+    ]
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, img, cmap) in zip(axes.flat, maps):
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def loss_terms_html(results: str | Path, dataset: str, setting: str, image: str, methods: Sequence[str]) -> str:
+    """Every term of eq. (7) between the clean image and each method's adversarial image (:func:`mnd.trace.terms`)."""
+    panels = method_images(results, dataset, setting, image, methods)
+    x = to_tensor(panels[0][1])
+    table = []
+    for title, img in panels[1:]:
+        t = trace.terms(to_tensor(img), x)
+        table.append({"method": title, "l1 (eq. 8)": t["l1"], "l2 (eq. 9)": t["l2"], "SSIM (eq. 10)": t["ssim"],
+                      "gradient l1 (eq. 18)": t["gradient_l1"], "PSNR": t["psnr"]})
+    digits = {"l1 (eq. 8)": 5, "l2 (eq. 9)": 5, "SSIM (eq. 10)": 5, "gradient l1 (eq. 18)": 5, "PSNR": 2}
+    return html_table(table, digits=digits, caption=f"{image}, {setting}")
+
+
+def trace_figure(steps: Sequence[Mapping[str, Any]], setting: str) -> Any:
+    """The traces of :func:`mnd.trace.load_or_run`: the goal class's probability and the PSNR, step by step."""
+    import matplotlib.pyplot as plt  # heavy: only figures need it
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for variant in dict.fromkeys(r["variant"] for r in steps):
+        mine = [r for r in steps if r["variant"] == variant]
+        name = label(variant)
+        left.plot([r["iteration"] for r in mine], [r["goal_prob"] for r in mine], label=name)
+        right.plot([r["iteration"] for r in mine[1:]], [r["psnr"] for r in mine[1:]], label=name)
+    left.set(xlabel="iteration", ylabel="probability of the " + ("target" if setting == "targeted" else "true") + " class")
+    right.set(xlabel="iteration", ylabel="PSNR of the 8-bit image (dB)")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def trace_ends_html(steps: Sequence[Mapping[str, Any]]) -> str:
+    """Where each trace of :func:`mnd.trace.load_or_run` ended: iterations, success and the final terms."""
+    variants = list(dict.fromkeys(r["variant"] for r in steps))
+    last = [[r for r in steps if r["variant"] == v][-1] for v in variants]
+    return html_table(
+        [{"setting": label(r["variant"]), "iterations": r["iteration"], "succeeded": r["adversarial"],
+          "PSNR": r["psnr"], "SSIM": r["ssim"], "l1": r["l1"], "gradient l1": r["gradient_l1"],
+          "error": r["error"]} for r in last],
+        digits={"PSNR": 2, "SSIM": 5, "l1": 5, "gradient l1": 5}, caption="where each trace ended")
+
+
+def pixel_ratio_figure(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Any | None:
+    """One bar chart per data set x setting of the mean changed-pixel ratio of each method (None: no results)."""
+    import matplotlib.pyplot as plt  # heavy: only figures need it
+
+    panels = [(d, st) for d in preset.names for st in preset.settings if grid.select(summary, dataset=d, setting=st)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (d, st) in zip(axes[0], panels):
+        mine = grid.select(summary, dataset=d, setting=st)
+        ax.barh([s["label"] for s in mine], [s["changed_ratio_all_mean"] for s in mine],
+                color=["tab:red" if s["method"] == "mnd" else "tab:gray" for s in mine])
+        ax.set(title=f"{d}, {st}", xlim=(0, 1), xlabel="changed pixels (mean over all attacked images)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
 # --- SSIM map and Grad-CAM ----------------------------------------------------------------------
 
 
-def ssim_map(z: torch.Tensor, x: torch.Tensor, *, kernel_size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """The local SSIM of eq. (10) at every position (channel mean), with the loss's Gaussian window.
+def ssim_map(z: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    """The local SSIM of eq. (10) at every position (channel mean), as the attack computes it.
 
-    Its mean over the valid positions is the SSIM term of eq. (7).
+    The statistics of :class:`mnd.losses.CleanReference` (piq's 11x11
+    Gaussian window, sigma 1.5, two 1-D passes), before its mean over the
+    positions: that mean is the SSIM term of eq. (7).
+
+    Args:
+        z, x: (1, C, H, W) images in [0, 1].
 
     Returns:
-        (H - kernel_size + 1, W - kernel_size + 1) float array.
+        (H - 10, W - 10) float array.
     """
-    z, x = z.float(), x.float()
-    coords = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :]).expand(z.shape[1], 1, kernel_size, kernel_size)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(t, window, groups=t.shape[1])
-
-    mu_z, mu_x = blur(z), blur(x)
-    var_z, var_x = blur(z * z) - mu_z**2, blur(x * x) - mu_x**2
-    cov = blur(z * x) - mu_z * mu_x
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mu_z * mu_x + c1) * (2 * cov + c2)) / ((mu_z**2 + mu_x**2 + c1) * (var_z + var_x + c2))
+    reference = losses.CleanReference(x.float())
+    z = z.float()
+    c = z.shape[1]
+    mu_z, second_z, cross = reference._filter(torch.cat([z, z * z, z * reference.x], dim=1)).split(c, dim=1)
+    mu_zx = mu_z * reference.mu_x
+    c1, c2 = reference.K1**2, reference.K2**2
+    cs = (2 * (cross - mu_zx) + c2) / (second_z - mu_z * mu_z + reference.var_x + c2)
+    value = (2 * mu_zx + c1) / (mu_z * mu_z + reference.mu_x * reference.mu_x + c1) * cs
     return value.mean(1)[0].numpy()
 
 
@@ -509,7 +840,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, classes: Sequence[int], laye
     Returns:
         (N, H, W) maps in [0, 1].
     """
-    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam import GradCAM  # optional: the book extra
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     device = next(model.parameters()).device
@@ -521,9 +852,149 @@ def gradcam(model: nn.Module, images: torch.Tensor, classes: Sequence[int], laye
 
 def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """A heatmap in [0, 1] over an (H, W, 3) uint8 image (pytorch-grad-cam's JET overlay)."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # optional: the book extra
 
     return show_cam_on_image(image.astype(np.float32) / 255.0, heatmap, use_rgb=True)
+
+
+def heatmap_figure(preset: grid.Preset, results: str | Path, dataset: str, setting: str, image: str,
+                   methods: Sequence[str]) -> Any:
+    """Fig. 3: Grad-CAM on the clean image and each method's image, each for the class the model predicts for it.
+
+    Loads the data set's model (:func:`mnd.grid.open_dataset`) on the
+    preset's device, with the preset's threads; the panel titles name the
+    predicted classes.
+    """
+    panels = method_images(results, dataset, setting, image, methods)
+    batch = torch.cat([to_tensor(img) for _, img in panels])
+    with grid.threads(preset):
+        opened = grid.open_dataset(preset, preset.dataset(dataset))
+        with torch.no_grad():
+            predicted = opened.model(batch.to(preset.device)).argmax(1).tolist()
+        maps = gradcam(opened.model, batch, predicted)
+    names = opened.classes
+    shown = [(f"{title}: {names[c] if c < len(names) else c}", overlay(img, m))
+             for (title, img), c, m in zip(panels, predicted, maps)]
+    return image_grid(shown, columns=3)
+
+
+# --- the subjective test (MOS) -------------------------------------------------------------------
+
+
+def scale_html() -> str:
+    """TABLE V, the 7-point rating scale."""
+    return html_table([{"rule": k, "score": v} for k, v in mos.SCALE.items()], caption="TABLE V: the rating scale")
+
+
+@dataclass(frozen=True)
+class RatingSheet:
+    """A run's rating sheet (:func:`write_rating_sheet`).
+
+    Attributes:
+        images: data set -> the images of the test, in order.
+        pairs: the pairs of the sheet (:func:`mnd.mos.make_sheet`).
+        files: what :func:`mnd.mos.write_sheet` wrote (``html``, ``key``, ``ratings``, ...).
+    """
+
+    images: dict[str, list[str]]
+    pairs: list[mos.Pair]
+    files: dict[str, Path]
+
+
+def write_rating_sheet(preset: grid.Preset, results: str | Path, rows: Sequence[Mapping[str, Any]], *,
+                       images_per_dataset: int, seed: int) -> RatingSheet:
+    """Draw the test's images and pairs for a run and write its sheet into ``<results>/mos/``.
+
+    Per data set the grid ran, ``images_per_dataset`` images drawn with
+    ``seed`` among those MND and every compared anchor made adversarial in
+    every setting (:func:`mnd.mos.choose_images`); MND is compared with the
+    preset's anchors of the paper's test (:func:`mos_anchors`). Collected
+    ratings already in the folder are kept.
+    """
+    results = Path(results)
+    compared = mos_anchors(preset.methods)
+    chosen = {}
+    for spec in preset.datasets:
+        if dataset_status(results, spec.name)[0]:
+            chosen[spec.name] = mos.choose_images(rows, spec.name, images_per_dataset, settings=preset.settings,
+                                                  anchors=compared, seed=seed)
+    pairs = mos.make_sheet(chosen, settings=preset.settings, anchors=compared, seed=seed,
+                           path_of=lambda d, s, m, i: str(grid.png_path(Path("."), d, s, m, i)))
+    files = mos.write_sheet(pairs, results / "mos", image_root=results)
+    return RatingSheet(images=chosen, pairs=pairs, files=files)
+
+
+def rating_sheet_markdown(sheet: RatingSheet) -> str:
+    """What the sheet holds and where its files are."""
+    files = sheet.files
+    return (f"{len(sheet.pairs)} pairs over {sum(map(len, sheet.images.values()))} images; "
+            f"sheet: `{files['html'].name}`, key: `{files['key'].name}`, ratings: `{files['ratings'].name}` "
+            f"in the results folder's `mos/`.")
+
+
+def rated_images_html(pairs: Iterable[mos.Pair]) -> str:
+    """The images of the test with their IDs (I1, I2, ...)."""
+    tested = sorted({(int(p.image_id[1:]), p.image_id, p.dataset, p.image) for p in pairs})
+    return html_table([{"image ID": i, "data set": d, "image": n} for _, i, d, n in tested],
+                      caption="the images of the test")
+
+
+def pairs_figure(results: str | Path, pairs: Sequence[mos.Pair]) -> Any:
+    """The two sides of each of ``pairs`` as raters see them."""
+    import matplotlib.pyplot as plt  # heavy: only figures need it
+
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(6, 3 * len(pairs)), squeeze=False)
+    for (left, right), p in zip(axes, pairs):
+        for ax, side, path in ((left, "left", p.left), (right, "right", p.right)):
+            ax.imshow(load_image(Path(results) / path))
+            ax.set_title(f"{p.pair_id} {side}", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def collected_ratings(sheet: RatingSheet, ratings: str | Path = "") -> tuple[Path, list[mos.Rating]]:
+    """The ratings file (``ratings``, else the sheet's ``ratings.csv``) and its ratings ([] when it does not exist)."""
+    source = Path(ratings) if ratings else sheet.files["ratings"]
+    return source, (mos.read_ratings(source, sheet.pairs) if source.exists() else [])
+
+
+def mos_tables_html(ratings: Sequence[mos.Rating], pairs: Sequence[mos.Pair]) -> list[str]:
+    """This run's MOS tables, one per data set x setting, in the layout of Tables III, IV, VIII and IX."""
+    table = mos.mos_table(mos.mnd_scores(ratings, pairs))
+    raters = len({r.rater for r in ratings})
+    out = []
+    for (d, st) in dict.fromkeys((r["dataset"], r["setting"]) for r in table):
+        block = [r for r in table if r["dataset"] == d and r["setting"] == st]
+        out.append(html_table(mos.wide(block), caption=f"MOS of MND versus each anchor: {d}, {st} ({raters} raters)"))
+    return out
+
+
+def paper_mos_html() -> list[str]:
+    """The paper's MOS tables (III, IV, VIII, IX) with their printed Average rows, then printed versus recomputed."""
+    paper = mos.paper_tables()
+    printed = {(r["table"], r["versus"]): r["mean"] for r in mos.paper_averages()}
+    out = []
+    for name in dict.fromkeys(str(r["table"]) for r in paper):
+        block = [dict(r) for r in paper if r["table"] == name]
+        lines = mos.wide(block + [{"image_id": "Average (printed)", "versus": v, "mean": m, "std": float("nan")}
+                                  for (t, v), m in printed.items() if t == name])
+        first = block[0]
+        out.append(html_table(lines, caption=f"TABLE {name}: {first['dataset']}, {first['setting']}"))
+    check = mos.check_averages(paper, mos.paper_averages())
+    out.append(html_table(check, ["table", "versus", "printed", "recomputed", "difference", "matches"],
+                          digits={"recomputed": 4, "difference": 4}, caption="printed versus recomputed averages"))
+    return out
+
+
+def paper_mos_markdown() -> str:
+    """The printed averages that are not the mean of their rows, and what section IV-C-5's text gets wrong."""
+    wrong = [c for c in mos.check_averages(mos.paper_tables(), mos.paper_averages()) if not c["matches"]]
+    return ("**Averages that do not match:** " + ("; ".join(
+        f"TABLE {c['table']} vs. {c['versus']}: printed {c['printed']:.2f}, mean of its rows {c['recomputed']:.4f}"
+        for c in wrong) if wrong else "none.") + "\n\nThe text of section IV-C-5 disagrees with the tables too:\n\n"
+        + "\n".join(f"- **{i.title}.** {i.text}" for i in paper_inconsistencies()
+                    if i.title.startswith("Section IV-C-5")))
 
 
 # --- claims: what reproduced -------------------------------------------------------------------
@@ -572,12 +1043,6 @@ def _index(summary: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], M
 
 def _paper_index() -> dict[tuple[str, str], dict[str, float]]:
     return grid.paper_psnr_ssim()
-
-
-def _label(method: str) -> str:
-    from mnd.experiments import method_label
-
-    return method_label(method)
 
 
 def _where(spec: grid.DatasetSpec, setting: str) -> str:
@@ -670,6 +1135,7 @@ def claim_ablation(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
     """The ablation ordering: l1 > l2, no norm; + SSIM helps; + gradient helps (PSNR and SSIM)."""
     idx = _index(summary)
     paper = _paper_index()
+    variants = split_methods(preset.methods)[0]
     claim = Claim(
         "The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps",
         "Section IV-B-3 (and IV-C-3): the l1 deviation loss is more effective than l2 and no norm; adding SSIM "
@@ -686,16 +1152,18 @@ def claim_ablation(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
         for setting in preset.settings:
             table = spec.paper_table(setting)
             for better, worse, text in ABLATION_CHECKS:
+                if better not in variants or worse not in variants:
+                    continue
                 a, b = idx.get((spec.name, setting, better)), idx.get((spec.name, setting, worse))
                 if not (_ok(a) and _ok(b) and _measured(a) and _measured(b)):
                     continue
                 dp = a["psnr_all_mean"] - b["psnr_all_mean"]  # type: ignore[index]
                 ds = a["ssim_all_mean"] - b["ssim_all_mean"]  # type: ignore[index]
-                pa, pb = paper.get((table or "", _label(better))), paper.get((table or "", _label(worse)))
+                pa, pb = paper.get((table or "", label(better))), paper.get((table or "", label(worse)))
                 holds = _higher(dp, 0.0) and _higher(ds, 0.0)
                 claim.rows.append({
                     "table": _where(spec, setting),
-                    "comparison": f"{_label(better)} vs {_label(worse)}: {text}",
+                    "comparison": f"{label(better)} vs {label(worse)}: {text}",
                     "ours PSNR (all attacked)": signed(dp, 2),
                     "ours SSIM (all attacked)": signed(ds, 5),
                     "paper PSNR": signed(pa["psnr_mean"] - pb["psnr_mean"], 2) if pa and pb else "–",
@@ -703,16 +1171,16 @@ def claim_ablation(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
                     "holds": holds,
                 })
                 claim.checks.append(holds)
-            variants = [m for m in ("no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd")
-                        if _ok(idx.get((spec.name, setting, m))) and _measured(idx.get((spec.name, setting, m)))
-                        and paper.get((table or "", _label(m)))
-                        and math.isfinite(idx[(spec.name, setting, m)]["psnr_all_mean"])]
-            if len(variants) >= 2:
-                ours = [idx[(spec.name, setting, m)]["psnr_all_mean"] for m in variants]
-                theirs = [paper[(table or "", _label(m))]["psnr_mean"] for m in variants]
+            ranked = [m for m in variants
+                      if _ok(idx.get((spec.name, setting, m))) and _measured(idx.get((spec.name, setting, m)))
+                      and paper.get((table or "", label(m)))
+                      and math.isfinite(idx[(spec.name, setting, m)]["psnr_all_mean"])]
+            if len(ranked) >= 2:
+                ours = [idx[(spec.name, setting, m)]["psnr_all_mean"] for m in ranked]
+                theirs = [paper[(table or "", label(m))]["psnr_mean"] for m in ranked]
                 claim.rows.append({
                     "table": _where(spec, setting),
-                    "comparison": f"order of {len(variants)} settings by PSNR: Kendall tau {fmt(_kendall(ours, theirs), 2)}",
+                    "comparison": f"order of {len(ranked)} settings by PSNR: Kendall tau {fmt(_kendall(ours, theirs), 2)}",
                     "ours PSNR (all attacked)": "", "ours SSIM (all attacked)": "", "paper PSNR": "", "paper SSIM": "",
                     "holds": "",
                 })
@@ -738,7 +1206,7 @@ def claim_targeted(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
     if not {"non-targeted", "targeted"} <= set(preset.settings):
         return claim
     for spec in preset.datasets:
-        for method in ("no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd"):
+        for method in split_methods(preset.methods)[0]:
             a, b = idx.get((spec.name, "non-targeted", method)), idx.get((spec.name, "targeted", method))
             if not (_ok(a) and _ok(b) and _measured(a) and _measured(b)):
                 continue
@@ -746,7 +1214,7 @@ def claim_targeted(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
                      and _higher(a["psnr_all_mean"], b["psnr_all_mean"]))  # type: ignore[index]
             claim.rows.append({
                 "data set": spec.name,
-                "method": _label(method),
+                "method": label(method),
                 "success (non-t. / t.)": f"{a['succeeded']}/{a['attacked']} / {b['succeeded']}/{b['attacked']}",  # type: ignore[index]
                 "iterations, all attacked (non-t. / t.)":
                     f"{fmt(a['iterations_all_mean'], 1)} / {fmt(b['iterations_all_mean'], 1)}",  # type: ignore[index]
@@ -761,6 +1229,7 @@ def claim_targeted(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) ->
 def claim_pixels(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
     """MND changes fewer pixels than every anchor."""
     idx = _index(summary)
+    anchor_names = split_methods(preset.methods)[1]
     claim = Claim(
         "MND changes the fewest pixels",
         "Section IV-D-2: on the image of Fig. 4 (targeted) the ratio of changed pixels is BIM 0.8240, MIFGSM "
@@ -774,7 +1243,7 @@ def claim_pixels(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> C
         for setting in preset.settings:
             mnd = idx.get((spec.name, setting, "mnd"))
             anchors = [s for (d, st, m), s in idx.items()
-                       if d == spec.name and st == setting and m in ("bim", "pgd", "mifgsm", "di2fgsm", "rfgsm")
+                       if d == spec.name and st == setting and m in anchor_names
                        and _ok(s) and _measured(s)]
             if not _measured(mnd) or not anchors:
                 continue
@@ -816,8 +1285,6 @@ def claim_success(preset: grid.Preset, summary: Sequence[Mapping[str, Any]]) -> 
 
 def claim_mos(results: str | Path | None) -> Claim:
     """Raters prefer MND to every anchor (needs collected ratings in ``<results>/mos/``)."""
-    from mnd import mos
-
     claim = Claim(
         "Raters prefer MND to every anchor",
         "Sections IV-B-5 and IV-C-5: every average MOS of MND versus an anchor is positive (Tables III, IV, VIII, "
@@ -863,8 +1330,8 @@ TEXT_QUOTES: dict[str, Any] = {
 }
 """Numbers the paper's text states (not its tables): what :func:`paper_inconsistencies` checks them against."""
 
-ANCHOR_LABELS: tuple[str, ...] = ("PGD", "MIFGSM", "BIM", "DI2FGSM")
-"""The anchors' row labels in the paper's Tables I, II, VI and VII."""
+ANCHOR_LABELS: tuple[str, ...] = tuple(label(m) for m in anchors.PAPER_ANCHORS)
+"""The anchors' row labels in the paper's Tables I, II, VI and VII (:data:`mnd.anchors.PAPER_ANCHORS`)."""
 
 
 @dataclass(frozen=True)
@@ -886,8 +1353,6 @@ def paper_inconsistencies() -> list[Inconsistency]:
     Only the numbers the paper's text states are constants (:data:`TEXT_QUOTES`); every table value, mean,
     range and comparison is read or computed from the CSV files.
     """
-    from mnd import experiments, mos
-
     found: list[Inconsistency] = []
     per_image, printed = mos.paper_tables(), mos.paper_averages()
     for c in mos.check_averages(per_image, printed):
@@ -953,16 +1418,16 @@ def paper_inconsistencies() -> list[Inconsistency]:
                 f"({_range(every, 2)} dB over the other {len(every)} anchor rows of Tables I, II, VI and VII), "
                 f"while its SSIM std, {tables[(table, low)]['ssim_std']:.4f}, is like theirs: possibly a misprint."))
     for plain, aimed in (("I", "II"), ("VI", "VII")):
-        higher = [(m, tables[(aimed, m)]["psnr_mean"], tables[(plain, m)]["psnr_mean"]) for m in ANCHOR_LABELS
-                  if (plain, m) in tables and (aimed, m) in tables
-                  and tables[(aimed, m)]["psnr_mean"] > tables[(plain, m)]["psnr_mean"]]
+        both = [m for m in ANCHOR_LABELS if (plain, m) in tables and (aimed, m) in tables]
+        higher = [(m, tables[(aimed, m)]["psnr_mean"], tables[(plain, m)]["psnr_mean"]) for m in both
+                  if tables[(aimed, m)]["psnr_mean"] > tables[(plain, m)]["psnr_mean"]]
         if higher:
             mnd = (tables[(plain, "MND")]["psnr_mean"], tables[(aimed, "MND")]["psnr_mean"])
             found.append(Inconsistency(
                 f"Targeted against non-targeted anchors (Tables {plain} and {aimed})",
                 "Section IV-B-3 reads the lower targeted PSNR as \"non-targeted attack is easier than targeted "
                 f"attack\" (MND: {mnd[0]:.2f} dB in Table {plain}, {mnd[1]:.2f} dB in Table {aimed}), but "
-                f"{len(higher)} of the {len(ANCHOR_LABELS)} anchors score a higher PSNR targeted than "
+                f"{len(higher)} of the {len(both)} anchors score a higher PSNR targeted than "
                 "non-targeted: " + ", ".join(f"{m} {t:.2f} vs {n:.2f} dB" for m, t, n in higher) + "."))
     return found
 
@@ -1091,15 +1556,18 @@ def _kernel_environment() -> Iterator[None]:
     ``PYTHONPATH`` gets the checkout (a source checkout need not be installed);
     ``JUPYTER_PATH`` puts this environment's kernel specs first, so a
     ``python3`` kernel spec in the user's home cannot send the notebooks to
-    another Python.
+    another Python; ``PYTHONWARNINGS`` silences tqdm's "IProgress not found"
+    (a kernel without ipywidgets keeps plain progress bars), which
+    ``tqdm.auto`` warns when ``mnd`` is first imported, before any cell
+    could filter it.
     """
-    changes = {
-        "PYTHONPATH": str(grid.project_root()),
-        "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),
-    }
-    old = {k: os.environ.get(k) for k in changes}
-    for key, value in changes.items():
-        os.environ[key] = os.pathsep.join([value] + ([old[key]] if old[key] else []))  # type: ignore[list-item]
+    first = {"PYTHONPATH": str(grid.project_root()), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    last = {"PYTHONWARNINGS": "ignore:IProgress not found"}  # the last filter given wins
+    old = {k: os.environ.get(k) for k in (*first, *last)}
+    for key, value in first.items():
+        os.environ[key] = os.pathsep.join([value, old[key]] if old[key] else [value])
+    for key, value in last.items():
+        os.environ[key] = ",".join([old[key], value] if old[key] else [value])
     try:
         yield
     finally:
@@ -1118,11 +1586,43 @@ def preset_argument(preset: grid.Preset) -> str:
 
 
 def parameters(preset: grid.Preset, results: Path, notebook: str) -> dict[str, Any]:
-    """The papermill parameters of one notebook: results, preset, overrides, then the preset's own."""
+    """The papermill parameters of one page: results, preset, overrides, the page's own, then the preset's own.
+
+    Args:
+        preset: the run's preset; its ``[notebooks.<notebook>]`` table comes last.
+        results: the results folder.
+        notebook: a page of :data:`PAGES`.
+    """
     params: dict[str, Any] = {"results": str(Path(results).resolve()), "preset": preset_argument(preset),
                               "overrides": list(preset.overrides)}
+    params.update(page(notebook).parameters)
     params.update(preset.notebooks.get(notebook, {}))
     return params
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+"""``{{ name }}`` in a template's markdown: the page's parameter ``name`` (:func:`fill_markdown`)."""
+
+
+def fill_markdown(nb: Any, values: Mapping[str, Any], where: str) -> None:
+    """Replace every ``{{ name }}`` of the markdown cells of ``nb`` by ``values[name]``, in place.
+
+    A template notebook gives several pages (:data:`PAGES`); what differs in
+    their text (title, headings) is a parameter, shown where the markdown
+    says ``{{ name }}``.
+
+    Raises:
+        MndError: a placeholder without a value (``where`` names the page).
+    """
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise MndError(f"{where}: the markdown shows {{{{ {key} }}}} but the page has no parameter {key!r}")
+        return str(values[key])
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = PLACEHOLDER.sub(value, cell.source)
 
 
 def stage(source: Path) -> None:
@@ -1156,18 +1656,21 @@ def _scrub_tree(node: Any, paths: Sequence[tuple[str, str]]) -> Any:
 
 
 def publish_notebook(path: str | Path, paths: Sequence[tuple[str, str]]) -> None:
-    """Make an executed notebook fit for the book: hide the parameter cells, remove machine paths.
+    """Make an executed notebook fit for the book: fill in its text, hide the parameter cells, remove machine paths.
 
-    Adds the Jupyter Book tags of :data:`HIDDEN_TAGS` and replaces every
+    Fills the markdown's ``{{ name }}`` with the parameters papermill
+    passed (:func:`fill_markdown`), adds the Jupyter Book tags of
+    :data:`HIDDEN_TAGS` and replaces every
     machine path of ``paths`` (:func:`public_paths`) in cell sources,
     text outputs and metadata (papermill records its input and output paths
     there), so neither the HTML page nor its downloadable ``.ipynb`` shows
     them. Image outputs are left as they are.
     """
-    import nbformat
+    import nbformat  # optional: the book extra
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    fill_markdown(nb, nb.metadata.get("papermill", {}).get("parameters", {}), path.name)
     for cell in nb.cells:
         tags = list(cell.metadata.get("tags", []))
         for tag, hide in HIDDEN_TAGS.items():
@@ -1188,23 +1691,34 @@ def execute_notebooks(
     names: Sequence[str] = NOTEBOOKS,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Execute the notebooks with papermill into ``source/notebooks/`` (executed copies).
+    """Execute the pages' notebooks with papermill into ``source/notebooks/<page>.ipynb`` (executed copies).
+
+    Args:
+        preset: the run's preset.
+        results: its results folder.
+        source: the book's source folder.
+        names: pages of :data:`PAGES`, each executed from its template with its parameters.
+        log: where progress lines go.
 
     Raises:
+        InputError: an unknown page.
         MndError: a notebook failed; the executed copy (with the error) is kept.
     """
-    import papermill
+    import papermill  # optional: the book extra
 
+    pages = [page(name) for name in names]
     out_dir = source / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with _kernel_environment():
-        for name in names:
+        for item in pages:
+            name = item.name
             start = time.perf_counter()
             target = out_dir / f"{name}.ipynb"
             try:
                 papermill.execute_notebook(
-                    str(notebook_dir() / f"{name}.ipynb"), str(target), parameters=parameters(preset, results, name),
+                    str(notebook_dir() / f"{item.template}.ipynb"), str(target),
+                    parameters=parameters(preset, results, name),
                     kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
                     extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
                 )

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
 
+from mnd import book, grid
 from mnd.errors import InputError
 from mnd.imageio import check_writable_dir
 
 
-def _load_preset(args: argparse.Namespace) -> Any:
-    from mnd import grid
-
+def _load_preset(args: argparse.Namespace) -> grid.Preset:
     try:
         return grid.load_preset(args.preset, args.set or ())
     except (ValueError, TypeError, KeyError) as exc:  # a value of the wrong type that the preset check missed
@@ -30,8 +28,6 @@ def _load_preset(args: argparse.Namespace) -> Any:
 
 def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
     """Folders the book writes must be writable, and --no-run needs results to show."""
-    from mnd import book, grid
-
     if args.no_run:
         results = args.results if args.results is not None else grid.project_root() / "results" / preset_name
         if not (results / grid.RESULTS_CSV).is_file():
@@ -44,8 +40,6 @@ def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
 
 
 def _book(args: argparse.Namespace) -> int:
-    from mnd import book
-
     preset = _load_preset(args)
     _check_folders(args, preset.name)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""mnd.book (display helpers, claims, generated page), mnd.trace and mnd.mos."""
+"""mnd.book (display helpers, claims, generated page) and mnd.mos."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnd import attack, book, grid, mos, trace
-from mnd.errors import InputError
+from mnd import book, grid, mos
+from mnd.errors import InputError, MndError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,7 +72,14 @@ def test_ssim_map_matches_the_loss() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 24, 24, generator=g)
     z = (x + 0.05 * torch.randn(1, 3, 24, 24, generator=g)).clamp(0, 1)
-    assert float(book.ssim_map(z, x).mean()) == pytest.approx(float(losses.ssim_similarity(z, x)[0]), abs=1e-5)
+    local = book.ssim_map(z, x)
+    assert local.shape == (14, 14)  # valid positions of the 11x11 window
+    assert float(local.mean()) == pytest.approx(float(losses.ssim_similarity(z, x)[0]), abs=1e-5)
+    assert float(local.mean()) == pytest.approx(float(losses.CleanReference(x).ssim(z)[0]), abs=1e-6)
+    assert np.allclose(book.ssim_map(x, x), 1.0, atol=1e-5)
+    z[..., 12:, 12:] = 1 - z[..., 12:, 12:]  # a damaged corner is locally dissimilar, the rest is not
+    damaged = book.ssim_map(z, x)
+    assert damaged[-1, -1] < 0.5 < damaged[0, 0]
 
 
 def test_gradcam_gives_one_map_per_image() -> None:
@@ -110,6 +117,24 @@ def test_claims_follow_the_numbers() -> None:
     ablation = bad["The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps"]
     assert ablation.verdict == "partly supported"  # only "MND beats l1 + SSIM" fails
     assert book.verdict([]) == "no data"
+
+
+def test_claims_read_the_methods_from_the_preset() -> None:
+    rows = _summary_rows(48.0)
+    tiny = grid.load_preset("tiny")
+    assert [r["method"] for r in book.claim_targeted(tiny, grid.summarize(rows, tiny)).rows] == [
+        "No norm", "l2-norm", "l1-norm", "l2-norm + SSIM", "l1-norm + SSIM", "MND"]
+    preset = grid.load_preset("tiny", ['methods=["mnd", "l1", "pgd"]'])
+    summary = grid.summarize(rows, preset)
+    assert [r["method"] for r in book.claim_targeted(preset, summary).rows] == ["l1-norm", "MND"]
+    assert book.claim_pixels(preset, summary).rows == []  # the rows' only anchor, BIM, is not the preset's
+    three = grid.load_preset("tiny", ['methods=["mnd", "l1_ssim", "l1", "l2"]'])
+    compared = [r["comparison"] for r in book.claim_ablation(three, grid.summarize(rows, three)).rows]
+    assert [c.split(":")[0] for c in compared[:4]] == [
+        "l1-norm vs l2-norm", "l1-norm + SSIM vs l1-norm", "MND vs l1-norm + SSIM", "order of 4 settings by PSNR"]
+    with_bim = grid.load_preset("tiny", ['methods=["mnd", "bim"]'])
+    (row, _) = book.claim_pixels(with_bim, grid.summarize(rows, with_bim)).rows
+    assert row["anchors (all attacked)"] == "BIM 0.8000" and row["holds"]
 
 
 def test_claim_best_uses_the_means_over_all_attacked_images() -> None:
@@ -253,45 +278,86 @@ def test_parameters_passed_to_notebooks(tmp_path: Path) -> None:
     params = book.parameters(preset, tmp_path, "01_losses")
     assert params["preset"] == "tiny" and params["overrides"] == ["max_iter=5"]
     assert params["results"] == str(tmp_path.resolve()) and params["image"] == "coffee"
-    assert set(book.NOTEBOOKS) == {p.stem for p in book.notebook_dir().glob("*.ipynb")}
+    assert {p.template for p in book.PAGES} == {p.stem for p in book.notebook_dir().glob("*.ipynb")}
+    faces = book.parameters(preset, tmp_path, "03_faces")
+    assert faces["dataset"] == "faces" and faces["figure"] == "Fig. 2" and faces["preset"] == "tiny"
+    with pytest.raises(InputError, match="no page"):
+        book.parameters(preset, tmp_path, "02_faces")
+
+
+def test_pages_are_the_chapters_of_the_book() -> None:
+    import yaml
+
+    toc = yaml.safe_load((book.book_dir() / "_toc.yml").read_text())
+    chapters = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert [c for c in chapters if c.startswith("notebooks/")] == [f"notebooks/{n}" for n in book.NOTEBOOKS]
+    assert book.NOTEBOOKS == tuple(p.name for p in book.PAGES) and len(set(book.NOTEBOOKS)) == len(book.PAGES)
+    tables = [p for p in book.PAGES if p.template == "paper_tables"]
+    assert [p.name for p in tables] == ["02_imagenet", "03_faces"]  # Tables I/II and VI/VII: one template
+
+
+def test_template_text_is_filled_from_the_page_parameters() -> None:
+    import nbformat
+
+    nb = nbformat.read(book.notebook_dir() / "paper_tables.ipynb", as_version=4)
+    shown = {m for c in nb.cells if c.cell_type == "markdown" for m in book.PLACEHOLDER.findall(c.source)}
+    assert shown == {"title", "summary", "tables", "figure"}
+    for name in ("02_imagenet", "03_faces"):
+        assert shown <= set(book.page(name).parameters), name
+    book.fill_markdown(nb, book.page("03_faces").parameters, "03_faces")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert text.startswith("# Face identification: Tables VI and VII, Fig. 2\n\nSection IV-C of the paper")
+    assert "## Tables VI (non-targeted) and VII (targeted)" in text and "## Fig. 2" in text and "{{" not in text
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "{{ title }}" in code  # code cells are left as they are
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# {{ title }}")])
+    with pytest.raises(MndError, match="no parameter 'title'"):
+        book.fill_markdown(bare, {}, "x.ipynb")
 
 
 def test_notebooks_are_thin_and_parametrised() -> None:
     import nbformat
 
-    for name in book.NOTEBOOKS:
+    names = sorted(p.stem for p in book.notebook_dir().glob("*.ipynb"))
+    method_names = [f'"{m}"' for m in grid.TABLE_ORDER] + [f"'{m}'" for m in grid.TABLE_ORDER]
+    for name in names:
         nb = nbformat.read(book.notebook_dir() / f"{name}.ipynb", as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, name
         for line in tagged[0].source.splitlines():
             assert ":" in line.split("=")[0] and "  # " in line, f"{name}: untyped or uncommented {line!r}"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has outputs"
+        code = [c.source for c in nb.cells if c.cell_type == "code" and c is not tagged[0]]
+        assert "ctx = book.setup(preset, results, overrides)" in code[0], f"{name}: no shared setup call"
+        text = "\n".join(code)
+        assert "book._" not in text and "import torch" not in text and "open_dataset" not in text, name
+        assert text.count("\n") < 25, f"{name} is not thin"
+        assert [m for m in method_names if m in text] in ([], ['"mnd"']), f"{name} lists methods"
 
 
-# --- trace --------------------------------------------------------------------------------------
+def test_methods_split_into_variants_and_anchors() -> None:
+    preset = grid.load_preset("tiny", ['methods=["pgd", "mnd", "l1", "bim"]'])
+    assert book.split_methods(preset.methods) == (["l1", "mnd"], ["bim", "pgd"])
+    assert book.figure_methods(preset.methods) == ["mnd", "bim", "pgd"]
+    assert book.mos_anchors(["rfgsm", *preset.methods]) == ["bim", "pgd"]  # the paper's MOS test has no RFGSM
+    assert book.label("l1_ssim") == "l1-norm + SSIM"
 
 
-@pytest.mark.parametrize("variant,targeted", [("mnd", False), ("l1_ssim", True), ("no_norm", True)])
-def test_trace_stops_where_generate_stops(linear_model: nn.Module, images: torch.Tensor, variant: str,
-                                          targeted: bool) -> None:
-    config = attack.config_for(variant, targeted=targeted, max_iter=300, step_size=1e-3)
-    for x in images[:2]:
-        steps = trace.run(linear_model, x, None, variant, targeted=targeted, max_iter=300, step_size=1e-3)
-        result = attack.generate(linear_model, x[None], None, config=config)
-        assert steps[0]["iteration"] == 0 and not steps[0]["adversarial"]
-        assert steps[-1]["iteration"] == int(result.iterations[0])
-        assert steps[-1]["adversarial"] == bool(result.success[0])
-        assert [r["iteration"] for r in steps] == list(range(len(steps)))
+def test_setup_reads_the_preset_and_the_results(tmp_path: Path) -> None:
+    from mnd import experiments
 
-
-def test_trace_is_cached(tmp_path: Path, linear_model: nn.Module, images: torch.Tensor) -> None:
-    rows = trace.run(linear_model, images[0], None, "mnd", max_iter=20, step_size=1e-3)
-    path = trace.write(tmp_path / "t.csv", rows)
-    back = trace.read(path)
-    assert [r["iteration"] for r in back] == [r["iteration"] for r in rows]
-    assert back[-1]["psnr"] == pytest.approx(rows[-1]["psnr"], rel=1e-6)
-    terms = trace.terms(images[0], images[0])
-    assert terms["l1"] == 0 and terms["ssim"] == pytest.approx(1.0) and math.isinf(terms["psnr"])
+    rows = _summary_rows(48.0)
+    for r in rows:
+        r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
+    experiments.write_rows(tmp_path / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    ctx = book.setup("tiny", tmp_path, ["max_iter=5"])
+    assert ctx.preset.name == "tiny" and ctx.preset.max_iter == 5 and ctx.results == tmp_path
+    assert len(ctx.rows) == len(rows) and ctx.figures == tmp_path / "figures"
+    assert {s["method"] for s in ctx.summary} == {r["method"] for r in rows}
+    assert ctx.datasets() == ["imagenet", "faces"] and ctx.datasets(["faces"]) == ["faces"]
+    assert ctx.figure_image("imagenet") == "coffee" and ctx.figure_image("imagenet", "chelsea") == "chelsea"
+    assert ctx.variants[-1] == "mnd" and ctx.anchors == ["bim", "di2fgsm", "mifgsm", "pgd"]
+    assert ctx.status("imagenet")[0] is False  # no run.json: the grid has not run it
 
 
 # --- MOS ------------------------------------------------------------------------------------------

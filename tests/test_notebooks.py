@@ -34,6 +34,7 @@ def test_notebook_executed_without_errors(built: dict, name: str) -> None:
     assert len(injected) == 1
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o.text for o in outputs if o.output_type == "stream"]  # no warning, no stray print
     shown = [o for o in outputs if o.output_type == "display_data"]
     assert shown, f"{name} displayed nothing"
     assert not any("not run" in str(o.get("data", {}).get("text/markdown", "")) for o in shown), \
@@ -82,6 +83,15 @@ def test_pages_hide_injected_parameters_and_label_both_means(built: dict) -> Non
                   "no difference column"):
         assert words in imagenet, words
     assert "Δ" not in imagenet  # the tiny preset is not the paper's model and data
+    faces = (html / "notebooks" / "03_faces.html").read_text()
+    for item in book.PAGES:
+        if "title" in item.parameters:  # a page of a template: its own title and headings
+            page = (html / "notebooks" / f"{item.name}.html").read_text()
+            assert f"<title>{item.parameters['title']} &#8212;" in page, item.name
+            for key in ("title", "tables", "figure"):
+                assert f">{item.parameters[key]}<a class=\"headerlink\"" in page, (item.name, key)
+    assert "<h2>Tables VI (non-targeted) and VII (targeted)<a" in faces and "Section IV-C of the paper" in faces
+    assert "dlib_resnet_v1 on 2 embedded photos" in faces and "<caption>astronaut, targeted</caption>" in faces
     verdict = (html / "reproduction.html").read_text()
     assert "all attacked" in verdict and "inconsistencies" in verdict
 
