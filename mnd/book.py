@@ -789,15 +789,7 @@ def ssim_map(z: torch.Tensor, x: torch.Tensor) -> np.ndarray:
     Returns:
         (H - 10, W - 10) float array.
     """
-    reference = losses.CleanReference(x.float())
-    z = z.float()
-    c = z.shape[1]
-    mu_z, second_z, cross = reference._filter(torch.cat([z, z * z, z * reference.x], dim=1)).split(c, dim=1)
-    mu_zx = mu_z * reference.mu_x
-    c1, c2 = reference.K1**2, reference.K2**2
-    cs = (2 * (cross - mu_zx) + c2) / (second_z - mu_z * mu_z + reference.var_x + c2)
-    value = (2 * mu_zx + c1) / (mu_z * mu_z + reference.mu_x * reference.mu_x + c1) * cs
-    return value.mean(1)[0].numpy()
+    return losses.CleanReference(x.float()).ssim_map(z.float()).mean(1)[0].numpy()
 
 
 def cam_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:

@@ -290,8 +290,11 @@ class CleanReference:
         vertical = self.kernel.view(1, 1, k, 1).expand(c, 1, k, 1)
         return F.conv2d(F.conv2d(t, horizontal, groups=c), vertical, groups=c)
 
-    def ssim(self, z: torch.Tensor) -> torch.Tensor:
-        """SSIM(Z, X), eqs. (10)-(14), per image: one filtering pass of [z, z^2, z x]."""
+    def ssim_map(self, z: torch.Tensor) -> torch.Tensor:
+        """Local SSIM of eq. (10) at every valid window position: (N, C, H - k + 1, W - k + 1).
+
+        One filtering pass of [z, z^2, z x]; :meth:`ssim` is its mean.
+        """
         c = z.shape[1]
         mu_z, second_z, cross = self._filter(torch.cat([z, z * z, z * self.x], dim=1)).split(c, dim=1)
         mu_zx = mu_z * self.mu_x
@@ -299,8 +302,11 @@ class CleanReference:
         cov = cross - mu_zx
         c1, c2 = self.K1**2, self.K2**2
         cs = (2 * cov + c2) / (var_z + self.var_x + c2)
-        ss = (2 * mu_zx + c1) / (mu_z * mu_z + self.mu_x * self.mu_x + c1) * cs
-        return ss.mean(dim=(-1, -2)).mean(1)
+        return (2 * mu_zx + c1) / (mu_z * mu_z + self.mu_x * self.mu_x + c1) * cs
+
+    def ssim(self, z: torch.Tensor) -> torch.Tensor:
+        """SSIM(Z, X), eqs. (10)-(14), per image: the mean of :meth:`ssim_map`."""
+        return self.ssim_map(z).mean(dim=(-1, -2)).mean(1)
 
 
 def perceptual_loss(
