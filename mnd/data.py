@@ -691,9 +691,6 @@ def vggface2_face(path: str | Path) -> torch.Tensor:
     return torch.as_tensor(crops[best]).float()
 
 
-crop_face = vggface2_face
-"""Deprecated name of :func:`vggface2_face`."""
-
 
 TEST_SPLIT_PROBLEM = (
     "holds VGGFace2's test identities, which are not among the 8631 training identities the paper's "

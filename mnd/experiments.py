@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnd import anchors, attack, data, metrics
+from mnd import anchors, attack, metrics
 from mnd.attack import AttackResult
 from mnd.errors import InputError
 from mnd.imageio import atomic_open
@@ -104,9 +104,6 @@ def run_method(
     config = attack.config_for(method, task=task, targeted=targeted, hparams=hparams, **overrides)
     return attack.generate(model, x, labels, config=config)
 
-
-prepare = data.prepare_image
-"""Deprecated name of :func:`mnd.data.prepare_image` (the one preprocessing function)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnd import cli_data, data, experiments, faces, models
+from mnd import cli_data, data, faces, models
 from mnd.errors import InputError
 from mnd.imageio import load_rgb
 
@@ -332,7 +332,6 @@ def test_prepare_image_is_8bit_and_refuses_photos_smaller_than_the_input(tmp_pat
     assert torch.equal(data.prepare_image(exact, VGG19), cropped)
     with pytest.raises(InputError, match=r"^small\.png: image is 230x200, smaller than the 224x224 that vgg19 needs"):
         data.prepare_image(pixels[:200], VGG19, where="small.png")
-    assert experiments.prepare is data.prepare_image  # the deprecated name
 
 
 # --------------------------------------------------------------------------
@@ -436,7 +435,6 @@ def test_vggface2_face_uses_cut_faces_and_keeps_the_largest_face(tmp_path: Path,
     face = data.vggface2_face(path)
     assert face.shape == (3, 160, 160) and torch.all(face == 0.2)
     assert calls == [((12, 12, 3), 160, str(path))]
-    assert data.crop_face is data.vggface2_face  # the deprecated name
 
 
 # --------------------------------------------------------------------------
@@ -508,7 +506,6 @@ def test_cli_imagenet_select_check_and_embedded(tmp_path: Path, capsys: pytest.C
 
 def test_cli_vggface2_select_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "crop_face", fake_cropper)
     monkeypatch.setattr(data, "vggface2_face", fake_cropper)
     root = make_vggface2(tmp_path / "vgg", identities=3, images=3, noface={"n000001": 1, "n000002": 1,
                                                                               "n000003": 1})
