@@ -30,9 +30,12 @@ import torch
 from torch import nn
 from torchvision.transforms import functional as TF
 
-from mnd import anchors, attack, losses, models
-from mnd.data import embedded_images
-from mnd.imageio import to_tensor
+from mnd import models
+from mnd.core import anchors, attack, losses
+from mnd.core.config import AttackConfig, config_for
+from mnd.core.pixels import quantize
+from mnd.data.embedded import embedded_images
+from mnd.data.imageio import to_tensor
 
 
 def sync(device: torch.device) -> None:
@@ -67,7 +70,7 @@ def batch_of(size: int, side: int, device: torch.device) -> torch.Tensor:
         t = TF.resize(to_tensor(e.pixels.copy()), side, antialias=True)
         imgs.append(TF.center_crop(t, [side, side]))
     x = torch.stack([imgs[i % len(imgs)] for i in range(size)])
-    return attack.quantize(x).to(device)
+    return quantize(x).to(device)
 
 
 def vgg19_random() -> nn.Module:
@@ -77,7 +80,7 @@ def vgg19_random() -> nn.Module:
     return models.freeze(models.Normalized(vgg19(weights=None), models.IMAGENET_MEAN, models.IMAGENET_STD))
 
 
-def never_finishing(config: attack.AttackConfig) -> attack.AttackConfig:
+def never_finishing(config: AttackConfig) -> AttackConfig:
     """The same work per iteration, but steps too small to ever succeed."""
     return config.replace(step_size=1e-12, optimizer="gd")
 
@@ -91,7 +94,7 @@ def per_iteration(run: Callable[[int], object], k: int, device: torch.device, re
 
 def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int, repeats: int, device: torch.device, full: bool) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
-    base = attack.config_for("mnd")
+    base = config_for("mnd")
     for b in sizes:
         x = batch_of(b, side, device)
         with torch.no_grad():
@@ -114,7 +117,7 @@ def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int
             loss, _ = attack.objective(model, z, ref, labels, base)
             (g,) = torch.autograd.grad(loss.sum(), z)
             with torch.no_grad():
-                model(attack.quantize(z - 2e-3 * g.sign()))
+                model(quantize(z - 2e-3 * g.sign()))
 
         t_worst = timed(mnd_worst, device, repeats + 1)
         t_bim = per_iteration(lambda n: anchors.run("bim", model, x, labels, steps=max(n, 1)) if n else anchors.run("bim", model, x, labels, steps=1), k, device, repeats)

@@ -16,11 +16,11 @@ import argparse
 import time
 
 import torch
-
-from mnd import anchors, attack
-from mnd.experiments import run_method
-
 from attack_speed import batch_of, sync, vgg19_random  # type: ignore[import-not-found]
+
+from mnd.core import anchors
+from mnd.core.config import VARIANTS
+from mnd.experiments.methods import run_method
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     device = torch.device(args.device)
     model = vgg19_random().to(device)
     x_all = batch_of(args.images, 224, device)
-    methods = list(attack.VARIANTS) + [m for m in anchors.ANCHORS if m != "rfgsm"]
+    methods = list(VARIANTS) + [m for m in anchors.ANCHORS if m != "rfgsm"]
     total = 0.0
     for targeted in (False, True):
         for method in methods:

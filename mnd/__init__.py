@@ -1,17 +1,16 @@
 """mnd: Minimum Noticeable Difference adversarial privacy-preserving images.
 
 A reproduction of Sun, Jin and Lin, "Minimum Noticeable Difference based
-Adversarial Privacy Preserving Image Generation". Layers, bottom to top (a
-module imports only its own layer or lower; tests/test_layers.py checks it):
+Adversarial Privacy Preserving Image Generation". Folders, bottom to top (a
+folder imports only the ones before it; tests/test_layers.py checks it):
 
-1. ``errors``; ``imageio``, ``losses`` (eqs. 3-19), ``metrics``
-2. ``weights`` (download and cache), ``nets``; ``dlib_resnet``, ``facenet``;
-   ``models`` (the registry); ``gallery``
-3. ``faces`` (detection and crops), ``data`` (test sets, preprocessing)
-4. ``attack`` (Algorithm 1, eqs. 1, 20, 21), ``anchors``
-5. ``experiments``, ``grid``, ``trace``
-6. ``mos``, ``book``
-7. ``attack_cli``, ``cli_data``, ``cli_book``, ``cli``
+1. ``errors``: the exceptions every layer raises
+2. ``core``: the 8-bit grid, the equations, the metrics, Algorithm 1, the anchors
+3. ``models``: weight files, network builders, the registry, the face gallery
+4. ``data``: image files, faces, the test sets, the embedded photos, preprocessing
+5. ``experiments``: methods, result rows, presets, the resumable grid, summaries, traces
+6. ``book``: the reproducibility book (pages, tables, figures, MOS, claims, build)
+7. ``cli``: the ``mnd`` command
 """
 
 __version__ = "0.1.0"

@@ -3,8 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnd import anchors, attack, experiments, grid, mos
-from mnd.attack import quantize
+from mnd import experiments
+from mnd.book import mos
+from mnd.core import anchors, attack
+from mnd.core.anchors import LABELS
+from mnd.core.config import VARIANTS
+from mnd.core.pixels import quantize
 from mnd.errors import InputError
 
 HALF_LEVEL = 0.5 / 255
@@ -85,7 +89,7 @@ def test_one_source_of_method_names_labels_and_orders():
         "pgd", "mifgsm", "bim", "di2fgsm", "rfgsm", "no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd",
     )
     assert experiments.METHODS == experiments.VARIANTS + experiments.ANCHORS
-    assert grid.TABLE_ORDER is experiments.TABLE_ORDER
-    assert mos.LABELS is anchors.LABELS and mos.ANCHOR_ORDER is anchors.MOS_ORDER
+    assert experiments.TABLE_ORDER is experiments.TABLE_ORDER
+    assert LABELS is anchors.LABELS and mos.ANCHOR_ORDER is anchors.MOS_ORDER
     assert [experiments.method_label(m) for m in anchors.PAPER_ANCHORS] == ["PGD", "MIFGSM", "BIM", "DI2FGSM"]
-    assert experiments.method_label("l1_ssim") == attack.VARIANTS["l1_ssim"].label == "l1-norm + SSIM"
+    assert experiments.method_label("l1_ssim") == VARIANTS["l1_ssim"].label == "l1-norm + SSIM"

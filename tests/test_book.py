@@ -1,4 +1,4 @@
-"""mnd.book (display helpers, claims, generated page) and mnd.mos."""
+"""mnd.book (display helpers, claims, generated page) and mnd.book.mos."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from mnd import book, grid, mos
+from mnd import book, experiments
+from mnd.book import mos
+from mnd.data.paths import project_root
 from mnd.errors import InputError, MndError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,7 +68,7 @@ def test_saved_figures_are_reproducible(tmp_path: Path) -> None:
 
 
 def test_ssim_map_matches_the_loss() -> None:
-    from mnd import losses
+    from mnd.core import losses
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 24, 24, generator=g)
@@ -109,7 +110,7 @@ def _summary_rows(mnd_psnr: float) -> list[dict]:
 
 
 def test_claims_follow_the_numbers() -> None:
-    preset = grid.load_preset("tiny")
+    preset = experiments.load_preset("tiny")
     good = {c.title: c for c in book.claims(preset, _summary_rows(48.0))}
     assert [c.verdict for c in good.values()] == ["supported"] * 5 + ["no data"]  # no MOS ratings
     bad = {c.title: c for c in book.claims(preset, _summary_rows(40.0))}
@@ -121,43 +122,43 @@ def test_claims_follow_the_numbers() -> None:
 
 def test_claims_read_the_methods_from_the_preset() -> None:
     rows = _summary_rows(48.0)
-    tiny = grid.load_preset("tiny")
-    assert [r["method"] for r in book.claim_targeted(tiny, grid.summarize(rows, tiny)).rows] == [
+    tiny = experiments.load_preset("tiny")
+    assert [r["method"] for r in book.claim_targeted(tiny, experiments.summarize(rows, tiny)).rows] == [
         "No norm", "l2-norm", "l1-norm", "l2-norm + SSIM", "l1-norm + SSIM", "MND"]
-    preset = grid.load_preset("tiny", ['methods=["mnd", "l1", "pgd"]'])
-    summary = grid.summarize(rows, preset)
+    preset = experiments.load_preset("tiny", ['methods=["mnd", "l1", "pgd"]'])
+    summary = experiments.summarize(rows, preset)
     assert [r["method"] for r in book.claim_targeted(preset, summary).rows] == ["l1-norm", "MND"]
     assert book.claim_pixels(preset, summary).rows == []  # the rows' only anchor, BIM, is not the preset's
-    three = grid.load_preset("tiny", ['methods=["mnd", "l1_ssim", "l1", "l2"]'])
-    compared = [r["comparison"] for r in book.claim_ablation(three, grid.summarize(rows, three)).rows]
+    three = experiments.load_preset("tiny", ['methods=["mnd", "l1_ssim", "l1", "l2"]'])
+    compared = [r["comparison"] for r in book.claim_ablation(three, experiments.summarize(rows, three)).rows]
     assert [c.split(":")[0] for c in compared[:4]] == [
         "l1-norm vs l2-norm", "l1-norm + SSIM vs l1-norm", "MND vs l1-norm + SSIM", "order of 4 settings by PSNR"]
-    with_bim = grid.load_preset("tiny", ['methods=["mnd", "bim"]'])
-    (row, _) = book.claim_pixels(with_bim, grid.summarize(rows, with_bim)).rows
+    with_bim = experiments.load_preset("tiny", ['methods=["mnd", "bim"]'])
+    (row, _) = book.claim_pixels(with_bim, experiments.summarize(rows, with_bim)).rows
     assert row["anchors (all attacked)"] == "BIM 0.8000" and row["holds"]
 
 
 def test_claim_best_uses_the_means_over_all_attacked_images() -> None:
-    preset = grid.load_preset("tiny")
+    preset = experiments.load_preset("tiny")
     rows = _summary_rows(48.0)
     # MND fails on a third image with a heavily perturbed final attempt: best over its successes, not over all
     for setting in ("non-targeted", "targeted"):
         rows.append({"dataset": "imagenet", "setting": setting, "method": "mnd", "image": "c", "success": False,
                      "attacked": True, "psnr": 20.0, "ssim": 0.5, "iterations": 25, "changed_ratio": 0.9,
                      "seconds": 1.0})
-    best = book.claim_best(preset, grid.summarize(rows, preset))
+    best = book.claim_best(preset, experiments.summarize(rows, preset))
     assert best.verdict == "not supported" and "all attacked" in best.note
     assert best.rows[0]["MND PSNR (all attacked)"] == "38.67"  # (48 + 48 + 20) / 3
     assert best.rows[0]["best other PSNR (all attacked)"] == "l1-norm + SSIM 46.00"
 
 
 def test_claims_compare_only_methods_that_made_an_image_adversarial() -> None:
-    preset = grid.load_preset("tiny")
+    preset = experiments.load_preset("tiny")
     rows = _summary_rows(48.0)
     for r in rows:
         if r["method"] in ("l2", "no_norm"):  # failed everywhere, with barely changed images
             r.update(success=False, psnr=70.0, ssim=0.9999)
-    summary = grid.summarize(rows, preset)
+    summary = experiments.summarize(rows, preset)
     ablation = book.claim_ablation(preset, summary)
     compared = {r["comparison"].split(":")[0] for r in ablation.rows}
     assert not any("l2-norm vs" in c or "vs No norm" in c or "vs l2-norm" in c for c in compared)
@@ -168,8 +169,8 @@ def test_claims_compare_only_methods_that_made_an_image_adversarial() -> None:
 
 def test_paper_tables_label_both_means_and_compare_only_the_papers_setup(tmp_path: Path) -> None:
     rows = _summary_rows(48.0)
-    tiny = grid.load_preset("tiny")
-    summary = grid.summarize(rows, tiny)
+    tiny = experiments.load_preset("tiny")
+    summary = experiments.summarize(rows, tiny)
     table = book.paper_table_rows(summary, "imagenet", "non-targeted")
     assert list(table[0]) == ["Method", "PSNR (dB): all attacked", "PSNR (dB): successes", "PSNR (dB): paper",
                               "SSIM: all attacked", "SSIM: successes", "SSIM: paper", "successes (mean iter.)"]
@@ -181,12 +182,12 @@ def test_paper_tables_label_both_means_and_compare_only_the_papers_setup(tmp_pat
     paper = tmp_path / "paper.toml"
     paper.write_text('methods = ["mnd"]\n[datasets.imagenet]\nsource = "imagenet10"\nroot = "/x"\n'
                      'model = "vgg19"\npaper_tables = { non-targeted = "I", targeted = "II" }\n')
-    same = grid.load_preset(paper)
-    row = next(r for r in book.paper_table_rows(grid.summarize(rows, same), "imagenet", "non-targeted")
+    same = experiments.load_preset(paper)
+    row = next(r for r in book.paper_table_rows(experiments.summarize(rows, same), "imagenet", "non-targeted")
                if r["Method"] == "MND")
     assert row["PSNR (dB): Δ (all attacked − paper)"] == "-0.55"
     assert row["SSIM: Δ (all attacked − paper)"] == "-0.5125"
-    caption = book.paper_table_html(same, grid.summarize(rows, same), "imagenet", "targeted")
+    caption = book.paper_table_html(same, experiments.summarize(rows, same), "imagenet", "targeted")
     assert "the paper&#x27;s model and test set" in caption and "Δ = ours (all attacked) − paper" in caption
 
 
@@ -207,13 +208,12 @@ def test_paper_inconsistencies_are_computed_from_the_tables() -> None:
 
 
 def test_reproduction_page_is_generated_and_deterministic(tmp_path: Path) -> None:
-    preset = grid.load_preset("tiny")
+    preset = experiments.load_preset("tiny")
     rows = _summary_rows(48.0)
-    from mnd import experiments
 
     for r in rows:
         r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
-    experiments.write_rows(tmp_path / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    experiments.write_rows(tmp_path / experiments.RESULTS_CSV, rows, experiments.GRID_COLUMNS)
     page = book.reproduction_page(preset, tmp_path)
     assert page == book.reproduction_page(preset, tmp_path)
     assert page.startswith("# What reproduced and what did not")
@@ -230,14 +230,14 @@ def test_reproduction_page_shows_no_machine_path(tmp_path: Path) -> None:
     for r in rows:
         r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
     rows[0]["note"] = f"failed: OSError: cannot read {results / 'x.png'} or {Path.home() / 'y'}"
-    experiments.write_rows(results / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    experiments.write_rows(results / experiments.RESULTS_CSV, rows, experiments.GRID_COLUMNS)
     user = tmp_path / "mine.toml"
-    user.write_text(Path(grid.project_root() / "mnd" / "presets" / "book" / "tiny.toml").read_text())
+    user.write_text(Path(project_root() / "mnd" / "presets" / "book" / "tiny.toml").read_text())
     hparams = tmp_path / "h.toml"
-    hparams.write_text((grid.project_root() / "mnd" / "presets" / "hparams.toml").read_text())
-    preset = grid.load_preset(user, [f"hparams={hparams}"])
+    hparams.write_text((project_root() / "mnd" / "presets" / "hparams.toml").read_text())
+    preset = experiments.load_preset(user, [f"hparams={hparams}"])
     page = book.reproduction_page(preset, results)
-    assert str(tmp_path) not in page and str(Path.home()) + "/" not in page and str(grid.project_root()) not in page
+    assert str(tmp_path) not in page and str(Path.home()) + "/" not in page and str(project_root()) not in page
     assert "<results>/x.png" in page and "mine.toml" in page
 
 
@@ -252,29 +252,29 @@ def test_published_notebooks_hide_parameters_and_machine_paths(tmp_path: Path) -
         nbformat.v4.new_code_cell(f'# Parameters\nresults = "{results}"\n', metadata={"tags": ["injected-parameters"]}),
         nbformat.v4.new_code_cell("print(folder)", outputs=[
             nbformat.v4.new_output("stream", name="stdout", text=f"wrote {results}/figures/a.png\n"),
-            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": f"<{grid.project_root()}>"}),
+            nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": f"<{project_root()}>"}),
         ]),
     ]
-    nb.metadata["papermill"] = {"input_path": str(grid.project_root() / "notebooks" / "a.ipynb"),
+    nb.metadata["papermill"] = {"input_path": str(project_root() / "notebooks" / "a.ipynb"),
                                 "output_path": str(tmp_path / "source" / "a.ipynb"),
                                 "parameters": {"results": str(results), "preset": "tiny"}}
     path = tmp_path / "source" / "a.ipynb"
     path.parent.mkdir()
     nbformat.write(nb, path)
-    book.publish_notebook(path, book.public_paths(grid.load_preset("tiny"), results, tmp_path / "source"))
+    book.publish_notebook(path, book.public_paths(experiments.load_preset("tiny"), results, tmp_path / "source"))
     text = path.read_text()
     back = nbformat.read(path, as_version=4)
     assert back.cells[0].metadata["tags"] == ["parameters", "hide-input"]
     assert back.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
     assert back.cells[2].outputs[1].data["image/png"] == png
-    assert text.count(str(tmp_path)) == 1 and str(grid.project_root()) not in text  # only inside the image data
+    assert text.count(str(tmp_path)) == 1 and str(project_root()) not in text  # only inside the image data
     assert back.cells[2].outputs[0].text == "wrote <results>/figures/a.png\n"
     assert back.metadata["papermill"]["input_path"] == "<checkout>/notebooks/a.ipynb"
     assert back.metadata["papermill"]["parameters"] == {"results": "<results>", "preset": "tiny"}
 
 
 def test_parameters_passed_to_notebooks(tmp_path: Path) -> None:
-    preset = grid.load_preset("tiny", ["max_iter=5"])
+    preset = experiments.load_preset("tiny", ["max_iter=5"])
     params = book.parameters(preset, tmp_path, "01_losses")
     assert params["preset"] == "tiny" and params["overrides"] == ["max_iter=5"]
     assert params["results"] == str(tmp_path.resolve()) and params["image"] == "coffee"
@@ -319,7 +319,7 @@ def test_notebooks_are_thin_and_parametrised() -> None:
     import nbformat
 
     names = sorted(p.stem for p in book.notebook_dir().glob("*.ipynb"))
-    method_names = [f'"{m}"' for m in grid.TABLE_ORDER] + [f"'{m}'" for m in grid.TABLE_ORDER]
+    method_names = [f'"{m}"' for m in experiments.TABLE_ORDER] + [f"'{m}'" for m in experiments.TABLE_ORDER]
     for name in names:
         nb = nbformat.read(book.notebook_dir() / f"{name}.ipynb", as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -336,7 +336,7 @@ def test_notebooks_are_thin_and_parametrised() -> None:
 
 
 def test_methods_split_into_variants_and_anchors() -> None:
-    preset = grid.load_preset("tiny", ['methods=["pgd", "mnd", "l1", "bim"]'])
+    preset = experiments.load_preset("tiny", ['methods=["pgd", "mnd", "l1", "bim"]'])
     assert book.split_methods(preset.methods) == (["l1", "mnd"], ["bim", "pgd"])
     assert book.figure_methods(preset.methods) == ["mnd", "bim", "pgd"]
     assert book.mos_anchors(["rfgsm", *preset.methods]) == ["bim", "pgd"]  # the paper's MOS test has no RFGSM
@@ -349,7 +349,7 @@ def test_setup_reads_the_preset_and_the_results(tmp_path: Path) -> None:
     rows = _summary_rows(48.0)
     for r in rows:
         r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
-    experiments.write_rows(tmp_path / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
+    experiments.write_rows(tmp_path / experiments.RESULTS_CSV, rows, experiments.GRID_COLUMNS)
     ctx = book.setup("tiny", tmp_path, ["max_iter=5"])
     assert ctx.preset.name == "tiny" and ctx.preset.max_iter == 5 and ctx.results == tmp_path
     assert len(ctx.rows) == len(rows) and ctx.figures == tmp_path / "figures"

@@ -8,10 +8,12 @@ import skimage.data
 import torch
 from PIL import Image
 
-from mnd import attack_cli, data, faces, models
-from mnd.cli import main
-from mnd.experiments import COLUMNS
-from mnd.imageio import load_rgb, to_tensor
+from mnd import data, models
+from mnd.cli import attack as attack_cli
+from mnd.cli.main import main
+from mnd.data import faces
+from mnd.data.imageio import load_rgb, to_tensor
+from mnd.experiments.rows import COLUMNS
 
 
 def _write(path, pixels, **kw):

@@ -25,12 +25,11 @@ from PIL import Image
 from torch import nn
 
 from mnd import models
-from mnd.cli import main
-from mnd.errors import InputError
-from mnd.experiments import COLUMNS
-from mnd.faces import FaceCrops
-from mnd.gallery import Gallery
-from mnd.imageio import load_rgb
+from mnd.cli.main import main
+from mnd.data.faces import FaceCrops, enroll_folder
+from mnd.data.imageio import load_rgb
+from mnd.errors import InputError, ModelUnavailableError
+from mnd.experiments.rows import COLUMNS
 from tests.test_imageio import bomb_png, chunk_types
 
 MND = Path(sys.executable).with_name("mnd")
@@ -208,10 +207,10 @@ def test_gallery_from_folder_needs_two_identities(tmp_path, people, enrolled):
     embedder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     if enrolled is None:
         with pytest.raises(InputError) as err:
-            Gallery.from_folder(embedder, gallery, crop=_fake_crop)
+            enroll_folder(embedder, gallery, crop=_fake_crop)
         assert err.value.where == str(gallery) and "at least 2 identities" in err.value.problem
     else:
-        assert Gallery.from_folder(embedder, gallery, crop=_fake_crop).identities == enrolled
+        assert enroll_folder(embedder, gallery, crop=_fake_crop).identities == enrolled
 
 
 # --- 4, 5. unwritable outputs and foreign metrics.csv, found before any work -------------
@@ -252,7 +251,7 @@ def test_read_only_output_folder_is_refused(photos_dir, tmp_path, capsys, no_mod
 
 def test_created_output_folder_is_removed_when_the_model_fails(photos_dir, tmp_path, capsys, monkeypatch):
     def unavailable(name: str) -> nn.Module:
-        raise models.ModelUnavailableError(f"{name}: weights not here")
+        raise ModelUnavailableError(f"{name}: weights not here")
 
     monkeypatch.setattr(models, "load", unavailable)
     out = tmp_path / "new" / "deeper"
@@ -552,7 +551,7 @@ def test_sigint_during_startup_is_one_line_and_status_130(photos_dir, tmp_path):
                 return None
 
         sys.meta_path.insert(0, Interrupt())
-        from mnd.cli import main
+        from mnd.cli.main import main
         sys.exit(main(sys.argv[1:]))
         """
     )

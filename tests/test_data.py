@@ -1,4 +1,4 @@
-"""Tests of mnd.data and mnd.cli_data on tiny generated ImageNet and VGGFace2 folders."""
+"""Tests of mnd.data and mnd.cli.data on tiny generated ImageNet and VGGFace2 folders."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnd import cli_data, data, faces, models
+from mnd import data, models
+from mnd.cli import data as cli_data
+from mnd.data import faces
+from mnd.data.imageio import load_rgb
 from mnd.errors import InputError
-from mnd.imageio import load_rgb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAPER_CLASSES = SHARED / "imagenet-paper-classes"

@@ -12,7 +12,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from mnd.dlib_resnet import (
+from mnd.errors import ModelUnavailableError
+from mnd.models.dlib_resnet import (
     MODEL_SIZE,
     ChipDetails,
     DlibModelFormatError,
@@ -26,9 +27,8 @@ from mnd.dlib_resnet import (
     read_dlib_model,
     similarity_transform,
 )
-from mnd.errors import ModelUnavailableError
-
 from tests.conftest import FIXTURES, needs_fixtures
+
 TOLERANCE = 1e-5  # spec section 6: separates correct from incorrect loaders
 
 

@@ -13,16 +13,14 @@ import torch
 from PIL import Image
 
 import mnd.models
-from mnd.dlib_resnet import DlibResNet, dlib_resnet_v1
+from mnd.data.faces import FaceCrops, cut_faces, dlib_face_chips, gallery_from_folder, mtcnn_crops
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.facenet import inception_resnet_v1_vggface2
-from mnd.faces import FaceCrops, cut_faces, dlib_face_chips, gallery_from_folder, mtcnn_crops
-from mnd.gallery import Gallery
-from mnd.nets import Normalized
-from mnd.weights import vggface2_weights_cached
-
+from mnd.models.dlib_resnet import DlibResNet, dlib_resnet_v1
+from mnd.models.facenet import inception_resnet_v1_vggface2
+from mnd.models.gallery import Gallery
+from mnd.models.nets import Normalized
+from mnd.models.weights import vggface2_weights_cached
 from tests.conftest import FIXTURES, needs_fixtures
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""mnd.grid: presets, the cached and resumable grid, reading and summarising results.
+"""mnd.experiments.grid: presets, the cached and resumable grid, reading and summarising results.
 
 The grid tests use a tiny seeded CNN registered under a test name (32x32
 inputs), so a whole grid runs in seconds on a CPU.
@@ -15,9 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from mnd import data, experiments, faces, grid, models
-from mnd.errors import InputError
-from mnd.imageio import quantize
+from mnd import data, experiments, models
+from mnd.core.pixels import quantize
+from mnd.data import faces
+from mnd.experiments import grid
+from mnd.errors import InputError, ModelUnavailableError
 
 TEST_MODEL = "test_tiny_cnn"
 
@@ -70,7 +72,7 @@ def write_preset(folder: Path, *, methods: str = '["bim", "no_norm"]', extra: st
 
 def table(results: Path) -> list[dict[str, str]]:
     """results.csv without the wall-time column."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in experiments.read_rows(results / grid.RESULTS_CSV)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in experiments.read_rows(results / experiments.RESULTS_CSV)]
 
 
 
@@ -80,47 +82,47 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_packaged_presets_load() -> None:
-    assert {"embedded", "paper", "tiny"} <= set(grid.preset_names())
-    embedded = grid.load_preset("embedded")
+    assert {"embedded", "paper", "tiny"} <= set(experiments.preset_names())
+    embedded = experiments.load_preset("embedded")
     assert embedded.names == ["imagenet", "faces"]
     assert embedded.device == "cpu"
     assert [d.model for d in embedded.datasets] == ["efficientnet_lite0", "dlib_resnet_v1"]
-    tiny = grid.load_preset("tiny")
-    assert all(len(grid.image_names(d)) == 2 for d in tiny.datasets)
+    tiny = experiments.load_preset("tiny")
+    assert all(len(experiments.image_names(d)) == 2 for d in tiny.datasets)
 
 
 def test_paper_preset_needs_the_data_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MND_IMAGENET_ROOT", raising=False)
     monkeypatch.delenv("MND_VGGFACE2_ROOT", raising=False)
     with pytest.raises(InputError, match="imagenet_root"):
-        grid.load_preset("paper")
-    preset = grid.load_preset("paper", [f"imagenet_root={tmp_path}", f"vggface2_root={tmp_path}"])
+        experiments.load_preset("paper")
+    preset = experiments.load_preset("paper", [f"imagenet_root={tmp_path}", f"vggface2_root={tmp_path}"])
     assert preset.dataset("imagenet").root == str(tmp_path)
     assert preset.dataset("faces").root == str(tmp_path)
     assert preset.device == "cuda" and preset.effective_max_iter() == 1000
     monkeypatch.setenv("MND_IMAGENET_ROOT", str(tmp_path / "in"))
     monkeypatch.setenv("MND_VGGFACE2_ROOT", str(tmp_path / "vgg"))
-    assert grid.load_preset("paper").dataset("imagenet").root == str(tmp_path / "in")
+    assert experiments.load_preset("paper").dataset("imagenet").root == str(tmp_path / "in")
 
 
 def test_overrides_and_user_presets(tmp_path: Path, tiny_model: str) -> None:
     path = write_preset(tmp_path)
-    preset = grid.load_preset(str(path), ["max_iter=7", "datasets.photos.limit=1", 'methods=["mnd"]'])
+    preset = experiments.load_preset(str(path), ["max_iter=7", "datasets.photos.limit=1", 'methods=["mnd"]'])
     assert preset.max_iter == 7 and preset.effective_max_iter() == 7
     assert preset.methods == ("mnd",)
-    assert grid.image_names(preset.dataset("photos")) == ["chelsea"]
+    assert experiments.image_names(preset.dataset("photos")) == ["chelsea"]
     assert preset.overrides == ("max_iter=7", "datasets.photos.limit=1", 'methods=["mnd"]')
     with pytest.raises(InputError, match="unknown key"):
-        grid.load_preset(str(path), ["colour=blue"])
+        experiments.load_preset(str(path), ["colour=blue"])
     with pytest.raises(InputError, match="KEY=VALUE"):
-        grid.load_preset(str(path), ["max_iter"])
+        experiments.load_preset(str(path), ["max_iter"])
     with pytest.raises(InputError, match="unknown method"):
-        grid.load_preset(str(path), ['methods=["fgsm"]'])
+        experiments.load_preset(str(path), ['methods=["fgsm"]'])
     with pytest.raises(InputError, match="unknown preset"):
-        grid.load_preset("no-such-preset")
+        experiments.load_preset("no-such-preset")
     (tmp_path / "bad.toml").write_text("name = [")
     with pytest.raises(InputError, match="TOML"):
-        grid.load_preset(tmp_path / "bad.toml")
+        experiments.load_preset(tmp_path / "bad.toml")
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -131,50 +133,50 @@ class Interrupt(Exception):
 
 
 def test_cache_resume_and_same_table(tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    preset = grid.load_preset(write_preset(tmp_path))
+    preset = experiments.load_preset(write_preset(tmp_path))
     stopped, fresh = tmp_path / "stopped", tmp_path / "fresh"
 
-    def stop(done: grid.BatchDone) -> None:
+    def stop(done: experiments.BatchDone) -> None:
         raise Interrupt(done)
 
     with pytest.raises(Interrupt):
-        grid.run_grid(preset, stopped, progress=False, on_batch=stop)
+        experiments.run_grid(preset, stopped, progress=False, on_batch=stop)
     first = table(stopped)
     assert len(first) == 1  # the first batch (one image) was written before the interruption
-    assert grid.png_path(stopped, "photos", first[0]["setting"], first[0]["method"], first[0]["image"]).exists()
+    assert experiments.png_path(stopped, "photos", first[0]["setting"], first[0]["method"], first[0]["image"]).exists()
 
-    resumed = grid.run_grid(preset, stopped, progress=False)
+    resumed = experiments.run_grid(preset, stopped, progress=False)
     assert resumed.computed == 7 and resumed.reused == 1
-    grid.run_grid(preset, fresh, progress=False)
+    experiments.run_grid(preset, fresh, progress=False)
     assert table(stopped) == table(fresh)
     assert len(table(fresh)) == 8  # 2 images x 2 methods x 2 settings
     for row in table(fresh):
-        assert grid.png_path(fresh, "photos", row["setting"], row["method"], row["image"]).exists()
-        assert grid.clean_path(fresh, "photos", row["image"]).exists()
-    assert set(table(fresh)[0]) == set(grid.GRID_COLUMNS) - {"seconds"}
+        assert experiments.png_path(fresh, "photos", row["setting"], row["method"], row["image"]).exists()
+        assert experiments.clean_path(fresh, "photos", row["image"]).exists()
+    assert set(table(fresh)[0]) == set(experiments.GRID_COLUMNS) - {"seconds"}
 
     # a second run finds everything on disk: no attack is run at all
     calls = []
     real = experiments.run_method
-    monkeypatch.setattr(experiments, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(grid, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
     stamps = {p: p.stat().st_mtime_ns for p in fresh.rglob("*.png")}
-    again = grid.run_grid(preset, fresh, progress=False)
+    again = experiments.run_grid(preset, fresh, progress=False)
     assert calls == [] and again.computed == 0 and again.reused == 8
     assert {p: p.stat().st_mtime_ns for p in fresh.rglob("*.png")} == stamps
-    run = grid.read_run(fresh)
+    run = experiments.read_run(fresh)
     assert len(run["history"]) == 2 and run["versions"]["torch"] != "not installed"
     assert run["datasets"]["photos"]["status"] == "ok"
 
     # a missing PNG, or another iteration cap, is recomputed
-    grid.png_path(fresh, "photos", "targeted", "no_norm", "coffee").unlink()
-    assert grid.run_grid(preset, fresh, progress=False).computed == 1
-    capped = grid.load_preset(write_preset(tmp_path), ["max_iter=31"])
-    assert grid.run_grid(capped, fresh, progress=False).computed == 4  # no_norm only: bim has no cap
+    experiments.png_path(fresh, "photos", "targeted", "no_norm", "coffee").unlink()
+    assert experiments.run_grid(preset, fresh, progress=False).computed == 1
+    capped = experiments.load_preset(write_preset(tmp_path), ["max_iter=31"])
+    assert experiments.run_grid(capped, fresh, progress=False).computed == 4  # no_norm only: bim has no cap
 
 
 def test_failed_batches_are_recorded_and_retried(tmp_path: Path, tiny_model: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    preset = grid.load_preset(write_preset(tmp_path), ['settings=["non-targeted"]'])
+    preset = experiments.load_preset(write_preset(tmp_path), ['settings=["non-targeted"]'])
     real = experiments.run_method
 
     def broken(model, x, labels, method, **kw):  # type: ignore[no-untyped-def]
@@ -182,29 +184,29 @@ def test_failed_batches_are_recorded_and_retried(tmp_path: Path, tiny_model: str
             raise RuntimeError("boom")
         return real(model, x, labels, method, **kw)
 
-    monkeypatch.setattr(experiments, "run_method", broken)
-    report = grid.run_grid(preset, tmp_path / "r", progress=False)
+    monkeypatch.setattr(grid, "run_method", broken)
+    report = experiments.run_grid(preset, tmp_path / "r", progress=False)
     assert report.failed == 2
-    rows = grid.read_results(tmp_path / "r")
+    rows = experiments.read_results(tmp_path / "r")
     bad = [r for r in rows if r["method"] == "no_norm"]
     assert all(not r["success"] and math.isnan(r["psnr"]) and "boom" in r["note"] for r in bad)
     with pytest.raises(RuntimeError, match="boom"):
-        grid.run_grid(preset, tmp_path / "r", progress=False, errors="raise")
-    monkeypatch.setattr(experiments, "run_method", real)
-    assert grid.run_grid(preset, tmp_path / "r", progress=False).computed == 2
+        experiments.run_grid(preset, tmp_path / "r", progress=False, errors="raise")
+    monkeypatch.setattr(grid, "run_method", real)
+    assert experiments.run_grid(preset, tmp_path / "r", progress=False).computed == 2
 
 
 def test_unavailable_dataset_is_skipped_with_its_reason(tmp_path: Path, tiny_model: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    preset = grid.load_preset(write_preset(tmp_path))
+    preset = experiments.load_preset(write_preset(tmp_path))
 
     def missing(*a, **k):  # type: ignore[no-untyped-def]
-        raise models.ModelUnavailableError("weights not here")
+        raise ModelUnavailableError("weights not here")
 
     monkeypatch.setattr(grid, "open_dataset", missing)
-    report = grid.run_grid(preset, tmp_path / "r", progress=False)
+    report = experiments.run_grid(preset, tmp_path / "r", progress=False)
     assert report.datasets["photos"] == {"status": "skipped", "reason": "ModelUnavailableError: weights not here"}
-    assert grid.read_run(tmp_path / "r")["datasets"]["photos"]["status"] == "skipped"
+    assert experiments.read_run(tmp_path / "r")["datasets"]["photos"]["status"] == "skipped"
 
 
 # --- reading back and summarising -------------------------------------------------------------
@@ -216,11 +218,11 @@ def _row(method: str, image: str, success: bool, psnr: float, ssim: float, setti
 
 
 def test_summarize_gives_means_over_all_attacked_and_over_successes(tmp_path: Path, tiny_model: str) -> None:
-    preset = grid.load_preset(write_preset(tmp_path))
+    preset = experiments.load_preset(write_preset(tmp_path))
     rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", True, 40.0, 0.97), _row("mnd", "c", False, 30.0, 0.9),
             _row("bim", "a", True, 34.0, 0.9)]
     rows[2]["changed_ratio"], rows[2]["iterations"] = 0.8, 30
-    summary = grid.summarize(rows, preset)
+    summary = experiments.summarize(rows, preset)
     assert [s["method"] for s in summary] == ["bim", "mnd"]  # the paper's row order
     mnd = summary[1]
     assert (mnd["attacked"], mnd["succeeded"], mnd["measured"]) == (3, 2, 3)
@@ -234,13 +236,13 @@ def test_summarize_gives_means_over_all_attacked_and_over_successes(tmp_path: Pa
     assert mnd["changed_ratio_success_mean"] == pytest.approx(0.5) and mnd["iterations_success_mean"] == 10
     assert mnd["paper_table"] == "I" and mnd["paper_psnr_mean"] == pytest.approx(48.55)
     assert math.isnan(summary[0]["psnr_all_std"]) and math.isnan(summary[0]["psnr_success_std"])  # one image: no std
-    assert set(grid.OVER.values()) == {"all attacked", "successes"}
+    assert set(experiments.OVER.values()) == {"all attacked", "successes"}
 
 
 def test_summarize_keeps_unchanged_images_and_leaves_out_attacks_that_raised(tmp_path: Path, tiny_model: str) -> None:
     rows = [_row("mnd", "a", False, math.inf, 1.0), _row("mnd", "b", True, 40.0, 0.97),
             _row("mnd", "c", False, math.nan, math.nan)]
-    (mnd,) = grid.summarize(rows)
+    (mnd,) = experiments.summarize(rows)
     assert (mnd["attacked"], mnd["measured"]) == (3, 2)
     assert math.isinf(mnd["psnr_all_mean"]) and math.isnan(mnd["psnr_all_std"])  # an unchanged image: PSNR inf
     assert mnd["psnr_success_mean"] == pytest.approx(40.0) and mnd["ssim_all_mean"] == pytest.approx(0.985)
@@ -248,8 +250,8 @@ def test_summarize_keeps_unchanged_images_and_leaves_out_attacks_that_raised(tmp
 
 def test_differences_from_the_paper_only_for_the_papers_model_and_data(tmp_path: Path, tiny_model: str) -> None:
     rows = [_row("mnd", "a", True, 50.0, 0.99), _row("mnd", "b", False, 40.0, 0.97)]
-    other = grid.load_preset(write_preset(tmp_path))
-    (mine,) = grid.summarize(rows, other)
+    other = experiments.load_preset(write_preset(tmp_path))
+    (mine,) = experiments.summarize(rows, other)
     assert not mine["same_as_paper"] and math.isnan(mine["psnr_all_diff"]) and math.isnan(mine["ssim_all_diff"])
     assert mine["paper_psnr_mean"] == pytest.approx(48.55)  # the paper's value is still there, for reference
     paper = tmp_path / "paper.toml"
@@ -262,8 +264,8 @@ def test_differences_from_the_paper_only_for_the_papers_model_and_data(tmp_path:
         model = "vgg19"
         paper_tables = {{ non-targeted = "I", targeted = "II" }}
         """))
-    same = grid.load_preset(paper)
-    (theirs,) = grid.summarize(rows, same)
+    same = experiments.load_preset(paper)
+    (theirs,) = experiments.summarize(rows, same)
     assert theirs["same_as_paper"] and theirs["psnr_all_diff"] == pytest.approx(45.0 - 48.55)
     assert theirs["ssim_all_diff"] == pytest.approx(0.98 - 0.9925)
     spec = same.dataset("photos")
@@ -272,8 +274,8 @@ def test_differences_from_the_paper_only_for_the_papers_model_and_data(tmp_path:
     for change in ({"model": "efficientnet_lite0"}, {"source": "folder"}, {"limit": 10},
                    {"paper_tables": (("non-targeted", "VI"),)}):
         assert not dataclasses.replace(spec, **change).same_as_paper("non-targeted"), change
-    packaged = {name: grid.load_preset(name, [f"{k}_root={tmp_path}" for k in ("imagenet", "vggface2")]
-                                       if name == "paper" else []) for name in grid.preset_names()}
+    packaged = {name: experiments.load_preset(name, [f"{k}_root={tmp_path}" for k in ("imagenet", "vggface2")]
+                                       if name == "paper" else []) for name in experiments.preset_names()}
     verdicts = {name: [d.same_as_paper(st) for d in p.datasets for st in p.settings] for name, p in packaged.items()}
     assert verdicts == {"embedded": [False] * 4, "paper": [True] * 4, "tiny": [False] * 4}
 
@@ -281,12 +283,12 @@ def test_differences_from_the_paper_only_for_the_papers_model_and_data(tmp_path:
 def test_read_results_types_the_columns(tmp_path: Path) -> None:
     rows = [{**_row("mnd", "a", True, 50.0, 0.99), "model": "m", "targeted": False, "clean_label": 3,
              "adv_label": 4, "target_label": "", "note": "", "seed": 0, "task": "imagenet", "max_iter": 1000}]
-    experiments.write_rows(tmp_path / grid.RESULTS_CSV, rows, grid.GRID_COLUMNS)
-    back = grid.read_results(tmp_path)[0]
+    experiments.write_rows(tmp_path / experiments.RESULTS_CSV, rows, experiments.GRID_COLUMNS)
+    back = experiments.read_results(tmp_path)[0]
     assert back["success"] is True and back["targeted"] is False and back["attacked"] is True
     assert back["clean_label"] == 3 and back["target_label"] is None and back["max_iter"] == 1000
     assert back["psnr"] == pytest.approx(50.0)
-    assert grid.read_results(tmp_path / "none") == []
+    assert experiments.read_results(tmp_path / "none") == []
 
 
 @pytest.mark.parametrize(
@@ -301,7 +303,7 @@ def test_read_results_types_the_columns(tmp_path: Path) -> None:
 )
 def test_bad_whole_number_settings_name_the_preset_and_key(override, problem):
     with pytest.raises(InputError) as exc:
-        grid.load_preset("tiny", [override])
+        experiments.load_preset("tiny", [override])
     assert str(exc.value).startswith("tiny.toml: ") and problem in str(exc.value)
 
 
@@ -309,12 +311,12 @@ def test_bad_whole_number_settings_name_the_preset_and_key(override, problem):
 
 
 def test_open_dataset_prepares_photos_with_the_one_preprocessing_function(tmp_path, tiny_model):
-    preset = grid.load_preset(write_preset(tmp_path))
-    opened = grid.open_dataset(preset, preset.dataset("photos"))
+    preset = experiments.load_preset(write_preset(tmp_path))
+    opened = experiments.open_dataset(preset, preset.dataset("photos"))
     assert [it.name for it in opened.items] == ["chelsea", "coffee"]
     photos = {im.name: im.pixels for im in data.embedded_images(["chelsea", "coffee"])}
     for it in opened.items:
-        assert isinstance(it, grid.DatasetImage) and it.label is None
+        assert isinstance(it, experiments.DatasetImage) and it.label is None
         assert torch.equal(it.tensor, data.prepare_image(photos[it.name], models.spec(TEST_MODEL)))
 
 
@@ -332,8 +334,8 @@ def test_open_dataset_cuts_faces_as_the_models_spec_says(tmp_path, monkeypatch, 
         images = ["astronaut"]
         model = "{spec.name}"
         """))
-    preset = grid.load_preset(path)
-    (item,) = grid.open_dataset(preset, preset.dataset("faces")).items
+    preset = experiments.load_preset(path)
+    (item,) = experiments.open_dataset(preset, preset.dataset("faces")).items
     pixels = data.embedded_images(["astronaut"])[0].pixels
     assert item.tensor.shape == (3, size, size)
     assert torch.equal(item.tensor, quantize(faces.cut_faces(pixels, spec, where="astronaut").faces[0]))

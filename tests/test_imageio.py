@@ -1,4 +1,4 @@
-"""mnd.imageio: upright 8-bit RGB in, metadata-free files out, written atomically with the umask's permissions."""
+"""mnd.data.imageio: upright 8-bit RGB in, metadata-free files out, written atomically with the umask's permissions."""
 
 from __future__ import annotations
 
@@ -15,18 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from mnd.errors import InputError
-from mnd.imageio import (
+from mnd.core.pixels import quantize
+from mnd.data.imageio import (
     atomic_open,
     check_writable_dir,
     current_umask,
     list_images,
     load_rgb,
-    quantize,
     remove_created,
     save_png,
     to_tensor,
 )
+from mnd.errors import InputError
 
 ORIENTATION = 0x0112
 

@@ -9,6 +9,8 @@ below it. Three checks:
 - each module imported alone in a fresh interpreter (``python -c``): no module
   of a higher layer ends up in ``sys.modules``, so no import hides behind
   another;
+- every folder (core, models, data, experiments, book, cli) imports only the folders
+  listed before it in :data:`FOLDERS`;
 - imports of ``mnd`` modules sit at module top, except in the command line's
   entry point, which defers them so that ``mnd --help`` and Ctrl-C during
   start-up stay fast and clean.
@@ -27,29 +29,47 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import mnd
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),                                # bottom: the exceptions every layer raises
-    ("imageio", "losses", "metrics"),           # bottom: 8-bit images and files, the equations, the measures
-    ("weights", "nets"),                        # models: weight files (download, cache), the network contract
-    ("dlib_resnet", "facenet"),                 # models: network builders
-    ("models",),                                # models: the registry (imports the builders)
-    ("gallery",),                               # models: logits over enrolled identities
-    ("faces",),                                 # data: face detection and the one face-crop choice
-    ("data",),                                  # data: test sets, embedded photos, preprocessing
-    ("attack",),                                # engine: Algorithm 1
-    ("anchors",),                               # engine: the torchattacks anchors
-    ("experiments",),                           # experiments: methods, result rows
-    ("grid",),                                  # experiments: presets, the resumable grid
-    ("trace",),                                 # experiments: loss traces of one attack
-    ("mos",),                                   # book: the subjective test
-    ("book",),                                  # book: tables, figures, claims, build
-    ("attack_cli", "cli_data", "cli_book"),     # command line: the sub-commands
-    ("cli",),                                   # command line: the entry point
+    ("errors",),                                    # bottom: the exceptions every layer raises
+    ("core.pixels", "core.losses", "core.metrics"),  # core: the 8-bit grid, the equations, the measures
+    ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
+    ("core.attack",),                               # core: Algorithm 1
+    ("core.anchors",),                              # core: the torchattacks anchors
+    ("core",),
+    ("models.weights", "models.nets"),              # models: weight files, the network contract
+    ("models.dlib_resnet", "models.facenet"),       # models: network builders
+    ("models.registry",),                           # models: every model by name
+    ("models.gallery",),                            # models: logits over enrolled identities
+    ("models",),
+    ("data.paths", "data.imageio"),                 # data: the project's folders, 8-bit image files
+    ("data.faces",),                                # data: face detection, the one face-crop choice
+    ("data.prepare",),                              # data: the one preprocessing
+    ("data.testsets", "data.embedded"),             # data: the paper's test sets, the embedded photos
+    ("data",),
+    ("experiments.methods",),                       # experiments: every method by name
+    ("experiments.rows",),                          # experiments: the one row schema
+    ("experiments.presets",),                       # experiments: presets
+    ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
+    ("experiments.trace",),                         # experiments: loss traces of one attack
+    ("experiments",),
+    ("book.mos",),                                  # book: the subjective test (protocol, tables)
+    ("book.pages",),                                # book: pages and the notebooks' setup
+    ("book.tables",),                               # book: tables
+    ("book.figures",),                              # book: figures
+    ("book.claims",),                               # book: the verdict page
+    ("book.mos_page",),                             # book: the MOS page
+    ("book.build",),                                # book: the build
+    ("book",),
+    ("cli.attack", "cli.data", "cli.book"),         # command line: the sub-commands
+    ("cli.main",),                                  # command line: the entry point
+    ("cli", "cli.__main__"),
 )
+"""Modules bottom to top; a row ``("core",)`` is the package's ``__init__`` (it may re-export its modules)."""
+
+FOLDERS: tuple[str, ...] = ("errors", "core", "models", "data", "experiments", "book", "cli")
+"""The sub-packages bottom to top: a folder imports only the folders before it (and itself)."""
 
 DATA_PACKAGES: tuple[str, ...] = ("presets",)
 """Folders of data files read with importlib.resources (no code): below everything."""
@@ -58,7 +78,7 @@ RANK: dict[str, int] = {f"mnd.{name}": rank for rank, row in enumerate(LAYERS) f
 RANK["mnd"] = 0  # the package itself holds only the version
 RANK.update({f"mnd.{name}": 0 for name in DATA_PACKAGES})
 
-LAZY_MND_IMPORTS_ALLOWED = {"mnd.cli"}
+LAZY_MND_IMPORTS_ALLOWED = {"mnd.cli.main"}
 """Modules that may import ``mnd`` modules inside functions (start-up speed of the command line)."""
 
 PACKAGE_DIR = Path(mnd.__file__).resolve().parent
@@ -86,11 +106,10 @@ def _imports_in(source: str) -> list[tuple[str, int, bool]]:
                 found.extend((a.name, child.lineno, in_function) for a in child.names
                              if a.name == "mnd" or a.name.startswith("mnd."))
             elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                if child.module == "mnd":  # from mnd import attack, data (or __version__)
-                    found.extend((f"mnd.{a.name}" if f"mnd.{a.name}" in RANK else "mnd", child.lineno, in_function)
-                                 for a in child.names)
-                elif child.module.startswith("mnd."):
-                    found.append((child.module, child.lineno, in_function))
+                if child.module == "mnd" or child.module.startswith("mnd."):
+                    # from mnd import data / from mnd.core import attack (modules) or from mnd.core.attack import x
+                    found.extend((f"{child.module}.{a.name}" if f"{child.module}.{a.name}" in RANK else child.module,
+                                  child.lineno, in_function) for a in child.names)
             visit(child, nested)
 
     visit(ast.parse(source), False)
@@ -133,9 +152,22 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _folder(module: str) -> int:
+    """The rank of a module's folder in :data:`FOLDERS` (``mnd`` itself: the bottom; unknown: the top)."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in DATA_PACKAGES:
+        return 0
+    return FOLDERS.index(parts[1]) if parts[1] in FOLDERS else len(FOLDERS)
+
+
 def _higher(module: str, loaded: list[str]) -> list[str]:
-    """The modules of ``loaded`` in a layer above ``module``'s."""
-    return [m for m in loaded if RANK.get(m, 10**6) > RANK[module]]
+    """The modules of ``loaded`` in a folder above ``module``'s.
+
+    Importing a module runs its package's ``__init__`` first, which loads the
+    package's other modules: so a fresh import is checked folder by folder, and
+    the order inside a folder by the source check.
+    """
+    return [m for m in loaded if _folder(m) > _folder(module)]
 
 
 def test_every_module_has_a_layer() -> None:
@@ -147,6 +179,13 @@ def test_every_module_has_a_layer() -> None:
     assert not stale, f"LAYERS names modules that no longer exist: {stale}"
 
 
+def test_folders_import_only_folders_below() -> None:
+    upward = [f"{m} imports {target} (line {line})" for m in _modules() for target, line, _ in _mnd_imports(m)
+              if _folder(target) > _folder(m)]
+    assert not upward, "a folder imports a folder above it:\n" + "\n".join(upward)
+    assert [_folder(f"mnd.{name}.x") for name in FOLDERS] == list(range(len(FOLDERS)))
+
+
 def test_imports_point_down_and_form_no_cycle() -> None:
     imports = {m: [i for i in _mnd_imports(m) if i[0] != m] for m in _modules()}
     upward = _upward(imports)
@@ -156,17 +195,20 @@ def test_imports_point_down_and_form_no_cycle() -> None:
 
 
 def test_the_source_checks_catch_an_upward_import_and_a_cycle() -> None:
-    source = "from mnd import grid, errors\n\ndef f():\n    import mnd.cli\n    from mnd.faces import cut_faces\n"
+    source = ("from mnd.experiments import grid\nfrom mnd import errors, data\n\ndef f():\n    import mnd.cli\n"
+              "    from mnd.data.faces import cut_faces\n")
     found = _imports_in(source)
-    assert found == [("mnd.grid", 1, False), ("mnd.errors", 1, False), ("mnd.cli", 4, True),
-                     ("mnd.faces", 5, True)]
-    upward = _upward({"mnd.metrics": found})
-    assert len(upward) == 3 and all("mnd.metrics (layer 1)" in line for line in upward)
+    assert found == [("mnd.experiments.grid", 1, False), ("mnd.errors", 2, False), ("mnd.data", 2, False),
+                     ("mnd.cli", 5, True), ("mnd.data.faces", 6, True)]
+    upward = _upward({"mnd.core.metrics": found})
+    assert len(upward) == 4 and all("mnd.core.metrics (layer 1)" in line for line in upward)
     assert not _upward({"mnd.cli": found})
+    assert _upward({"mnd.data.faces": [("mnd.data", 1, False)]})  # a module may not import its own package
     assert _cycle({"mnd.a": {"mnd.b"}, "mnd.b": {"mnd.c"}, "mnd.c": {"mnd.a"}}) == ["mnd.a", "mnd.b", "mnd.c",
                                                                                     "mnd.a"]
     assert _cycle({"mnd.a": {"mnd.b"}, "mnd.b": set()}) is None
-    assert _higher("mnd.models", ["mnd", "mnd.errors", "mnd.weights", "mnd.faces"]) == ["mnd.faces"]
+    assert _higher("mnd.models.registry", ["mnd", "mnd.errors", "mnd.models.weights", "mnd.data.faces"]) == [
+        "mnd.data.faces"]
 
 
 def test_mnd_imports_sit_at_module_top() -> None:
@@ -232,7 +274,7 @@ def _loaded_alone(modules: list[str]) -> dict[str, list[str] | str]:
 
 
 def test_importing_each_module_alone_loads_no_higher_layer() -> None:
-    modules = _modules()
+    modules = [m for m in _modules() if not m.endswith(".__main__")]  # importing __main__ runs the command
     loaded = _loaded_alone(modules)
     problems = []
     for module in modules:
@@ -243,4 +285,4 @@ def test_importing_each_module_alone_loads_no_higher_layer() -> None:
             problems.append(f"import {module} (layer {RANK[module]}) loads higher layers: {_higher(module, got)}")
     assert not problems, "\n".join(problems)
     assert loaded["mnd.errors"] == ["mnd", "mnd.errors"]  # the probe sees what an import loads, nothing more
-    assert "mnd.grid" in loaded["mnd.cli_book"] and "mnd.models" in loaded["mnd.data"]
+    assert "mnd.experiments.grid" in loaded["mnd.cli.book"] and "mnd.models" in loaded["mnd.data"]

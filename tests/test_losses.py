@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from mnd import losses
+from mnd.core import losses
 
 
 def test_non_targeted_eq3_by_hand():

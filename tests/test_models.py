@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 
 import pytest
 import torch
 
 from mnd import models
+from mnd.models import weights
 from mnd.errors import InputError, ModelUnavailableError
 from tests.conftest import shared_path
 
@@ -54,8 +56,8 @@ def test_efficientnet_lite0_top1_on_the_paper_classes(effnet):
 def test_efficientnet_lite0_recognises_embedded_photos(effnet, photos):
     from pathlib import Path
 
-    from mnd.data import prepare_image
-    from mnd.imageio import LoadedImage
+    from mnd.data.imageio import LoadedImage
+    from mnd.data.prepare import prepare_image
 
     spec = models.spec("efficientnet_lite0")
     x = torch.stack([prepare_image(LoadedImage(Path(k), v), spec) for k, v in photos.items()])
@@ -66,7 +68,7 @@ def test_efficientnet_lite0_recognises_embedded_photos(effnet, photos):
 
 
 def test_normalized_is_the_one_input_wrapper_and_freeze_the_one_freezer():
-    from mnd import nets
+    from mnd.models import nets
 
     net = torch.nn.Conv2d(3, 2, 1)
     wrapped = models.freeze(models.Normalized(net, models.IMAGENET_MEAN, models.IMAGENET_STD))
@@ -92,3 +94,19 @@ def test_available_asks_each_specs_own_cache_probe(monkeypatch, tmp_path):
                             embedding=False, builder=torch.nn.Identity, weights_hint="test")
     monkeypatch.setitem(models.REGISTRY, "bare", bare)
     assert not models.available("bare")
+
+
+def test_a_download_is_checked_against_the_hash_in_its_name(tmp_path, monkeypatch):
+    state = {"w": torch.arange(4.0)}
+    source = tmp_path / "source.pth"
+    torch.save(state, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("MND_OFFLINE", raising=False)
+    good = f"net-{digest[:8]}.pth"
+    assert torch.equal(weights.hub_checkpoint(source.as_uri(), good)["w"], state["w"])
+    assert weights.hub_cached(good)
+    bad = f"net-{'0' * 8 if digest[:8] != '0' * 8 else '1' * 8}.pth"
+    with pytest.raises(ModelUnavailableError, match="SHA-256 does not start with"):
+        weights.hub_checkpoint(source.as_uri(), bad)
+    assert sorted(p.name for p in (tmp_path / "hub" / "checkpoints").iterdir()) == [good]  # nothing else cached

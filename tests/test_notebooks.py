@@ -11,7 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mnd import book, grid
+from mnd import book, experiments
+from mnd.data.paths import project_root
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("book")
-    preset = grid.load_preset("tiny")
+    preset = experiments.load_preset("tiny")
     report = book.build(preset, results=root / "results", out=root / "out", source=root / "source",
                         progress=False, log=lambda line: None)
     return {"root": root, "preset": preset, "report": report}
@@ -63,7 +64,7 @@ TEXT_SUFFIXES = (".html", ".ipynb", ".md", ".txt", ".js", ".json")
 def test_no_machine_path_in_the_built_book(built: dict) -> None:
     html = built["report"].index.parent
     root = built["root"]
-    forbidden = {str(p) for folder in (root, root / "results", root / "out", root / "source", grid.project_root())
+    forbidden = {str(p) for folder in (root, root / "results", root / "out", root / "source", project_root())
                  for p in (folder, folder.resolve())}
     forbidden.add(str(Path.home()) + "/")
     files = [p for p in html.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES]
@@ -108,14 +109,14 @@ def test_figures_written_once_and_reproducibly(built: dict) -> None:
 def test_second_run_reuses_every_result(built: dict) -> None:
     root = built["root"]
     stamps = {p: p.stat().st_mtime_ns for p in (root / "results").rglob("*.png") if "figures" not in p.parts}
-    rows = (root / "results" / grid.RESULTS_CSV).read_text()
-    again = grid.run_grid(built["preset"], root / "results", progress=False)
+    rows = (root / "results" / experiments.RESULTS_CSV).read_text()
+    again = experiments.run_grid(built["preset"], root / "results", progress=False)
     first = built["report"].grid
     # only attacks that raised the first time are tried again (they have no PNG)
     assert again.computed == again.failed == first.failed
     assert again.reused == first.computed + first.reused - first.failed
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert (root / "results" / grid.RESULTS_CSV).read_text() == rows
+    assert (root / "results" / experiments.RESULTS_CSV).read_text() == rows
 
 
 def test_a_skipped_dataset_degrades_gracefully(built: dict, tmp_path: Path) -> None:
@@ -124,9 +125,9 @@ def test_a_skipped_dataset_degrades_gracefully(built: dict, tmp_path: Path) -> N
 
     results = tmp_path / "results"
     shutil.copytree(built["root"] / "results", results)
-    run = json.loads((results / grid.RUN_JSON).read_text())
+    run = json.loads((results / experiments.RUN_JSON).read_text())
     run["datasets"]["faces"] = {"status": "skipped", "reason": "ModelUnavailableError: no face model here"}
-    (results / grid.RUN_JSON).write_text(json.dumps(run))
+    (results / experiments.RUN_JSON).write_text(json.dumps(run))
     (path,) = book.execute_notebooks(built["preset"], results, tmp_path / "source", names=["03_faces"],
                                      log=lambda line: None)
     nb = nbformat.read(path, as_version=4)

@@ -1,4 +1,4 @@
-"""mnd.trace: per-iteration traces of Algorithm 1."""
+"""mnd.experiments.trace: per-iteration traces of Algorithm 1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnd import attack, trace
+from mnd.core import attack
+from mnd.core.config import config_for
+from mnd.experiments import trace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("variant,targeted", [("mnd", False), ("l1_ssim", True), ("no_norm", True)])
 def test_trace_stops_where_generate_stops(linear_model: nn.Module, images: torch.Tensor, variant: str,
                                           targeted: bool) -> None:
-    config = attack.config_for(variant, targeted=targeted, max_iter=300, step_size=1e-3)
+    config = config_for(variant, targeted=targeted, max_iter=300, step_size=1e-3)
     for x in images[:2]:
         steps = trace.run(linear_model, x, None, variant, targeted=targeted, max_iter=300, step_size=1e-3)
         result = attack.generate(linear_model, x[None], None, config=config)
@@ -41,7 +43,7 @@ def test_trace_under_amp_has_one_row_per_iteration(linear_model: nn.Module, imag
     from tests.test_attack import _Flatters
 
     model = _Flatters(linear_model, images[:1])  # each low-precision success is rejected in float32
-    config = attack.config_for("mnd", max_iter=300, step_size=1e-3, amp=True)
+    config = config_for("mnd", max_iter=300, step_size=1e-3, amp=True)
     rows = trace.run(model, images[0], None, "mnd", max_iter=300, step_size=1e-3, amp=True)
     result = attack.generate(model, images[:1], config=config)
     assert result.extras["float32_fallback"] == 1 and result.success.all()

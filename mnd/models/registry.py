@@ -1,11 +1,11 @@
 """Model registry: every model takes RGB images in [0, 1] and returns logits.
 
-Normalization lives inside the wrapper (:class:`mnd.nets.Normalized`), so
+Normalization lives inside the wrapper (:class:`mnd.models.nets.Normalized`), so
 attacks (ours and torchattacks') see the same contract: ``model(x)`` with
 ``x`` of shape (N, 3, H, W) in [0, 1]. A :class:`ModelSpec` also says how a
 photo becomes the model's input: resized and centre-cropped
 (:func:`mnd.data.prepare_image`) or cut as a face (``face_crop``,
-:func:`mnd.faces.cut_faces`).
+:func:`mnd.data.faces.cut_faces`).
 
 The registry imports the network builders; builders never import the
 registry.
@@ -27,12 +27,13 @@ import torch
 from torch import nn
 from torchvision.models import vgg19
 
-from mnd import weights
-from mnd.dlib_resnet import dlib_resnet_v1
+from mnd.core.config import TASKS, Task
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.facenet import inception_resnet_v1_vggface2
-from mnd.nets import TASKS, Normalized, Task, freeze
-from mnd.weights import VGG19_URL, efficientnet_lite0_weights
+from mnd.models import weights
+from mnd.models.dlib_resnet import dlib_resnet_v1
+from mnd.models.facenet import inception_resnet_v1_vggface2
+from mnd.models.nets import Normalized, freeze
+from mnd.models.weights import VGG19_URL, efficientnet_lite0_weights
 
 FaceCrop = Literal["dlib_chip", "mtcnn"]
 """How a face model's input is cut from a photo: ``dlib_chip`` (150x150, aligned
@@ -177,7 +178,7 @@ register(
 )
 
 
-# --- face models (mnd.dlib_resnet, mnd.facenet) ------------------------------------
+# --- face models (mnd.models.dlib_resnet, mnd.models.facenet) ------------------------------------
 
 register(
     ModelSpec(

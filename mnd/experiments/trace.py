@@ -1,6 +1,6 @@
 """Per-iteration traces of Algorithm 1, for the book's look at each term of eq. (7).
 
-:func:`run` runs :func:`mnd.attack.generate` on ONE image and records, through
+:func:`run` runs :func:`mnd.core.attack.generate` on ONE image and records, through
 its ``observer`` hook, what the 8-bit image looks like to the model and to
 each loss term at every iteration: the trace is generate's own run, so it
 stops where ``generate`` stops (tests/test_trace.py checks this).
@@ -19,8 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnd import attack, grid, losses, metrics
-from mnd.imageio import atomic_open
+from mnd.core import attack, losses, metrics
+from mnd.core.config import VARIANTS, AttackConfig, Task, config_for
+from mnd.core.pixels import quantize
+from mnd.data.imageio import atomic_open
+from mnd.experiments.grid import open_dataset
+from mnd.experiments.presets import threads
 
 TRACE_COLUMNS = [
     "variant", "iteration", "goal", "goal_prob", "top_label", "adversarial", "adv_loss", "l1", "l2", "ssim",
@@ -52,7 +56,7 @@ def terms(z: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _row(variant: str, record: attack.StepRecord, x: torch.Tensor, config: attack.AttackConfig) -> dict[str, Any]:
+def _row(variant: str, record: attack.StepRecord, x: torch.Tensor, config: AttackConfig) -> dict[str, Any]:
     """One trace row: what the model and each loss term see in the 8-bit image of ``record`` (one image)."""
     zq, logits, goal = record.image, record.logits, int(record.goal[0])
     t = terms(zq, x)
@@ -82,9 +86,9 @@ def _row(variant: str, record: attack.StepRecord, x: torch.Tensor, config: attac
 
 
 class _Recorder:
-    """An observer of :func:`mnd.attack.generate` on one image that keeps a trace row per iteration."""
+    """An observer of :func:`mnd.core.attack.generate` on one image that keeps a trace row per iteration."""
 
-    def __init__(self, variant: str, x: torch.Tensor, config: attack.AttackConfig) -> None:
+    def __init__(self, variant: str, x: torch.Tensor, config: AttackConfig) -> None:
         self.variant, self.x, self.config = variant, x, config
         self.rows: list[dict[str, Any]] = []
 
@@ -97,7 +101,7 @@ class _Recorder:
 
 
 def _clean_record(model: nn.Module, x: torch.Tensor, result: attack.AttackResult,
-                  config: attack.AttackConfig) -> attack.StepRecord:
+                  config: AttackConfig) -> attack.StepRecord:
     """Iteration 0 of an image that was not attacked: the clean image as the model sees it."""
     goal = result.target_label if result.target_label is not None else result.true_label
     goal = goal.to(x.device)
@@ -114,7 +118,7 @@ def run(
     label: int | None,
     variant: str,
     *,
-    task: attack.Task = "imagenet",
+    task: Task = "imagenet",
     targeted: bool = False,
     hparams: str | Path | None = None,
     **overrides: Any,
@@ -124,21 +128,21 @@ def run(
     ``goal_prob`` is the softmax probability of the true class (non-targeted)
     or of the eq. (5) target (targeted) on the 8-bit image at each iteration;
     the loss columns are measured on that 8-bit image too. An image that is
-    not attacked (see :func:`mnd.attack.prepare_labels`) gives its clean row only.
+    not attacked (see :func:`mnd.core.attack.prepare_labels`) gives its clean row only.
 
     Args:
         model: logits for [0, 1] inputs, frozen.
         x: (3, H, W) or (1, 3, H, W) clean image.
         label: ground truth, or None for the clean prediction.
-        variant: a key of :data:`mnd.attack.VARIANTS`.
-        task, targeted, hparams, **overrides: as :func:`mnd.attack.config_for`.
+        variant: a key of :data:`mnd.core.config.VARIANTS`.
+        task, targeted, hparams, **overrides: as :func:`mnd.core.config.config_for`.
 
     Raises:
         FloatingPointError: the attack stopped on non-finite values.
     """
-    config = attack.config_for(variant, task=task, targeted=targeted, hparams=hparams, **overrides)
+    config = config_for(variant, task=task, targeted=targeted, hparams=hparams, **overrides)
     device = next((p.device for p in model.parameters()), x.device)
-    x = attack.quantize((x if x.ndim == 4 else x[None]).detach().to(device))
+    x = quantize((x if x.ndim == 4 else x[None]).detach().to(device))
     labels = None if label is None else torch.tensor([int(label)], device=device)
     recorder = _Recorder(variant, x, config)
     result = attack.generate(model, x, labels, config=config, observer=recorder)
@@ -197,28 +201,28 @@ def load_or_run(
     written to :func:`trace_path`.
 
     Args:
-        preset: a :class:`mnd.grid.Preset`.
+        preset: a :class:`mnd.experiments.presets.Preset`.
         results: its results folder.
         dataset, image, setting: which image and setting.
         variants: MND variants (default: every variant of the preset's methods).
         max_iter: iteration cap (default: the preset's).
     """
     spec = preset.dataset(dataset)
-    variants = list(variants or [m for m in preset.methods if m in attack.VARIANTS])
+    variants = list(variants or [m for m in preset.methods if m in VARIANTS])
     cap = int(max_iter or preset.effective_max_iter(spec.task))
     path = trace_path(results, dataset, setting, image)
     if path.exists():
         rows = read(path)
         if sorted({r["variant"] for r in rows}) == sorted(variants) and all(r["max_iter"] == cap for r in rows):
             return rows
-    with grid.threads(preset):
+    with threads(preset):
         rows = _traces(preset, spec, image, setting, variants, cap)
     write(path, rows)
     return rows
 
 
 def _traces(preset: Any, spec: Any, image: str, setting: str, variants: Sequence[str], cap: int) -> list[dict[str, Any]]:
-    opened = grid.open_dataset(preset, spec)
+    opened = open_dataset(preset, spec)
     item = opened.item(image)
     rows: list[dict[str, Any]] = []
     for variant in variants:

@@ -1,36 +1,30 @@
-"""Running one method on a batch and turning the outcome into tidy result rows.
+"""The one result-row schema: turning an attack's outcome into tidy rows, reading and writing them.
 
-One row is one image x method x setting, with every metric (the columns of
-``metrics.csv`` and of the book's result tables).
+One row is one image x method x setting, with every metric: :data:`COLUMNS`
+for ``metrics.csv`` of ``mnd attack``, :data:`GRID_COLUMNS` (the same plus
+where and how the row was made) for a grid's ``results.csv``;
+:func:`read_results` gives them back typed.
 
-The methods, their order and their display names are defined here once:
-:data:`VARIANTS` (the MND ablation settings, from the hyper-parameter file),
-:data:`ANCHORS` (torchattacks), :data:`METHODS` (both), :data:`TABLE_ORDER`
-(the rows of the paper's Tables I, II, VI and VII) and :func:`method_label`.
-
->>> TABLE_ORDER[:5], TABLE_ORDER[-1], method_label("di2fgsm"), method_label("l2_ssim")
-(('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
+>>> GRID_COLUMNS[:4], GRID_COLUMNS[-4:]
+(['dataset', 'setting', 'image', 'method'], ['attacked', 'seed', 'task', 'max_iter'])
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from mnd import anchors, attack, metrics
-from mnd.attack import AttackResult
+from mnd.core import metrics
+from mnd.core.attack import AttackResult
+from mnd.core.pixels import quantize
+from mnd.data.imageio import atomic_open
 from mnd.errors import InputError
-from mnd.imageio import atomic_open
-from mnd.nets import Task
 
 COLUMNS = [
     "image",
@@ -49,61 +43,6 @@ COLUMNS = [
     "note",
 ]
 """Columns of metrics.csv; the first thirteen are the documented interface."""
-
-VARIANTS: tuple[str, ...] = tuple(attack.VARIANTS)
-"""The MND settings of the ablation, in the hyper-parameter file's order (``no_norm`` ... ``mnd``)."""
-
-ANCHORS: tuple[str, ...] = tuple(anchors.ANCHORS)
-"""The torchattacks anchors (section IV-A-1, plus RFGSM)."""
-
-METHODS: tuple[str, ...] = VARIANTS + ANCHORS
-"""Every method ``mnd attack --method`` and a preset accept."""
-
-TABLE_ORDER: tuple[str, ...] = anchors.TABLE_ORDER + VARIANTS
-"""Row order of the paper's Tables I, II, VI and VII (anchors, then the ablation settings)."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed ``random``, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def method_label(method: str) -> str:
-    """Display name of a method as the paper's tables print it."""
-    if method in attack.VARIANTS:
-        return attack.VARIANTS[method].label
-    return anchors.LABELS.get(method, method)
-
-
-def check_method(method: str) -> None:
-    """Raise InputError for a name that is neither an MND variant nor an anchor."""
-    if method not in METHODS:
-        raise InputError("--method", f"unknown method {method!r}; known: {', '.join(METHODS)}")
-
-
-def run_method(
-    model: nn.Module,
-    x: torch.Tensor,
-    labels: torch.Tensor | None,
-    method: str,
-    *,
-    task: Task = "imagenet",
-    targeted: bool = False,
-    seed: int = 0,
-    hparams: str | Path | None = None,
-    anchor_kwargs: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> AttackResult:
-    """Attack a batch with an MND variant (via its preset) or an anchor."""
-    check_method(method)
-    seed_everything(seed)
-    if method in anchors.ANCHORS:
-        return anchors.run(method, model, x, labels, targeted=targeted, seed=seed, **(anchor_kwargs or {}))
-    config = attack.config_for(method, task=task, targeted=targeted, hparams=hparams, **overrides)
-    return attack.generate(model, x, labels, config=config)
-
 
 
 @dataclass(frozen=True)
@@ -126,7 +65,7 @@ def result_rows(
     reason (not attacked and why, non-finite values, unchanged output).
     """
     adv = result.adversarial
-    clean = attack.quantize(clean.detach().cpu())
+    clean = quantize(clean.detach().cpu())
     psnr, ssim, ratio = metrics.psnr(adv, clean), metrics.ssim(adv, clean), metrics.changed_ratio(adv, clean)
     its = result.iterations.double()
     share = its / its.sum() if float(its.sum()) > 0 else torch.full_like(its, 1.0 / len(its))
@@ -235,3 +174,47 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+RESULTS_CSV = "results.csv"
+
+
+GRID_COLUMNS: list[str] = ["dataset", "setting", *COLUMNS, "attacked", "seed", "task", "max_iter"]
+"""Columns of results.csv: :data:`COLUMNS` plus where and how each row was made."""
+
+
+_BOOL = {"True": True, "False": False, "true": True, "false": False}
+
+
+_INT = ("clean_label", "adv_label", "target_label", "iterations", "seed", "max_iter")
+
+
+_FLOAT = ("psnr", "ssim", "changed_ratio", "seconds")
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(row)
+    for k in ("targeted", "success", "attacked"):
+        if k in out:
+            out[k] = _BOOL.get(str(out[k]), bool(out[k]))
+    for k in _INT:
+        if k in out:
+            out[k] = int(out[k]) if str(out[k]).strip() not in ("", "None") else None
+    for k in _FLOAT:
+        if k in out:
+            out[k] = float(out[k]) if str(out[k]).strip() != "" else math.nan
+    return out
+
+
+def read_results(results: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``results.csv``, with booleans, integers and floats typed ([] when absent)."""
+    return [_typed(r) for r in read_rows(Path(results) / RESULTS_CSV)]
+
+
+def select(rows: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
+    """The rows whose fields equal every ``key=value`` given.
+
+    >>> select([{"a": 1, "b": 2}, {"a": 2, "b": 2}], a=1)
+    [{'a': 1, 'b': 2}]
+    """
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]

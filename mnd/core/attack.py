@@ -6,6 +6,9 @@ stops the moment its 8-bit version is adversarial, and finished images leave
 the batch. The returned images are exactly what a PNG file holds, and
 success is always decided on them, never on the float iterate.
 
+The settings come from :mod:`mnd.core.config`:
+
+>>> from mnd.core.config import config_for
 >>> cfg = config_for("mnd", task="imagenet", targeted=True)
 >>> cfg.betas, cfg.r, cfg.step_size, cfg.max_iter
 ((2.0, 0.1, 2.0), 0.0625, 0.0001, 1000)
@@ -15,304 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import numbers
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnd import losses
-from mnd.errors import InputError
-from mnd.imageio import quantize
-from mnd.losses import L2_FORMS, REDUCTIONS, L2Form, Norm, Reduction
-from mnd.nets import TASKS, Task
-
-Optimizer = Literal["adam", "gd"]
-Term = Literal["deviation", "ssim", "gradient"]
-TERMS: tuple[Term, ...] = ("deviation", "ssim", "gradient")
-OPTIMIZERS: tuple[Optimizer, ...] = ("adam", "gd")
-NORMS: tuple[Norm, ...] = ("l1", "l2")
-SETTINGS = ("non-targeted", "targeted")
-
-
-def _is_number(value: Any) -> bool:
-    """A finite real number, not a bool (numpy scalars count)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: Any) -> bool:
-    """An integer >= 0, not a bool (numpy integers count)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Settings of one MND run (Algorithm 1). Defaults: ImageNet, non-targeted, full MND.
-
-    Attributes:
-        targeted: eq. (4) towards the least-likely class of eq. (5), else eq. (3).
-        betas: (beta1, beta2, beta3) of eq. (7).
-        r: power of eq. (4).
-        deviation: norm of the deviation term, eq. (8) "l1" or eq. (9) "l2".
-        gradient: norm of the gradient term, eq. (18) "l1" or eq. (19) "l2".
-        reduction: form of the l1 norms: "mean" (default, mean absolute value)
-            or "sum" (literal eqs. 8 and 18).
-        l2_form: form of the l2 norms: "rms" (default, root mean square),
-            "mse" (mean of squares) or "sum" (literal eqs. 9 and 19,
-            ``sqrt(sum of squares)``); see :mod:`mnd.losses`.
-        optimizer: "adam" (default) or "gd", plain gradient descent of eq. (21).
-        step_size: alpha of eq. (21), the paper's learning rate 1e-4.
-        max_iter: the paper's 1000.
-        straight_through: evaluate the loss at the 8-bit image with a
-            straight-through gradient, so one forward pass per iteration serves
-            both the update and the success check.
-        channels_last: run the model on channels-last tensors (faster
-            convolutions on some GPUs).
-        amp: mixed precision (float16 on CUDA, bfloat16 on CPU) for the
-            model's forward passes. An image whose low-precision check says
-            adversarial is re-checked in float32 at once and keeps iterating,
-            in float32, if that check disagrees; an image whose logits, loss
-            or gradient become non-finite (NaN or inf, e.g. a float16
-            overflow) continues in float32 from its last finite iterate
-            (``extras["float32_fallback"]`` counts both). Success is always
-            decided in float32. On CPU, bfloat16 is several times slower than
-            float32, not faster: 3.4 s against 0.75 s an iteration (4.6x) on
-            EfficientNet-Lite0, batch 4, one thread of an AMD EPYC; about 10x
-            on another CPU. Use it on CUDA only.
-        progress: show a tqdm bar over iterations.
-    """
-
-    targeted: bool = False
-    betas: tuple[float, float, float] = (100.0, 100.0, 100.0)
-    r: float = 1.0
-    deviation: Norm = "l1"
-    gradient: Norm = "l1"
-    reduction: Reduction = "mean"
-    l2_form: L2Form = "rms"
-    optimizer: Optimizer = "adam"
-    step_size: float = 1e-4
-    max_iter: int = 1000
-    straight_through: bool = False
-    channels_last: bool = False
-    amp: bool = False
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'adam' or 'gd', got {self.optimizer!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}")
-        if self.l2_form not in L2_FORMS:
-            raise ValueError(f"l2_form must be 'rms', 'mse' or 'sum', got {self.l2_form!r}")
-        for name in ("deviation", "gradient"):
-            if getattr(self, name) not in NORMS:
-                raise ValueError(f"{name} must be 'l1' or 'l2', got {getattr(self, name)!r}")
-        if not _is_count(self.max_iter):
-            raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
-        if not _is_number(self.step_size) or self.step_size <= 0:
-            raise ValueError(f"step_size must be a number > 0, got {self.step_size!r}")
-        if not _is_number(self.r) or self.r <= 0:
-            raise ValueError(f"r must be a number > 0, got {self.r!r}")
-        if len(self.betas) != 3 or not all(_is_number(b) for b in self.betas):
-            raise ValueError(f"betas must be three numbers, got {self.betas!r}")
-
-    def replace(self, **changes: Any) -> AttackConfig:
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One ablation setting of section IV-A-2: which terms of eq. (7) are kept."""
-
-    name: str
-    label: str
-    terms: tuple[Term, ...]
-    deviation: Norm = "l1"
-    gradient: Norm = "l1"
-
-    def mask(self, betas: tuple[float, float, float]) -> tuple[float, float, float]:
-        """``betas`` with the dropped terms set to zero."""
-        b1, b2, b3 = (float(b) if term in self.terms else 0.0 for b, term in zip(betas, TERMS))
-        return (b1, b2, b3)
-
-
-HPARAMS_FILE = "hparams.toml"
-
-_CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "reduction": REDUCTIONS, "l2_form": L2_FORMS}
-_FLAGS = ("straight_through", "channels_last", "amp", "progress")
-DEFAULT_KEYS: tuple[str, ...] = ("step_size", "max_iter", *_CHOICES, *_FLAGS)
-"""Keys a hyper-parameter file's [defaults] table may set (AttackConfig fields)."""
-TASK_KEYS = ("betas", "r")
-VARIANT_KEYS = ("label", "terms", "deviation", "gradient")
-
-
-def _unknown(where: str, table: str, keys: Any, known: tuple[str, ...]) -> None:
-    for key in keys:
-        if key not in known:
-            raise InputError(where, f"unknown key {key!r} in [{table}]; known: {', '.join(known)}")
-
-
-def _check_default(where: str, key: str, value: Any) -> None:
-    """One [defaults] value, with an error that names the key, the value and the file."""
-    problem = None
-    if key in _CHOICES and value not in _CHOICES[key]:
-        problem = f"one of {', '.join(map(repr, _CHOICES[key]))}"
-    elif key in _FLAGS and not isinstance(value, bool):
-        problem = "true or false"
-    elif key == "max_iter" and not _is_count(value):
-        problem = "an integer >= 0"
-    elif key == "step_size" and (not _is_number(value) or value <= 0):
-        problem = "a number > 0"
-    if problem:
-        raise InputError(where, f"[defaults] {key} = {value!r}: must be {problem}")
-
-
-def _check_task(where: str, table: str, spec: Any) -> None:
-    if not isinstance(spec, dict):
-        raise InputError(where, f"[{table}] must be a table")
-    _unknown(where, table, spec, TASK_KEYS)
-    if "betas" not in spec:
-        raise InputError(where, f"[{table}] has no betas (three numbers, e.g. betas = [100.0, 100.0, 100.0])")
-    betas = spec["betas"]
-    if not isinstance(betas, list) or len(betas) != 3 or not all(_is_number(b) for b in betas):
-        raise InputError(where, f"[{table}] betas = {betas!r}: must be three numbers")
-    if "r" in spec and (not _is_number(spec["r"]) or spec["r"] <= 0):
-        raise InputError(where, f"[{table}] r = {spec['r']!r}: must be a number > 0")
-
-
-def _check_variant(where: str, name: str, spec: Any) -> None:
-    table = f"variants.{name}"
-    if not isinstance(spec, dict):
-        raise InputError(where, f"[{table}] must be a table")
-    _unknown(where, table, spec, VARIANT_KEYS)
-    terms = spec.get("terms", [])
-    if not isinstance(terms, list) or any(t not in TERMS for t in terms):
-        raise InputError(where, f"[{table}] terms = {terms!r}: must be a list of {', '.join(map(repr, TERMS))}")
-    for key in ("deviation", "gradient"):
-        if key in spec and spec[key] not in NORMS:
-            raise InputError(where, f"[{table}] {key} = {spec[key]!r}: must be 'l1' or 'l2'")
-    if "label" in spec and not isinstance(spec["label"], str):
-        raise InputError(where, f"[{table}] label = {spec['label']!r}: must be a string")
-
-
-def validate_hparams(data: dict[str, Any], where: str | Path) -> None:
-    """Check a parsed hyper-parameter file; every problem is an InputError naming ``where``.
-
-    Unknown keys (a misspelt ``step_sise``), values of the wrong type or out
-    of range, unknown choices and a missing ``betas`` are all errors, so a
-    typo never silently falls back to a default.
-    """
-    where = str(where)
-    _unknown(where, "top level", data, ("defaults", "tasks", "variants"))
-    for key in ("defaults", "tasks", "variants"):
-        if not isinstance(data.get(key), dict):
-            raise InputError(where, f"missing the [{key}] table")
-    _unknown(where, "defaults", data["defaults"], DEFAULT_KEYS)
-    for key, value in data["defaults"].items():
-        _check_default(where, key, value)
-    _unknown(where, "tasks", data["tasks"], TASKS)
-    for task, settings in data["tasks"].items():
-        if not isinstance(settings, dict):
-            raise InputError(where, f"[tasks.{task}] must be a table")
-        _unknown(where, f"tasks.{task}", settings, SETTINGS)
-        for setting, spec in settings.items():
-            _check_task(where, f"tasks.{task}.{setting}", spec)
-    for name, spec in data["variants"].items():
-        _check_variant(where, name, spec)
-
-
-def load_hparams(path: str | Path | None = None) -> dict[str, Any]:
-    """Read and validate the hyper-parameter file (the packaged one when ``path`` is None)."""
-    if path is None:
-        text = resources.files("mnd.presets").joinpath(HPARAMS_FILE).read_text()
-        where = HPARAMS_FILE
-    else:
-        where = str(path)
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(path, f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(where, f"not valid TOML ({exc})") from None
-    validate_hparams(data, where)
-    return data
-
-
-def _variants(data: dict[str, Any]) -> dict[str, Variant]:
-    """The variants of a validated hyper-parameter file."""
-    return {
-        name: Variant(
-            name=name,
-            label=spec.get("label", name),
-            terms=tuple(spec.get("terms", ())),
-            deviation=spec.get("deviation", "l1"),
-            gradient=spec.get("gradient", "l1"),
-        )
-        for name, spec in data["variants"].items()
-    }
-
-
-VARIANTS: dict[str, Variant] = _variants(load_hparams())
-"""The seven ablation settings: no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd."""
-
-
-def config_for(
-    variant: str = "mnd",
-    *,
-    task: Task = "imagenet",
-    targeted: bool = False,
-    hparams: str | Path | None = None,
-    **overrides: Any,
-) -> AttackConfig:
-    """The paper's configuration for a variant, task and setting.
-
-    Everything read from a file is validated first (:func:`validate_hparams`):
-    its problems are InputErrors naming the file. ``overrides`` are checked
-    by AttackConfig (ValueError: they come from code, not from a file).
-
-    Args:
-        variant: a key of VARIANTS (or of the ``hparams`` file's variants).
-        task: ``imagenet`` (Tables I, II) or ``faces`` (Tables VI, VII).
-        targeted: the targeted setting.
-        hparams: another hyper-parameter file in the packaged file's format.
-        **overrides: AttackConfig fields to change (e.g. ``max_iter=50``,
-            ``l2_form="mse"``).
-    """
-    data = load_hparams(hparams)
-    variants = _variants(data) if hparams is not None else VARIANTS
-    if variant not in variants:
-        raise InputError("--method", f"unknown MND variant {variant!r}; known: {', '.join(variants)}")
-    setting = "targeted" if targeted else "non-targeted"
-    try:
-        task_params = data["tasks"][task][setting]
-    except KeyError:
-        raise InputError(hparams or HPARAMS_FILE, f"no [tasks.{task}.{setting}] table") from None
-    v = variants[variant]
-    betas = tuple(float(b) for b in task_params["betas"])
-    params: dict[str, Any] = dict(data["defaults"])
-    params.update(
-        targeted=targeted,
-        betas=v.mask(betas),  # type: ignore[arg-type]
-        r=float(task_params.get("r", 1.0)),
-        deviation=v.deviation,
-        gradient=v.gradient,
-    )
-    params.update(overrides)
-    return AttackConfig(**params)
-
-
-# --- shared by MND and the anchors ------------------------------------------------
+from mnd.core import losses
+from mnd.core.config import AttackConfig
+from mnd.core.pixels import quantize
 
 
 @dataclass
@@ -366,11 +83,19 @@ class AttackResult:
 
 
 NOT_ATTACKED_MISCLASSIFIED = "already misclassified: not attacked"
+
+
 NOT_ATTACKED_ONE_CLASS = "the model has a single class: no other class to reach, not attacked"
+
+
 NOT_ATTACKED_TARGET_IS_TRUE = (
     "the eq. (5) target (least-likely class) is the true label: no target to reach, not attacked"
 )
+
+
 NOT_ATTACKED_NON_FINITE = "the model's output on the clean image is not finite (NaN or inf): not attacked"
+
+
 UNCHANGED = "the 8-bit output equals the input: not a success"
 
 
@@ -437,9 +162,9 @@ def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targe
     return hit & torch.isfinite(logits).all(1)
 
 
-# --- Algorithm 1 ----------------------------------------------------------------------
-
 STOPPED_NON_FINITE_LOGITS = "non-finite logits or iterate"
+
+
 STOPPED_NON_FINITE_GRADIENT = "non-finite loss or gradient"
 """How the reason of an image stopped for non-finite values begins (float32 only)."""
 
@@ -453,7 +178,8 @@ class Adam:
     correction, and an image attacked alone or in a batch takes the same steps.
     """
 
-    lr: float
+    step_size: float
+    """alpha of eq. (21), Adam's learning rate."""
     m: torch.Tensor
     v: torch.Tensor
     t: torch.Tensor
@@ -462,10 +188,10 @@ class Adam:
     eps: float = 1e-8
 
     @classmethod
-    def start(cls, like: torch.Tensor, lr: float) -> Adam:
+    def start(cls, like: torch.Tensor, step_size: float) -> Adam:
         """Zero moments and steps for a batch shaped like ``like``."""
         t = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
-        return cls(lr, torch.zeros_like(like), torch.zeros_like(like), t)
+        return cls(step_size, torch.zeros_like(like), torch.zeros_like(like), t)
 
     def step(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """``z`` moved by one Adam step on ``grad``; updates the moments and step counts."""
@@ -476,7 +202,7 @@ class Adam:
         # bias corrections in float64 as Python would compute them, one per image
         c1 = (1 - self.b1 ** self.t.double()).to(z.dtype).view(shape)
         c2 = (1 - self.b2 ** self.t.double()).to(z.dtype).view(shape)
-        return z - self.lr * (self.m / c1) / ((self.v / c2).sqrt() + self.eps)
+        return z - self.step_size * (self.m / c1) / ((self.v / c2).sqrt() + self.eps)
 
     def keep(self, rows: torch.Tensor) -> Adam:
         """The state of ``rows`` only."""
@@ -886,7 +612,7 @@ def generate(
             prediction.
         config: the settings; default the paper's ImageNet non-targeted MND.
         observer: called once per iteration with a :class:`StepRecord` (what
-            :mod:`mnd.trace` records); nothing extra is computed without one.
+            :mod:`mnd.experiments.trace` records); nothing extra is computed without one.
     """
     config = config or AttackConfig()
     device = next((p.device for p in model.parameters()), x.device)

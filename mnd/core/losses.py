@@ -160,7 +160,7 @@ def ssim_global(z: torch.Tensor, x: torch.Tensor, *, covariance_factor: float = 
     because image statistics vary across an image; that is what the paper
     cites and what its reported values (0.77-0.99) fit. So ``mnd``'s
     attack and metrics use the local Gaussian SSIM of piq
-    (:func:`ssim_similarity`, :func:`mnd.metrics.ssim`); this function is
+    (:func:`ssim_similarity`, :func:`mnd.core.metrics.ssim`); this function is
     here to measure what the printed form would give
     (``covariance_factor=2`` gives the global SSIM with the factor 2).
 

@@ -23,11 +23,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnd import anchors, attack, data, experiments, faces, models
+from mnd import data, experiments, models
+from mnd.core import anchors
+from mnd.core.config import HPARAMS_FILE, config_for
+from mnd.data import faces
+from mnd.data.faces import gallery_photos
+from mnd.data.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
 from mnd.errors import InputError
-from mnd.experiments import COLUMNS, RowContext
-from mnd.gallery import gallery_photos
-from mnd.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
+from mnd.experiments.rows import COLUMNS, RowContext
 
 EXIT_ALL_ADVERSARIAL = 0
 EXIT_NOT_ALL_ADVERSARIAL = 1
@@ -97,7 +100,7 @@ def check_options(args: argparse.Namespace) -> Options:
     """Validate ``mnd attack``'s options once, before any image or model is read.
 
     For MND methods the hyper-parameter file and the overrides are turned into
-    an :class:`mnd.attack.AttackConfig` here, so a bad file is reported first.
+    an :class:`mnd.core.config.AttackConfig` here, so a bad file is reported first.
 
     Raises:
         InputError: naming the option (or the ``--hparams`` file) at fault.
@@ -130,9 +133,9 @@ def check_options(args: argparse.Namespace) -> Options:
     if args.max_iter is not None:
         overrides["max_iter"] = args.max_iter
     if args.method not in anchors.ANCHORS:
-        where = args.hparams if args.hparams is not None else attack.HPARAMS_FILE
+        where = args.hparams if args.hparams is not None else HPARAMS_FILE
         try:
-            attack.config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides)
+            config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides)
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(where, f"invalid hyper-parameters ({exc})") from None
     return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides)
@@ -190,7 +193,7 @@ def load_items(paths: list[Path], spec: models.ModelSpec) -> list[InputImage]:
 
     Classifier inputs are resized and centre-cropped
     (:func:`mnd.data.prepare_image`); for face models every face MTCNN finds,
-    cut as the model takes it (:func:`mnd.faces.cut_faces`), becomes one
+    cut as the model takes it (:func:`mnd.data.faces.cut_faces`), becomes one
     image named ``<stem>_face<k>``.
     """
     items: list[InputImage] = []

@@ -13,14 +13,15 @@ import argparse
 import time
 from pathlib import Path
 
-from mnd import book, grid
+from mnd import book, experiments
+from mnd.data.imageio import check_writable_dir
+from mnd.data.paths import project_root
 from mnd.errors import InputError
-from mnd.imageio import check_writable_dir
 
 
-def _load_preset(args: argparse.Namespace) -> grid.Preset:
+def _load_preset(args: argparse.Namespace) -> experiments.Preset:
     try:
-        return grid.load_preset(args.preset, args.set or ())
+        return experiments.load_preset(args.preset, args.set or ())
     except (ValueError, TypeError, KeyError) as exc:  # a value of the wrong type that the preset check missed
         where = "--set" if args.set else args.preset
         raise InputError(where, f"invalid preset value ({exc})") from None
@@ -29,9 +30,9 @@ def _load_preset(args: argparse.Namespace) -> grid.Preset:
 def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
     """Folders the book writes must be writable, and --no-run needs results to show."""
     if args.no_run:
-        results = args.results if args.results is not None else grid.project_root() / "results" / preset_name
-        if not (results / grid.RESULTS_CSV).is_file():
-            raise InputError(results, f"no {grid.RESULTS_CSV} here: run without --no-run first (or give --results)")
+        results = args.results if args.results is not None else project_root() / "results" / preset_name
+        if not (results / experiments.RESULTS_CSV).is_file():
+            raise InputError(results, f"no {experiments.RESULTS_CSV} here: run without --no-run first (or give --results)")
     if not book.notebook_dir().is_dir():
         return  # book.build says that it needs a source checkout
     for option, folder in (("results", args.results), ("build", args.out), ("book source", args.source)):

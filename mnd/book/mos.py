@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mnd.anchors import LABELS, MOS_ANCHORS, MOS_ORDER
-from mnd.data import paper_dir
+from mnd.core.anchors import LABELS, MOS_ANCHORS, MOS_ORDER
+from mnd.core.metrics import sample_std
+from mnd.data.imageio import atomic_open
+from mnd.data.paths import paper_dir
 from mnd.errors import InputError
-from mnd.imageio import atomic_open
-from mnd.metrics import sample_std
 
 SCALE: dict[str, int] = {
     "Left image is much better": 3,
@@ -51,7 +51,7 @@ SCALE: dict[str, int] = {
 """TABLE V: the rule a rater picks and its score."""
 
 ANCHOR_ORDER = MOS_ORDER
-"""Column order of the paper's MOS tables (vs. BIM, DI2FGSM, MIFGSM, PGD): :data:`mnd.anchors.MOS_ORDER`."""
+"""Column order of the paper's MOS tables (vs. BIM, DI2FGSM, MIFGSM, PGD): :data:`mnd.core.anchors.MOS_ORDER`."""
 
 SHEET_COLUMNS = ["pair_id", "left", "right"]
 KEY_COLUMNS = ["pair_id", "dataset", "setting", "image", "image_id", "versus", "mnd_side"]

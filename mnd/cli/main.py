@@ -48,7 +48,7 @@ exit status:
 
 
 def _add_attack(sub: argparse._SubParsersAction) -> None:
-    from mnd.experiments import METHODS
+    from mnd.experiments.methods import METHODS
 
     p = sub.add_parser(
         "attack",
@@ -84,7 +84,7 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from mnd.attack_cli import attack_files
+    from mnd.cli.attack import attack_files
 
     return attack_files(args)
 
@@ -96,7 +96,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from mnd import models
-    from mnd.experiments import format_table
+    from mnd.experiments.rows import format_table
 
     rows = []
     for name in sorted(models.REGISTRY):
@@ -131,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_attack(sub)
     _add_models(sub)
-    from mnd.cli_data import register as add_data
+    from mnd.cli.data import register as add_data
 
     add_data(sub)
-    from mnd.cli_book import register as add_book
+    from mnd.cli.book import register as add_book
 
     add_book(sub)
     return parser

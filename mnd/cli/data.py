@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from mnd import data
+from mnd.data.imageio import check_writable_dir, remove_created
 from mnd.errors import InputError
-from mnd.imageio import check_writable_dir, remove_created
 
 DEFAULT_EMBEDDED_DIR = Path("out/embedded")
 

@@ -5,7 +5,7 @@ Downloaded checkpoints live in torch hub's cache,
 only when it is missing, never when ``MND_OFFLINE`` is set (:func:`offline`),
 and its error says where to put the file by hand. Weights that ship inside an
 installed package (EfficientNet-Lite0 here, dlib's ResNet in
-:mod:`mnd.dlib_resnet`) are located without any network.
+:mod:`mnd.models.dlib_resnet`) are located without any network.
 
 This module sits below every network builder and the model registry: it
 imports nothing else from ``mnd`` but the errors.
@@ -17,6 +17,7 @@ imports nothing else from ``mnd`` but the errors.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -47,11 +48,29 @@ def hub_cached(filename: str) -> bool:
     return hub_file(filename).exists()
 
 
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
+"""torchvision's convention: ``vgg19-dcbb9e9d.pth`` carries the first hex digits of its SHA-256."""
+
+
+def hash_prefix(filename: str) -> str | None:
+    """The SHA-256 prefix a checkpoint's file name carries, or None.
+
+    >>> hash_prefix("vgg19-dcbb9e9d.pth"), hash_prefix("20180402-114759-vggface2.pt")
+    ('dcbb9e9d', None)
+    """
+    match = HASH_IN_NAME.search(filename)
+    return match.group(1) if match else None
+
+
 def hub_checkpoint(url: str, filename: str) -> dict[str, torch.Tensor]:
     """Load a torch.hub checkpoint, downloading it only when it is missing.
 
-    The file lives in ``torch.hub.get_dir()/checkpoints/filename``. When it is
-    missing and cannot be downloaded, the error says where to put it.
+    The file lives in ``torch.hub.get_dir()/checkpoints/filename``. A download
+    goes to a temporary file first and is checked against the SHA-256 prefix
+    its name carries (:func:`hash_prefix`; torchvision's weights have one, the
+    VGGFace2 release file has none), so a truncated or altered file never
+    reaches the cache. When it is missing and cannot be downloaded, the error
+    says where to put it.
 
     Raises:
         ModelUnavailableError: not cached and ``MND_OFFLINE`` is set, or the
@@ -65,7 +84,15 @@ def hub_checkpoint(url: str, filename: str) -> dict[str, torch.Tensor]:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(target), progress=True)
+            # torch writes a temporary file beside the target and renames it only after the hash check
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix(filename), progress=True)
+        except RuntimeError as exc:
+            if "invalid hash" not in str(exc):
+                raise ModelUnavailableError(f"could not download {url} ({exc}); place the file at {target}") from exc
+            raise ModelUnavailableError(
+                f"{url}: the downloaded file's SHA-256 does not start with {hash_prefix(filename)} (corrupt or "
+                f"altered download); nothing was cached, try again or place a verified copy at {target}"
+            ) from exc
         except Exception as exc:  # network errors come in many types
             raise ModelUnavailableError(
                 f"could not download {url} ({exc.__class__.__name__}); place the file at {target}"

@@ -4,7 +4,7 @@ Every anchor uses torchattacks' defaults (eps 8/255, alpha 2/255, 10 steps),
 as the paper gives no other settings. In the targeted setting it aims at the
 same least-likely class as eq. (5). Outputs are quantized to 8 bits and
 success is decided on them, exactly as for MND: never for an output equal to
-its input, never towards the true label (see :func:`mnd.attack.prepare_labels`).
+its input, never towards the true label (see :func:`mnd.core.attack.prepare_labels`).
 
 >>> sorted(ANCHORS)
 ['bim', 'di2fgsm', 'mifgsm', 'pgd', 'rfgsm']
@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnd.attack import UNCHANGED, AttackResult, is_adversarial, prepare_labels, quantize
+from mnd.core.attack import UNCHANGED, AttackResult, is_adversarial, prepare_labels
+from mnd.core.pixels import quantize
 from mnd.errors import InputError
 
 
@@ -73,7 +74,7 @@ def run(
     seed: int = 0,
     **kwargs: Any,
 ) -> AttackResult:
-    """Attack a batch with an anchor; same contract as :func:`mnd.attack.generate`.
+    """Attack a batch with an anchor; same contract as :func:`mnd.core.attack.generate`.
 
     Args:
         name: a key of ANCHORS.

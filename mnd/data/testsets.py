@@ -25,13 +25,13 @@ ship (scikit-image, scikit-learn, matplotlib); see ``data/SOURCES.md``.
 Names: a *test set* (:data:`TestSet`) is ``imagenet10`` or ``vggface2_10``, the
 paper's selections, named like their manifests (``data/manifests/<testset>.csv``);
 ``mnd data select imagenet`` and ``mnd data select vggface2`` write them. A
-preset's *data set* (``imagenet``, ``faces`` in :mod:`mnd.grid`) is a results
+preset's *data set* (``imagenet``, ``faces`` in :mod:`mnd.experiments.grid`) is a results
 folder and the ``dataset`` column of ``results.csv``; its ``source`` says where its
 images come from: a test set, the embedded photos or a folder.
 
 Every photo becomes a model's input here, in one of two ways, as the model's
 :class:`mnd.models.ModelSpec` says: :func:`prepare_image` (resize the shorter
-side, centre crop: classifiers) or :func:`mnd.faces.cut_faces` (face models).
+side, centre crop: classifiers) or :func:`mnd.data.faces.cut_faces` (face models).
 
 >>> [c.name for c in IMAGENET10][:3]
 ['tench', 'goldfish', 'great white shark']
@@ -52,35 +52,23 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
-from mnd import faces, models
-from mnd.errors import InputError, ModelUnavailableError
-from mnd.imageio import IMAGE_SUFFIXES, LoadedImage, atomic_open, load_rgb, quantize, to_tensor
-from mnd.models import ModelSpec
+from mnd.data.imageio import IMAGE_SUFFIXES, atomic_open, load_rgb
+from mnd.data.prepare import vggface2_face
+from mnd.errors import InputError
 
 TestSet = Literal["imagenet10", "vggface2_10"]
 """The paper's two test sets (sections IV-B-1 and IV-C-1), as ``mnd data select`` writes them."""
 
+
 TESTSETS: tuple[TestSet, ...] = ("imagenet10", "vggface2_10")
+
 
 Dataset = TestSet
 """Deprecated name of :data:`TestSet`."""
 
-VGGFACE2_MODEL = "inception_resnet_v1_vggface2"
-"""The paper's face recogniser: the VGGFace2-10 selection keeps photos in which its face crop is found."""
 
-
-def project_root() -> Path:
-    """The source checkout holding ``mnd/`` (and ``data/``, ``notebooks/``, ``book/``)."""
-    return Path(__file__).resolve().parents[1]
-
-
-def paper_dir() -> Path:
-    """``data/paper`` of the checkout: the paper's own table values."""
-    return project_root() / "data" / "paper"
 
 
 DEFAULT_MANIFESTS: dict[str, Path] = {
@@ -88,15 +76,11 @@ DEFAULT_MANIFESTS: dict[str, Path] = {
     "vggface2_10": Path("data/manifests/vggface2_10.csv"),
 }
 
+
 MANIFEST_COLUMNS: dict[str, tuple[str, ...]] = {
     "imagenet10": ("synset", "class_index", "class_name", "path", "sha256"),
     "vggface2_10": ("identity", "class_index", "path", "sha256"),
 }
-
-
-# --------------------------------------------------------------------------
-# ImageNet-10: the paper's classes
-# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -141,18 +125,23 @@ IMAGENET10: tuple[ImageNetClass, ...] = (
     ImageNetClass("n01518878", 9, "ostrich", 385),
 )
 
+
 _BY_SYNSET: dict[str, ImageNetClass] = {c.synset: c for c in IMAGENET10}
+
+
 _SYNSET_RE = re.compile(r"^n\d{8}$")
+
+
 _IDENTITY_RE = re.compile(r"^n\d{6}$")
+
+
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
+
 GROUND_TRUTH_NAME = "ILSVRC2012_validation_ground_truth.txt"
+
+
 LABEL_FILE_NAMES = (GROUND_TRUTH_NAME, "LOC_val_solution.csv", "val.txt", "labels.txt")
-
-
-# --------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -258,11 +247,6 @@ class CheckReport:
         return out
 
 
-# --------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------
-
-
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes.
 
@@ -327,11 +311,6 @@ def _unreadable_reason(path: Path) -> str | None:
     """None when ``path`` decodes, else ``"unreadable: <why>"`` (a skip reason)."""
     reason = _readable(path)
     return None if reason is None else f"unreadable: {reason}"
-
-
-# --------------------------------------------------------------------------
-# ImageNet-10: layouts and label files
-# --------------------------------------------------------------------------
 
 
 def read_devkit_ids(meta_mat: str | Path) -> dict[int, str]:
@@ -605,93 +584,6 @@ def select_imagenet10(root: str | Path, *, seed: int = 0, per_class: int = 10, s
     return selection
 
 
-def prepare_image(image: LoadedImage | np.ndarray | str | Path, spec: ModelSpec, *,
-                  where: str | Path | None = None) -> torch.Tensor:
-    """A photo as a classifier's input: resize the shorter side, centre crop, 8-bit values.
-
-    The protocol of every ImageNet model here: the shorter side is resized to
-    ``spec.resize`` (bilinear, antialiased, on the float image; skipped when
-    it already has that size), then the centre ``spec.input_size`` square is
-    cut and rounded to the 8-bit grid (256 then 224 for VGG19 and
-    EfficientNet-Lite0: the usual ImageNet evaluation transform; the paper
-    does not state how its ImageNet images were prepared, reading notes,
-    section 12). No normalization: the model wrappers normalize. Face models
-    take faces instead (:func:`mnd.faces.cut_faces`).
-
-    Args:
-        image: a loaded photo, (H, W, 3) uint8 pixels, or an image file.
-        spec: the model the input is for (``resize``, ``input_size``, ``name``).
-        where: the photo's name for error messages (default: its path, or "image").
-
-    Returns:
-        (3, S, S) float32 in [0, 1] on the 8-bit grid, S = ``spec.input_size``.
-
-    Raises:
-        InputError: not (H, W, 3) uint8 pixels, or a photo smaller than the model's input.
-
-    >>> prepare_image(np.zeros((300, 400, 3), np.uint8), models.spec("vgg19")).shape
-    torch.Size([3, 224, 224])
-    """
-    if isinstance(image, LoadedImage):
-        pixels, where = image.pixels, image.path if where is None else where
-    elif isinstance(image, (str, Path)):
-        pixels, where = load_rgb(image).pixels, image if where is None else where
-    else:
-        pixels = image
-    where = "image" if where is None else where
-    if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        got = f"{pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
-        raise InputError(where, f"expected (H, W, 3) uint8 pixels, got {got}")
-    h, w = pixels.shape[:2]
-    if min(h, w) < spec.input_size:
-        raise InputError(
-            where, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that {spec.name} needs"
-        )
-    t = to_tensor(pixels)
-    if min(h, w) != spec.resize:
-        t = TF.resize(t, spec.resize, antialias=True)
-    return quantize(TF.center_crop(t, [spec.input_size, spec.input_size]))
-
-
-# --------------------------------------------------------------------------
-# VGGFace2-10
-# --------------------------------------------------------------------------
-
-
-def vggface2_face(path: str | Path) -> torch.Tensor:
-    """The face of a photo file as the paper's recogniser takes it: MTCNN, 160 x 160 (:func:`mnd.faces.cut_faces`).
-
-    The cropper of the VGGFace2-10 selection (:func:`select_vggface2_10`).
-    When several faces are found, the one with the largest box is kept
-    (facenet-pytorch's ``select_largest`` default), ties broken by detection
-    probability.
-
-    Args:
-        path: an image file.
-
-    Returns:
-        (3, 160, 160) float in [0, 1].
-
-    Raises:
-        InputError: the file is unreadable, or no face is found.
-        ModelUnavailableError: the face detector (facenet-pytorch) is not installed.
-    """
-    path = Path(path)
-    try:
-        found = faces.cut_faces(load_rgb(path).pixels, models.spec(VGGFACE2_MODEL), where=str(path))
-    except ImportError as exc:
-        raise ModelUnavailableError(f"the face detector is not available ({exc})") from None
-    crops = found.faces
-    if len(crops) == 0:
-        raise InputError(path, "no face found")
-    boxes = torch.as_tensor(np.asarray(found.boxes, dtype=np.float64)).reshape(len(crops), -1)
-    areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).tolist()
-    probs = [float(p) for p in np.asarray(found.probs, dtype=np.float64).reshape(-1)]
-    best = max(range(len(crops)), key=lambda i: (areas[i], probs[i] if i < len(probs) else 0.0))
-    return torch.as_tensor(crops[best]).float()
-
-
-
 TEST_SPLIT_PROBLEM = (
     "holds VGGFace2's test identities, which are not among the 8631 training identities the paper's "
     "classifier (InceptionResnetV1, VGGFace2) was trained on: it cannot recognise them, so attacks on them "
@@ -816,11 +708,6 @@ def select_vggface2_10(root: str | Path, *, seed: int = 0, identities: int = 10,
         for rel in sorted(accepted[ident]):
             selection.rows.append(ManifestRow(ident, index, rel, sha256_file(folder / rel)))
     return selection
-
-
-# --------------------------------------------------------------------------
-# Manifests
-# --------------------------------------------------------------------------
 
 
 def write_manifest(selection: Selection, path: str | Path | None = None) -> Path:
@@ -949,114 +836,3 @@ def check_manifest(root: str | Path, manifest: str | Path, *, split: str | None 
         else:
             report.changed.append((row, found, actual))
     return report
-
-
-# --------------------------------------------------------------------------
-# Embedded sample set
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EmbeddedImage:
-    """A natural photograph shipped inside an installed package.
-
-    Attributes:
-        name: short name (``astronaut`` ... ``grace_hopper``).
-        pixels: (H, W, 3) uint8 RGB.
-        source: the package and function or file it comes from.
-        licence: the licence as the package documents it.
-    """
-
-    name: str
-    pixels: np.ndarray
-    source: str
-    licence: str
-
-
-def _skimage(name: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        import skimage.data  # heavy: the sample-photo packages load only when a photo is asked for
-
-        return getattr(skimage.data, name)()
-
-    return load
-
-
-def _sklearn(filename: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image  # heavy (see _skimage)
-
-        return load_sample_image(filename)
-
-    return load
-
-
-def _grace_hopper() -> np.ndarray:
-    from matplotlib.cbook import get_sample_data  # heavy (see _skimage)
-
-    with get_sample_data("grace_hopper.jpg") as handle, Image.open(handle) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-_EMBEDDED: dict[str, tuple[Callable[[], np.ndarray], str, str]] = {
-    "astronaut": (_skimage("astronaut"), "scikit-image skimage.data.astronaut() (NASA, Eileen Collins)",
-                  "public domain (no known copyright restrictions; NASA)"),
-    "chelsea": (_skimage("chelsea"), "scikit-image skimage.data.chelsea() (Chelsea the cat)",
-                "CC0 (photographer Stefan van der Walt)"),
-    "coffee": (_skimage("coffee"), "scikit-image skimage.data.coffee() (Pikolo Espresso Bar)",
-               "CC0 (photographer Rachel Michetti)"),
-    "rocket": (_skimage("rocket"), "scikit-image skimage.data.rocket() (SpaceX, DSCOVR launch on Falcon 9)",
-               "public domain (released by SpaceX)"),
-    "china": (_sklearn("china.jpg"), "scikit-learn sklearn.datasets.load_sample_image('china.jpg') (Flickr)",
-              "CC BY 2.0 (Flickr user danielbuechele)"),
-    "flower": (_sklearn("flower.jpg"), "scikit-learn sklearn.datasets.load_sample_image('flower.jpg') (Flickr)",
-               "CC BY 2.0 (Flickr user vultilion; scikit-learn's README names danielbuechele)"),
-    "grace_hopper": (_grace_hopper, "matplotlib matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
-                     "public domain (US Navy photograph; matplotlib PR #1599)"),
-}
-
-EMBEDDED_NAMES: tuple[str, ...] = tuple(_EMBEDDED)
-
-
-def embedded_images(names: Iterable[str] | None = None) -> list[EmbeddedImage]:
-    """Load the embedded sample photographs from the installed packages (no download).
-
-    Args:
-        names: which ones (default all seven, in :data:`EMBEDDED_NAMES` order).
-
-    Raises:
-        InputError: an unknown name.
-
-    >>> [im.name for im in embedded_images(["chelsea"])], embedded_images(["chelsea"])[0].pixels.shape
-    (['chelsea'], (300, 451, 3))
-    """
-    chosen = list(EMBEDDED_NAMES if names is None else names)
-    unknown = [n for n in chosen if n not in _EMBEDDED]
-    if unknown:
-        raise InputError(", ".join(unknown), f"unknown embedded image; choose from {', '.join(EMBEDDED_NAMES)}")
-    out = []
-    for name in chosen:
-        load, source, licence = _EMBEDDED[name]
-        pixels = np.ascontiguousarray(load(), dtype=np.uint8)
-        if pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise InputError(source, f"expected an RGB photo, got shape {pixels.shape}")
-        out.append(EmbeddedImage(name, pixels, source, licence))
-    return out
-
-
-def export_embedded(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
-    """Write the embedded photographs as ``<folder>/<name>.png`` (atomically, no timestamps).
-
-    Returns:
-        The written paths, in :data:`EMBEDDED_NAMES` order (or ``names`` order).
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(folder, "is a file, expected a folder")
-    paths = []
-    for image in embedded_images(names):
-        path = folder / f"{image.name}.png"
-        with atomic_open(path, "wb") as handle:
-            Image.fromarray(image.pixels).save(handle, format="PNG")
-        paths.append(path)
-    return paths

@@ -143,15 +143,6 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255.0)
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Project onto [0, 1] on the 8-bit grid: the values a PNG holds (the feasible set of the attacks).
-
-    >>> quantize(torch.tensor([-0.5, 0.25, 0.75, 2.0])).mul(255).tolist()
-    [0.0, 64.0, 191.0, 255.0]
-    """
-    return x.clamp(0, 1).mul(255).round().div(255)
-
-
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounding to the nearest level."""
     return image.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

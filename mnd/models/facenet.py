@@ -1,11 +1,11 @@
 """The paper's face recogniser: facenet-pytorch's InceptionResnetV1 trained on VGGFace2.
 
 Section IV-C of the paper identifies MTCNN face crops (160x160, see
-:func:`mnd.faces.cut_faces`) with InceptionResnetV1 trained on VGGFace2
+:func:`mnd.data.faces.cut_faces`) with InceptionResnetV1 trained on VGGFace2
 (8631 identities). :func:`inception_resnet_v1_vggface2` builds it with the
 project contract (RGB in [0, 1], facenet-pytorch's fixed standardization
-inside the module, :class:`mnd.nets.Normalized`); with ``classify=False`` it
-is the 512-D embedding network, which :class:`mnd.gallery.Gallery` turns into
+inside the module, :class:`mnd.models.nets.Normalized`); with ``classify=False`` it
+is the 512-D embedding network, which :class:`mnd.models.gallery.Gallery` turns into
 logits over enrolled identities.
 
 facenet-pytorch is an optional dependency (installed with ``--no-deps``, see
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from mnd import weights
 from mnd.errors import ModelUnavailableError
-from mnd.nets import Normalized
+from mnd.models import weights
+from mnd.models.nets import Normalized
 
 VGGFACE2_CLASSES = 8631
 FACENET_SIZE = 160
@@ -43,7 +43,7 @@ def inception_resnet_v1_vggface2(*, pretrained: bool = True, classify: bool = Tr
     Args:
         pretrained: load the VGGFace2 weights (``20180402-114759-vggface2.pt``,
             fetched once into torch hub's checkpoints folder,
-            :func:`mnd.weights.vggface2_state`); ``False`` keeps random weights (tests).
+            :func:`mnd.models.weights.vggface2_state`); ``False`` keeps random weights (tests).
         classify: logits over the 8631 VGGFace2 training identities (the
             paper's recogniser); ``False`` gives L2-normalized 512-D embeddings.
 

@@ -7,30 +7,23 @@ unchanged. :func:`gallery_photos` checks a gallery folder (one sub-folder of
 photos per identity) without reading any image.
 
 The gallery does not cut faces from photos: :meth:`Gallery.from_folder` takes
-the cutting function, and :func:`mnd.faces.gallery_from_folder` passes the one
-the model's spec chooses (:func:`mnd.faces.cut_faces`).
+the cutting function, and :func:`mnd.data.faces.gallery_from_folder` passes the one
+the model's spec chooses (:func:`mnd.data.faces.cut_faces`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mnd.errors import InputError
-from mnd.imageio import list_images, load_rgb
-from mnd.nets import freeze
+from mnd.models.nets import freeze
 
 Metric = Literal["cosine", "euclidean"]
 
-FaceCutter = Callable[..., Any]
-"""``cut(pixels, min_prob=..., where=...)``: the faces of an (H, W, 3) uint8 photo,
-most prominent first, as an object whose ``faces`` is an (N, 3, S, S) tensor in
-[0, 1] (:class:`mnd.faces.FaceCrops`); raises InputError when there is none."""
 
 
 class Gallery(nn.Module):
@@ -163,85 +156,3 @@ class Gallery(nn.Module):
                                         "pass Gallery(..., threshold=...)")
         distance = self.distances(x)[:, k]
         return distance < self.threshold, distance
-
-    @classmethod
-    def from_folder(cls, model: nn.Module, folder: str | Path, *, crop: FaceCutter, metric: Metric = "cosine",
-                    scale: float = 10.0, threshold: float | None = None, min_prob: float = 0.9) -> Gallery:
-        """Enroll one identity per sub-folder of ``folder`` (its name is the label).
-
-        Each photo contributes its most prominent face (the first ``crop`` gives:
-        MTCNN's largest). :func:`mnd.faces.gallery_from_folder` calls this with
-        the crop the model's spec chooses.
-
-        Args:
-            model: the embedding network.
-            folder: holds ``<identity>/<photo>`` files.
-            crop: ``crop(pixels, min_prob=..., where=...)``, see :data:`FaceCutter`.
-            metric, scale, threshold: see :class:`Gallery`.
-            min_prob: MTCNN probability threshold, passed to ``crop``.
-
-        Raises:
-            InputError: missing folder, no identity folders, a folder without
-                photos, a photo without a face, or fewer than two identities.
-        """
-        folder = Path(folder)
-        people = gallery_photos(folder, min_identities=1)
-        gallery = cls(model, metric=metric, scale=scale, threshold=threshold)
-        for person, photos in people.items():
-            chips = [crop(load_rgb(p).pixels, min_prob=min_prob, where=p).faces[:1] for p in photos]
-            gallery.enroll(person, torch.cat(chips))
-        check_identity_count(folder, gallery.identities)
-        return gallery
-
-
-MIN_IDENTITIES = 2
-"""A gallery names at least two people: with one, "not the true identity" and
-"the least-likely identity" have no meaning (every face is that one person)."""
-
-
-def check_identity_count(folder: str | Path, identities: Sequence[str], minimum: int = MIN_IDENTITIES) -> None:
-    """Raise InputError naming ``folder`` when it has fewer than ``minimum`` identities."""
-    if len(identities) < minimum:
-        found = f"only {identities[0]!r}" if len(identities) == 1 else str(len(identities))
-        why = " (with one person there is no other identity to be mistaken for)" if len(identities) == 1 else ""
-        raise InputError(
-            folder, f"a face gallery needs at least {minimum} identities (sub-folders of photos), found {found}{why}"
-        )
-
-
-def gallery_photos(folder: str | Path, *, min_identities: int = MIN_IDENTITIES) -> dict[str, list[Path]]:
-    """The photos of each identity of a gallery folder, checked without reading any image.
-
-    ``folder`` holds one sub-folder per identity (hidden ones are skipped),
-    each holding photos. The command line calls this before loading a model,
-    so a bad gallery is reported at once.
-
-    Args:
-        folder: the gallery folder.
-        min_identities: fewer identity folders than this is an error.
-
-    Returns:
-        identity name -> its photo paths (sorted), identities sorted by name.
-
-    Raises:
-        InputError: naming the folder: missing, a file, no identity
-            sub-folders, a sub-folder without photos, too few identities.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(folder, "gallery folder not found")
-    if not folder.is_dir():
-        raise InputError(folder, "gallery is a file, expected a folder with one sub-folder of photos per identity")
-    try:
-        people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        out = {person.name: list_images([person]) for person in people}
-    except OSError as exc:
-        where = getattr(exc, "filename", None) or folder
-        raise InputError(where, f"cannot read the gallery ({exc.strerror or exc})") from None
-    if not out:
-        raise InputError(folder, "no identity sub-folders (expected <folder>/<identity>/<photos>)")
-    for person, photos in out.items():
-        if not photos:
-            raise InputError(folder / person, "no photos in this identity folder")
-    check_identity_count(folder, list(out), min_identities)
-    return out

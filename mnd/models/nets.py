@@ -17,15 +17,9 @@ betas of the hyper-parameter file an MND attack uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import nn
-
-Task = Literal["imagenet", "faces"]
-"""``imagenet``: logits over the 1000 ImageNet classes; ``faces``: over identities (or face embeddings)."""
-
-TASKS: tuple[Task, ...] = ("imagenet", "faces")
 
 
 class Normalized(nn.Module):

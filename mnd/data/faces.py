@@ -11,9 +11,9 @@ selection all cut faces through it.
 - :func:`mtcnn_crops`: every face as a square MTCNN crop (facenet-pytorch's
   ``extract_face``), in [0, 1], no prewhitening.
 - :func:`dlib_face_chips`: 150x150 chips aligned like dlib's ``get_face_chip``
-  for :class:`mnd.dlib_resnet.DlibResNet`, placed from MTCNN's eye centres
+  for :class:`mnd.models.dlib_resnet.DlibResNet`, placed from MTCNN's eye centres
   (dlib's own landmark model is not used).
-- :func:`gallery_from_folder`: a :class:`mnd.gallery.Gallery` enrolled from a
+- :func:`gallery_from_folder`: a :class:`mnd.models.gallery.Gallery` enrolled from a
   folder of photos, cut as the model's spec says.
 
 facenet-pytorch (MTCNN) is an optional dependency (installed with
@@ -24,25 +24,33 @@ first detected, so this module imports without it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from mnd.dlib_resnet import CHIP_SIZE, FIVE_POINT_TEMPLATE, ChipDetails, chip_details_from_points, extract_chip
+from mnd.data.imageio import list_images, load_rgb
 from mnd.errors import InputError
-from mnd.facenet import FACENET_SIZE
-from mnd.gallery import Gallery, Metric
-from mnd.models import ModelSpec
+from mnd.models.dlib_resnet import CHIP_SIZE, FIVE_POINT_TEMPLATE, ChipDetails, chip_details_from_points, extract_chip
+from mnd.models.facenet import FACENET_SIZE
+from mnd.models.gallery import Gallery, Metric
+from mnd.models.registry import ModelSpec
 
 MIN_FACE_SIZE = 20  # MTCNN's default smallest face, in pixels
 
 
 # --- detection and crops -----------------------------------------------------
+
+
+FaceCutter = Callable[..., Any]
+"""``cut(pixels, min_prob=..., where=...)``: the faces of an (H, W, 3) uint8 photo,
+most prominent first, as an object whose ``faces`` is an (N, 3, S, S) tensor in
+[0, 1] (:class:`mnd.data.faces.FaceCrops`); raises InputError when there is none."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,7 @@ def mtcnn_crops(image: ImageLike, *, size: int = FACENET_SIZE, margin: int = 0, 
     resized bilinearly by PIL, exactly as facenet-pytorch's ``extract_face``
     does, but returned in [0, 1] without its (x - 127.5) / 128
     standardization (that lives inside
-    :func:`mnd.facenet.inception_resnet_v1_vggface2`).
+    :func:`mnd.models.facenet.inception_resnet_v1_vggface2`).
 
     Args:
         image: RGB photo, (H, W, 3) uint8 array or PIL image.
@@ -162,7 +170,7 @@ def dlib_chip_details_from_eyes(left_eye: Sequence[float], right_eye: Sequence[f
     pipeline, against 0.26-0.50 for a resized MTCNN box (book/reading-notes.md).
 
     Returns:
-        a :class:`mnd.dlib_resnet.ChipDetails`.
+        a :class:`mnd.models.dlib_resnet.ChipDetails`.
     """
     template = (padding + np.asarray(FIVE_POINT_TEMPLATE)) / (2 * padding + 1) * size
     chip_eyes = np.stack([(template[2] + template[3]) / 2, (template[0] + template[1]) / 2])
@@ -176,7 +184,7 @@ def dlib_face_chips(image: ImageLike, *, min_prob: float = 0.9, quantize: bool =
 
     Faces are found by MTCNN and aligned like dlib's ``get_face_chip`` (see
     :func:`dlib_chip_details_from_eyes`), sampled by
-    :func:`mnd.dlib_resnet.extract_chip`.
+    :func:`mnd.models.dlib_resnet.extract_chip`.
 
     Args:
         image: RGB photo, (H, W, 3) uint8 array or PIL image.
@@ -229,7 +237,89 @@ def gallery_from_folder(model: nn.Module, spec: ModelSpec, folder: str | Path, *
                         scale: float = 10.0, threshold: float | None = None, min_prob: float = 0.9) -> Gallery:
     """Enroll one identity per sub-folder of ``folder``, each face cut by :func:`cut_faces` for ``spec``.
 
-    See :meth:`mnd.gallery.Gallery.from_folder` (the arguments, the errors).
+    See :meth:`mnd.models.gallery.Gallery.from_folder` (the arguments, the errors).
     """
-    return Gallery.from_folder(model, folder, crop=functools.partial(cut_faces, spec=spec), metric=metric,
+    return enroll_folder(model, folder, crop=functools.partial(cut_faces, spec=spec), metric=metric,
                                scale=scale, threshold=threshold, min_prob=min_prob)
+
+
+MIN_IDENTITIES = 2
+"""A gallery names at least two people: with one, "not the true identity" and
+"the least-likely identity" have no meaning (every face is that one person)."""
+
+
+def check_identity_count(folder: str | Path, identities: Sequence[str], minimum: int = MIN_IDENTITIES) -> None:
+    """Raise InputError naming ``folder`` when it has fewer than ``minimum`` identities."""
+    if len(identities) < minimum:
+        found = f"only {identities[0]!r}" if len(identities) == 1 else str(len(identities))
+        why = " (with one person there is no other identity to be mistaken for)" if len(identities) == 1 else ""
+        raise InputError(
+            folder, f"a face gallery needs at least {minimum} identities (sub-folders of photos), found {found}{why}"
+        )
+
+
+def gallery_photos(folder: str | Path, *, min_identities: int = MIN_IDENTITIES) -> dict[str, list[Path]]:
+    """The photos of each identity of a gallery folder, checked without reading any image.
+
+    ``folder`` holds one sub-folder per identity (hidden ones are skipped),
+    each holding photos. The command line calls this before loading a model,
+    so a bad gallery is reported at once.
+
+    Args:
+        folder: the gallery folder.
+        min_identities: fewer identity folders than this is an error.
+
+    Returns:
+        identity name -> its photo paths (sorted), identities sorted by name.
+
+    Raises:
+        InputError: naming the folder: missing, a file, no identity
+            sub-folders, a sub-folder without photos, too few identities.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(folder, "gallery folder not found")
+    if not folder.is_dir():
+        raise InputError(folder, "gallery is a file, expected a folder with one sub-folder of photos per identity")
+    try:
+        people = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        out = {person.name: list_images([person]) for person in people}
+    except OSError as exc:
+        where = getattr(exc, "filename", None) or folder
+        raise InputError(where, f"cannot read the gallery ({exc.strerror or exc})") from None
+    if not out:
+        raise InputError(folder, "no identity sub-folders (expected <folder>/<identity>/<photos>)")
+    for person, photos in out.items():
+        if not photos:
+            raise InputError(folder / person, "no photos in this identity folder")
+    check_identity_count(folder, list(out), min_identities)
+    return out
+
+
+def enroll_folder(model: nn.Module, folder: str | Path, *, crop: FaceCutter, metric: Metric = "cosine",
+                scale: float = 10.0, threshold: float | None = None, min_prob: float = 0.9) -> Gallery:
+    """Enroll one identity per sub-folder of ``folder`` (its name is the label).
+
+    Each photo contributes its most prominent face (the first ``crop`` gives:
+    MTCNN's largest). :func:`gallery_from_folder` calls this with the crop the
+    model's spec chooses.
+
+    Args:
+        model: the embedding network.
+        folder: holds ``<identity>/<photo>`` files.
+        crop: ``crop(pixels, min_prob=..., where=...)``, see :data:`FaceCutter`.
+        metric, scale, threshold: see :class:`Gallery`.
+        min_prob: MTCNN probability threshold, passed to ``crop``.
+
+    Raises:
+        InputError: missing folder, no identity folders, a folder without
+            photos, a photo without a face, or fewer than two identities.
+    """
+    folder = Path(folder)
+    people = gallery_photos(folder, min_identities=1)
+    gallery = Gallery(model, metric=metric, scale=scale, threshold=threshold)
+    for person, photos in people.items():
+        chips = [crop(load_rgb(p).pixels, min_prob=min_prob, where=p).faces[:1] for p in photos]
+        gallery.enroll(person, torch.cat(chips))
+    check_identity_count(folder, gallery.identities)
+    return gallery

@@ -1,0 +1,301 @@
+"""The reproducibility book: run the grid, execute the notebooks, build the HTML.
+
+:func:`build` is ``mnd book``: it runs a preset's grid (:func:`mnd.experiments.grid.run_grid`,
+which skips results already on disk), executes the notebooks of
+``notebooks/`` with papermill into the book's pages (:data:`PAGES`: one
+template may give several pages, each with its own parameters; executed
+copies, the clean sources stay untouched), writes the generated "what
+reproduced" page from the results, and builds the HTML with Jupyter Book v1
+with execution off and warnings as errors.
+
+The notebooks are thin: each starts with :func:`mnd.book.pages.setup`,
+then calls the book's helpers (:mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`,
+:mod:`~mnd.book.mos_page`) and the library; every number they show comes
+from the results folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnd import experiments
+from mnd.book.claims import public_paths, reproduction_page, scrub
+from mnd.book.pages import GENERATED_PAGE, KERNEL, NOTEBOOKS, STATIC_PAGES, book_dir, config_file, notebook_dir, page
+from mnd.data.imageio import atomic_open
+from mnd.data.paths import project_root
+from mnd.errors import InputError, MndError
+
+
+@contextlib.contextmanager
+def _kernel_environment() -> Iterator[None]:
+    """Make the notebook kernels run this Python with this very ``mnd``.
+
+    ``PYTHONPATH`` gets the checkout (a source checkout need not be installed);
+    ``JUPYTER_PATH`` puts this environment's kernel specs first, so a
+    ``python3`` kernel spec in the user's home cannot send the notebooks to
+    another Python; ``PYTHONWARNINGS`` silences tqdm's "IProgress not found"
+    (a kernel without ipywidgets keeps plain progress bars), which
+    ``tqdm.auto`` warns when ``mnd`` is first imported, before any cell
+    could filter it.
+    """
+    first = {"PYTHONPATH": str(project_root()), "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    last = {"PYTHONWARNINGS": "ignore:IProgress not found"}  # the last filter given wins
+    old = {k: os.environ.get(k) for k in (*first, *last)}
+    for key, value in first.items():
+        os.environ[key] = os.pathsep.join([value, old[key]] if old[key] else [value])
+    for key, value in last.items():
+        os.environ[key] = ",".join([old[key], value] if old[key] else [value])
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def preset_argument(preset: experiments.Preset) -> str:
+    """How notebooks find the preset: its packaged name, or the absolute path of its file."""
+    if preset.path == f"{preset.name}.toml" and preset.name in experiments.preset_names() and not Path(preset.path).exists():
+        return preset.name
+    return str(Path(preset.path).resolve())
+
+
+def parameters(preset: experiments.Preset, results: Path, notebook: str) -> dict[str, Any]:
+    """The papermill parameters of one page: results, preset, overrides, the page's own, then the preset's own.
+
+    Args:
+        preset: the run's preset; its ``[notebooks.<notebook>]`` table comes last.
+        results: the results folder.
+        notebook: a page of :data:`PAGES`.
+    """
+    params: dict[str, Any] = {"results": str(Path(results).resolve()), "preset": preset_argument(preset),
+                              "overrides": list(preset.overrides)}
+    params.update(page(notebook).parameters)
+    params.update(preset.notebooks.get(notebook, {}))
+    return params
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+"""``{{ name }}`` in a template's markdown: the page's parameter ``name`` (:func:`fill_markdown`)."""
+
+
+def fill_markdown(nb: Any, values: Mapping[str, Any], where: str) -> None:
+    """Replace every ``{{ name }}`` of the markdown cells of ``nb`` by ``values[name]``, in place.
+
+    A template notebook gives several pages (:data:`PAGES`); what differs in
+    their text (title, headings) is a parameter, shown where the markdown
+    says ``{{ name }}``.
+
+    Raises:
+        MndError: a placeholder without a value (``where`` names the page).
+    """
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise MndError(f"{where}: the markdown shows {{{{ {key} }}}} but the page has no parameter {key!r}")
+        return str(values[key])
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = PLACEHOLDER.sub(value, cell.source)
+
+
+def stage(source: Path) -> None:
+    """Make ``source`` a book source folder: copy the static pages there unless it is ``book/`` itself."""
+    source.mkdir(parents=True, exist_ok=True)
+    if source.resolve() == book_dir().resolve():
+        return
+    for name in STATIC_PAGES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(book_dir() / name, source / name)
+
+
+HIDDEN_TAGS: dict[str, str] = {"injected-parameters": "remove-cell", "parameters": "hide-input"}
+"""Tag added to a cell of an executed notebook -> the Jupyter Book tag that hides it in the book.
+
+Papermill's injected cell holds this machine's paths and is removed from the page; the notebook's own
+defaults (not the values of this run) are folded away.
+"""
+
+
+_BINARY_OUTPUTS = ("image/png", "image/jpeg", "image/gif", "application/pdf")
+
+
+def _scrub_tree(node: Any, paths: Sequence[tuple[str, str]]) -> Any:
+    if isinstance(node, str):
+        return scrub(node, paths)
+    if isinstance(node, list):
+        return [_scrub_tree(v, paths) for v in node]
+    if isinstance(node, dict):
+        return {k: v if k in _BINARY_OUTPUTS else _scrub_tree(v, paths) for k, v in node.items()}
+    return node
+
+
+def publish_notebook(path: str | Path, paths: Sequence[tuple[str, str]]) -> None:
+    """Make an executed notebook fit for the book: fill in its text, hide the parameter cells, remove machine paths.
+
+    Fills the markdown's ``{{ name }}`` with the parameters papermill
+    passed (:func:`fill_markdown`), adds the Jupyter Book tags of
+    :data:`HIDDEN_TAGS` and replaces every
+    machine path of ``paths`` (:func:`public_paths`) in cell sources,
+    text outputs and metadata (papermill records its input and output paths
+    there), so neither the HTML page nor its downloadable ``.ipynb`` shows
+    them. Image outputs are left as they are.
+    """
+    import nbformat  # optional: the book extra
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    fill_markdown(nb, nb.metadata.get("papermill", {}).get("parameters", {}), path.name)
+    for cell in nb.cells:
+        tags = list(cell.metadata.get("tags", []))
+        for tag, hide in HIDDEN_TAGS.items():
+            if tag in tags and hide not in tags:
+                tags.append(hide)
+        if tags:
+            cell.metadata["tags"] = tags
+    clean = nbformat.from_dict(_scrub_tree(nb, paths))
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        nbformat.write(clean, handle)
+
+
+def execute_notebooks(
+    preset: experiments.Preset,
+    results: Path,
+    source: Path,
+    *,
+    names: Sequence[str] = NOTEBOOKS,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Execute the pages' notebooks with papermill into ``source/notebooks/<page>.ipynb`` (executed copies).
+
+    Args:
+        preset: the run's preset.
+        results: its results folder.
+        source: the book's source folder.
+        names: pages of :data:`PAGES`, each executed from its template with its parameters.
+        log: where progress lines go.
+
+    Raises:
+        InputError: an unknown page.
+        MndError: a notebook failed; the executed copy (with the error) is kept.
+    """
+    import papermill  # optional: the book extra
+
+    pages = [page(name) for name in names]
+    out_dir = source / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with _kernel_environment():
+        for item in pages:
+            name = item.name
+            start = time.perf_counter()
+            target = out_dir / f"{name}.ipynb"
+            try:
+                papermill.execute_notebook(
+                    str(notebook_dir() / f"{item.template}.ipynb"), str(target),
+                    parameters=parameters(preset, results, name),
+                    kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                )
+            except papermill.PapermillExecutionError as exc:
+                raise MndError(f"notebook {name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
+            publish_notebook(target, public_paths(preset, results, source))
+            written.append(target)
+            log(f"executed {name} in {time.perf_counter() - start:.0f} s")
+    return written
+
+
+def build_html(source: Path, out: Path, *, quiet: bool = True) -> Path:
+    """Build the book in ``source`` with Jupyter Book v1: execution off, ``-W -n --keep-going``.
+
+    Returns:
+        the built ``index.html``.
+
+    Raises:
+        MndError: the build failed or warned (the output says why).
+    """
+    command = [
+        sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source),
+        "--config", str(config_file()), "--toc", str(source / "_toc.yml"), "--path-output", str(out),
+        "-W", "-n", "--keep-going", "--all",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    log = out / "jupyter-book.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr)
+    index = out / "_build" / "html" / "index.html"
+    if done.returncode != 0 or not index.exists():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])
+        raise MndError(f"jupyter-book build failed (exit {done.returncode}); full log in {log}:\n{tail}")
+    return index
+
+
+@dataclass
+class BookReport:
+    """What :func:`build` did and how long each step took."""
+
+    index: Path
+    results: Path
+    grid: experiments.GridReport | None
+    seconds: dict[str, float]
+
+
+def build(
+    preset: experiments.Preset,
+    *,
+    results: str | Path | None = None,
+    out: str | Path | None = None,
+    source: str | Path | None = None,
+    run: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BookReport:
+    """``mnd book``: grid, notebooks, generated page, HTML.
+
+    Args:
+        preset: from :func:`mnd.experiments.presets.load_preset`.
+        results: results folder (default ``results/<preset name>`` in the checkout).
+        out: build folder (default ``book/_build/<preset name>``); the HTML is
+            in ``<out>/_build/html``.
+        source: the book's source folder receiving the executed notebooks and
+            the generated page (default ``book/``; another folder gets a copy
+            of the static pages).
+        run: run the grid first (False: use the results as they are).
+        progress: progress bars.
+        log: where progress lines go.
+    """
+    root = project_root()
+    if not notebook_dir().is_dir() or not book_dir().is_dir():
+        raise InputError(root, "mnd book needs a source checkout (notebooks/ and book/ beside mnd/)")
+    results = Path(results) if results is not None else root / "results" / preset.name
+    out = Path(out) if out is not None else book_dir() / "_build" / preset.name
+    source = Path(source) if source is not None else book_dir()
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    report = experiments.run_grid(preset, results, progress=progress) if run else None
+    seconds["grid"] = time.perf_counter() - start
+    if report is not None:
+        log(f"grid: {report.computed} computed, {report.reused} reused, {report.failed} failed -> {report.csv}")
+    stage(source)
+    start = time.perf_counter()
+    execute_notebooks(preset, results, source, log=log)
+    seconds["notebooks"] = time.perf_counter() - start
+    with atomic_open(source / GENERATED_PAGE, "w") as handle:
+        handle.write(reproduction_page(preset, results))
+    start = time.perf_counter()
+    index = build_html(source, out)
+    seconds["html"] = time.perf_counter() - start
+    return BookReport(index=index, results=results, grid=report, seconds=seconds)

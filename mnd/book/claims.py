@@ -1,0 +1,567 @@
+"""The verdict page: the paper's claims checked against the results, and the paper's own inconsistencies.
+
+>>> verdict([True, True]), verdict([True, False]), verdict([])
+('supported', 'partly supported', 'no data')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnd import experiments
+from mnd.book import mos
+from mnd.book.pages import label, split_methods
+from mnd.book.tables import fmt, markdown_table, setup_text, signed
+from mnd.core import anchors
+from mnd.data.paths import paper_dir, project_root
+
+
+def verdict(checks: Sequence[bool]) -> str:
+    """``supported`` (all true), ``not supported`` (none), ``partly supported``, or ``no data``."""
+    if not checks:
+        return "no data"
+    if all(checks):
+        return "supported"
+    if not any(checks):
+        return "not supported"
+    return "partly supported"
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, checked against a run.
+
+    Attributes:
+        title: the claim, short.
+        paper: where and how the paper states it.
+        verdict: from :func:`verdict` over ``checks``.
+        rows: the evidence, one row per table (or pair compared).
+        columns: which keys of ``rows`` to show.
+        checks: one boolean per row that decides the verdict.
+        note: caveats.
+    """
+
+    title: str
+    paper: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    checks: list[bool] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.checks)
+
+
+def _index(summary: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    return {(s["dataset"], s["setting"], s["method"]): s for s in summary}
+
+
+def _paper_index() -> dict[tuple[str, str], dict[str, float]]:
+    return experiments.paper_psnr_ssim()
+
+
+def _where(spec: experiments.DatasetSpec, setting: str) -> str:
+    table = spec.paper_table(setting)
+    return f"{spec.name}, {setting}" + (f" (Table {table})" if table else "")
+
+
+def _ok(entry: Mapping[str, Any] | None) -> bool:
+    """At least one successful attack."""
+    return entry is not None and entry["succeeded"] > 0
+
+
+def _measured(entry: Mapping[str, Any] | None) -> bool:
+    """At least one attacked image with measured metrics (so the all-attacked means exist)."""
+    return entry is not None and entry.get("measured", 0) > 0
+
+
+def _higher(a: float, b: float) -> bool:
+    """``a > b`` for two finite means (an infinite mean, from an unchanged image, decides nothing)."""
+    return math.isfinite(a) and math.isfinite(b) and a > b
+
+
+ALL_MEANS_NOTE = ("PSNR, SSIM, changed-pixel ratios and iterations here are means over all attacked images, "
+                  "successful or not (a failed attack counts with its final image and its iteration cap), as the "
+                  "paper's tables average over all their tested images; the pages of Tables I, II, VI and VII also "
+                  "show the means over the successful attacks only.")
+"""What every claim built on :func:`mnd.experiments.summary.summarize` averages over."""
+
+
+def claim_best(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """"MND has the best PSNR and SSIM of all methods", per table, on the means over all attacked images."""
+    idx = _index(summary)
+    claim = Claim(
+        "MND gives the best PSNR and the best SSIM of all methods",
+        "Sections IV-B-3 and IV-C-3: in each of Tables I, II, VI and VII, MND has the highest mean PSNR and SSIM "
+        "of the four anchors and the six other ablation settings.",
+        columns=["table", "MND PSNR (all attacked)", "best other PSNR (all attacked)", "MND SSIM (all attacked)",
+                 "best other SSIM (all attacked)", "MND success", "holds"],
+        note=ALL_MEANS_NOTE + " Only methods that made at least one image adversarial are compared. A table "
+             "holds when MND's two means are higher than every other method's and MND made at least one image "
+             "adversarial; an infinite mean (an image an attack left unchanged) decides nothing.",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            others = [s for (d, st, m), s in idx.items()
+                      if d == spec.name and st == setting and m != "mnd" and _ok(s) and _measured(s)]
+            if not _measured(mnd) or not others:
+                continue
+            best_psnr = max(others, key=lambda s: s["psnr_all_mean"])
+            best_ssim = max(others, key=lambda s: s["ssim_all_mean"])
+            holds = (_ok(mnd) and _higher(mnd["psnr_all_mean"], best_psnr["psnr_all_mean"])  # type: ignore[index]
+                     and _higher(mnd["ssim_all_mean"], best_ssim["ssim_all_mean"]))  # type: ignore[index]
+            claim.rows.append({
+                "table": _where(spec, setting),
+                "MND PSNR (all attacked)": fmt(mnd["psnr_all_mean"], 2),  # type: ignore[index]
+                "best other PSNR (all attacked)": f"{best_psnr['label']} {fmt(best_psnr['psnr_all_mean'], 2)}",
+                "MND SSIM (all attacked)": fmt(mnd["ssim_all_mean"], 4),  # type: ignore[index]
+                "best other SSIM (all attacked)": f"{best_ssim['label']} {fmt(best_ssim['ssim_all_mean'], 4)}",
+                "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",  # type: ignore[index]
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+ABLATION_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("l1", "l2", "the l1 deviation term beats l2"),
+    ("l1", "no_norm", "the l1 deviation term beats no perceptual term"),
+    ("l1_ssim", "l1", "adding SSIM to l1 helps"),
+    ("l2_ssim", "l2", "adding SSIM to l2 helps"),
+    ("mnd", "l1_ssim", "adding the Sobel gradient term helps"),
+)
+"""(better, worse, what it says): the ablation ordering of section IV-B-3."""
+
+
+def _kendall(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a of two equally long sequences (NaN for fewer than two)."""
+    n = len(a)
+    if n < 2:
+        return math.nan
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += int(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]))
+    return s / (n * (n - 1) / 2)
+
+
+def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """The ablation ordering: l1 > l2, no norm; + SSIM helps; + gradient helps (PSNR and SSIM)."""
+    idx = _index(summary)
+    paper = _paper_index()
+    variants = split_methods(preset.methods)[0]
+    claim = Claim(
+        "The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps",
+        "Section IV-B-3 (and IV-C-3): the l1 deviation loss is more effective than l2 and no norm; adding SSIM "
+        "improves PSNR and SSIM; the Sobel gradient similarity improves them further, so the full MND is best.",
+        columns=["table", "comparison", "ours PSNR (all attacked)", "ours SSIM (all attacked)", "paper PSNR",
+                 "paper SSIM", "holds"],
+        note=ALL_MEANS_NOTE + " Two settings are compared when both made at least one image adversarial. A "
+             "comparison holds for this run when the better setting has both the higher mean "
+             "PSNR and the higher mean SSIM; the columns give the differences (better − worse). The paper's own "
+             "tables are checked the same way. Kendall's tau compares the order of the seven settings by mean PSNR "
+             "with the paper's order (1: same order).",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            table = spec.paper_table(setting)
+            for better, worse, text in ABLATION_CHECKS:
+                if better not in variants or worse not in variants:
+                    continue
+                a, b = idx.get((spec.name, setting, better)), idx.get((spec.name, setting, worse))
+                if not (_ok(a) and _ok(b) and _measured(a) and _measured(b)):
+                    continue
+                dp = a["psnr_all_mean"] - b["psnr_all_mean"]  # type: ignore[index]
+                ds = a["ssim_all_mean"] - b["ssim_all_mean"]  # type: ignore[index]
+                pa, pb = paper.get((table or "", label(better))), paper.get((table or "", label(worse)))
+                holds = _higher(dp, 0.0) and _higher(ds, 0.0)
+                claim.rows.append({
+                    "table": _where(spec, setting),
+                    "comparison": f"{label(better)} vs {label(worse)}: {text}",
+                    "ours PSNR (all attacked)": signed(dp, 2),
+                    "ours SSIM (all attacked)": signed(ds, 5),
+                    "paper PSNR": signed(pa["psnr_mean"] - pb["psnr_mean"], 2) if pa and pb else "–",
+                    "paper SSIM": signed(pa["ssim_mean"] - pb["ssim_mean"], 5) if pa and pb else "–",
+                    "holds": holds,
+                })
+                claim.checks.append(holds)
+            ranked = [m for m in variants
+                      if _ok(idx.get((spec.name, setting, m))) and _measured(idx.get((spec.name, setting, m)))
+                      and paper.get((table or "", label(m)))
+                      and math.isfinite(idx[(spec.name, setting, m)]["psnr_all_mean"])]
+            if len(ranked) >= 2:
+                ours = [idx[(spec.name, setting, m)]["psnr_all_mean"] for m in ranked]
+                theirs = [paper[(table or "", label(m))]["psnr_mean"] for m in ranked]
+                claim.rows.append({
+                    "table": _where(spec, setting),
+                    "comparison": f"order of {len(ranked)} settings by PSNR: Kendall tau {fmt(_kendall(ours, theirs), 2)}",
+                    "ours PSNR (all attacked)": "", "ours SSIM (all attacked)": "", "paper PSNR": "", "paper SSIM": "",
+                    "holds": "",
+                })
+    return claim
+
+
+def claim_targeted(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """Non-targeted attacks are easier than targeted ones."""
+    idx = _index(summary)
+    claim = Claim(
+        "Non-targeted attacks are easier than targeted ones",
+        "Sections III-C-2 and IV-B-3: non-targeted attacks are easier; MND's PSNR and SSIM are higher "
+        "non-targeted (Table I: 48.55 dB) than targeted (Table II: 46.56 dB).",
+        columns=["data set", "method", "success (non-t. / t.)", "iterations, all attacked (non-t. / t.)",
+                 "PSNR, all attacked (non-t. / t.)", "holds"],
+        note=ALL_MEANS_NOTE + " A method is compared when it made at least one image adversarial in both settings. "
+             "Holds when the non-targeted attack needs fewer iterations on average and gives the "
+             "higher mean PSNR (its success rate is shown too). The paper's two settings also differ in their "
+             "hyper-parameters "
+             "(betas 100/100/100 non-targeted; 2/0.1/2 for ImageNet and 1/0.1/1 for faces targeted, with r = "
+             "0.0625), so the comparison measures setting and hyper-parameters together, as the paper's does.",
+    )
+    if not {"non-targeted", "targeted"} <= set(preset.settings):
+        return claim
+    for spec in preset.datasets:
+        for method in split_methods(preset.methods)[0]:
+            a, b = idx.get((spec.name, "non-targeted", method)), idx.get((spec.name, "targeted", method))
+            if not (_ok(a) and _ok(b) and _measured(a) and _measured(b)):
+                continue
+            holds = (_higher(b["iterations_all_mean"], a["iterations_all_mean"])  # type: ignore[index]
+                     and _higher(a["psnr_all_mean"], b["psnr_all_mean"]))  # type: ignore[index]
+            claim.rows.append({
+                "data set": spec.name,
+                "method": label(method),
+                "success (non-t. / t.)": f"{a['succeeded']}/{a['attacked']} / {b['succeeded']}/{b['attacked']}",  # type: ignore[index]
+                "iterations, all attacked (non-t. / t.)":
+                    f"{fmt(a['iterations_all_mean'], 1)} / {fmt(b['iterations_all_mean'], 1)}",  # type: ignore[index]
+                "PSNR, all attacked (non-t. / t.)":
+                    f"{fmt(a['psnr_all_mean'], 2)} / {fmt(b['psnr_all_mean'], 2)}",  # type: ignore[index]
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_pixels(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """MND changes fewer pixels than every anchor."""
+    idx = _index(summary)
+    anchor_names = split_methods(preset.methods)[1]
+    claim = Claim(
+        "MND changes the fewest pixels",
+        "Section IV-D-2: on the image of Fig. 4 (targeted) the ratio of changed pixels is BIM 0.8240, MIFGSM "
+        "0.9491, DI2FGSM 0.8240, PGD 0.9122 and MND 0.6345.",
+        columns=["table", "MND (all attacked)", "anchors (all attacked)", "holds"],
+        note="Mean ratio of changed values (over the three colour channels) over all attacked images, for the "
+             "anchors that made at least one image adversarial. A table holds when MND's is lower than every "
+             "anchor's and MND made at least one image adversarial.",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            anchors = [s for (d, st, m), s in idx.items()
+                       if d == spec.name and st == setting and m in anchor_names
+                       and _ok(s) and _measured(s)]
+            if not _measured(mnd) or not anchors:
+                continue
+            ratio = mnd["changed_ratio_all_mean"]  # type: ignore[index]
+            holds = _ok(mnd) and all(_higher(s["changed_ratio_all_mean"], ratio) for s in anchors)
+            claim.rows.append({
+                "table": _where(spec, setting),
+                "MND (all attacked)": fmt(mnd["changed_ratio_all_mean"], 4),  # type: ignore[index]
+                "anchors (all attacked)": ", ".join(f"{s['label']} {fmt(s['changed_ratio_all_mean'], 4)}"
+                                                    for s in anchors),
+                "holds": holds,
+            })
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_success(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+    """MND images still fool the model."""
+    idx = _index(summary)
+    claim = Claim(
+        "MND images fool the model",
+        "Abstract and section V: the MND images attack the classifiers successfully while keeping the quality.",
+        columns=["table", "MND success", "mean iterations (successes)", "holds"],
+        note="Success is decided on the saved 8-bit image; an attack still failing after the iteration cap counts "
+             "as a failure (reading notes, section 3).",
+    )
+    for spec in preset.datasets:
+        for setting in preset.settings:
+            mnd = idx.get((spec.name, setting, "mnd"))
+            if mnd is None or not mnd["attacked"]:
+                continue
+            holds = mnd["succeeded"] == mnd["attacked"]
+            claim.rows.append({"table": _where(spec, setting), "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",
+                               "mean iterations (successes)": fmt(mnd["iterations_success_mean"], 1),
+                               "holds": holds})
+            claim.checks.append(holds)
+    return claim
+
+
+def claim_mos(results: str | Path | None) -> Claim:
+    """Raters prefer MND to every anchor (needs collected ratings in ``<results>/mos/``)."""
+    claim = Claim(
+        "Raters prefer MND to every anchor",
+        "Sections IV-B-5 and IV-C-5: every average MOS of MND versus an anchor is positive (Tables III, IV, VIII, "
+        "IX; e.g. 1.64 to 2.09 targeted on ImageNet).",
+        columns=["data set", "setting", "versus", "average MOS", "holds"],
+        note="The average over the test's images of the mean score of MND against the anchor (positive: MND "
+             "preferred), from the ratings collected with the sheet of the MOS page.",
+    )
+    folder = Path(results) / "mos" if results is not None else None
+    if folder is None or not (folder / "key.csv").exists() or not (folder / "ratings.csv").exists():
+        claim.note = "No rating sheet was written for this run."
+        return claim
+    pairs = mos.read_key(folder / "key.csv")
+    ratings = mos.read_ratings(folder / "ratings.csv", pairs)
+    if not ratings:
+        claim.note = ("No ratings have been collected for this run (mos/ratings.csv is empty), so this claim is not "
+                      "checked; the MOS page has the sheet.")
+        return claim
+    for row in mos.mos_table(mos.mnd_scores(ratings, pairs)):
+        if row["image_id"] == "Average":
+            holds = row["mean"] > 0
+            claim.rows.append({"data set": row["dataset"], "setting": row["setting"],
+                               "versus": mos.LABELS.get(row["versus"], row["versus"]),
+                               "average MOS": fmt(row["mean"], 2), "holds": holds})
+            claim.checks.append(holds)
+    return claim
+
+
+def claims(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]], results: str | Path | None = None) -> list[Claim]:
+    """Every checked claim of the paper, for one run's result rows (and its MOS ratings, if any)."""
+    summary = experiments.summarize(rows, preset)
+    found = [f(preset, summary) for f in (claim_best, claim_ablation, claim_targeted, claim_pixels, claim_success)]
+    return found + [claim_mos(results)]
+
+
+TEXT_QUOTES: dict[str, Any] = {
+    "intro_psnr": (30.0, 35.0),  # introduction: "around 30~35dB/0.78~0.89 ... of the anchor methods on ImageNet"
+    "intro_ssim": (0.78, 0.89),
+    "viii_bim": 1.84,  # section IV-C-5, first paragraph: "... MND VS. BIM are ... 1.84"
+    "ix_rfgsm": 0.29,  # section IV-C-5, second paragraph: "... MND VS. RFGSM are ... 0.29"
+}
+"""Numbers the paper's text states (not its tables): what :func:`paper_inconsistencies` checks them against."""
+
+
+ANCHOR_LABELS: tuple[str, ...] = tuple(label(m) for m in anchors.PAPER_ANCHORS)
+"""The anchors' row labels in the paper's Tables I, II, VI and VII (:data:`mnd.core.anchors.PAPER_ANCHORS`)."""
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    """A place where the paper disagrees with itself; ``text`` gives the numbers (computed from data/paper/)."""
+
+    title: str
+    text: str
+
+
+def _range(values: Iterable[float], digits: int) -> str:
+    values = list(values)
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def paper_inconsistencies() -> list[Inconsistency]:
+    """The paper's own inconsistencies, each with its numbers computed from the table values in ``data/paper/``.
+
+    Only the numbers the paper's text states are constants (:data:`TEXT_QUOTES`); every table value, mean,
+    range and comparison is read or computed from the CSV files.
+    """
+    found: list[Inconsistency] = []
+    per_image, printed = mos.paper_tables(), mos.paper_averages()
+    for c in mos.check_averages(per_image, printed):
+        if not c["matches"]:
+            found.append(Inconsistency(
+                f"TABLE {c['table']}: the average against {c['versus']}",
+                f"The table prints {c['printed']:.2f}; the mean of its {c['images']} image rows is "
+                f"{c['recomputed']:.4f}, which rounds to {c['recomputed']:.2f}."))
+    average = {(r["table"], r["versus"]): float(r["mean"]) for r in printed}
+    viii = average.get(("VIII", "BIM"), math.nan)
+    if abs(viii - TEXT_QUOTES["viii_bim"]) > 0.005:
+        order = sorted((v, k[1]) for k, v in average.items() if k[0] == "VIII")
+        found.append(Inconsistency(
+            "Section IV-C-5 against TABLE VIII",
+            f"The text quotes the average of MND against BIM as {TEXT_QUOTES['viii_bim']:.2f}; TABLE VIII prints "
+            f"{viii:.2f}. The text's own ranking (BIM closest to MND, then DI2FGSM, PGD and MIFGSM) fits the "
+            f"table's averages ({', '.join(f'{n} {v:.2f}' for v, n in order)}), not {TEXT_QUOTES['viii_bim']:.2f}."))
+    anchors_mos = sorted({str(r["versus"]) for r in per_image})
+    if "RFGSM" not in anchors_mos:
+        ix = ", ".join(f"{v} {average[('IX', v)]:.2f}" for v in anchors_mos if ("IX", v) in average)
+        found.append(Inconsistency(
+            "Section IV-C-5 against TABLE IX",
+            f"The second paragraph quotes an average against RFGSM ({TEXT_QUOTES['ix_rfgsm']:.2f}), but no MOS "
+            f"table has an RFGSM column (they compare with {', '.join(anchors_mos)} only); its other four values "
+            f"are TABLE IX's ({ix}). The same paragraph calls the setting targeted; TABLE IX's caption says "
+            "non-targeted."))
+    tables = experiments.paper_psnr_ssim()
+    imagenet = [(t, m, v) for (t, m), v in tables.items() if t in ("I", "II") and m in ANCHOR_LABELS]
+    psnr = [v["psnr_mean"] for _, _, v in imagenet]
+    ssim = [v["ssim_mean"] for _, _, v in imagenet]
+    (lo_p, hi_p), (lo_s, hi_s) = TEXT_QUOTES["intro_psnr"], TEXT_QUOTES["intro_ssim"]
+    if min(psnr) < lo_p or max(psnr) > hi_p or min(ssim) < lo_s or max(ssim) > hi_s:
+        outside = [f"{m} (Table {t}) {v['psnr_mean']:.2f} dB / {v['ssim_mean']:.4f}" for t, m, v in imagenet
+                   if not (lo_p <= v["psnr_mean"] <= hi_p and lo_s <= v["ssim_mean"] <= hi_s)]
+        found.append(Inconsistency(
+            "The introduction against Tables I and II",
+            f"The introduction puts the anchors' average PSNR/SSIM on ImageNet at \"around {lo_p:.0f}~{hi_p:.0f}dB/"
+            f"{lo_s:.2f}~{hi_s:.2f}\"; Tables I and II show {_range(psnr, 2)} dB and {_range(ssim, 4)}, with "
+            f"{len(outside)} of the {len(imagenet)} anchor rows outside that range: {'; '.join(outside)}."))
+    ratios: dict[str, list[str]] = {}
+    pixel_rows = experiments.read_rows(paper_dir() / "pixel_ratio.csv")
+    for r in pixel_rows:
+        ratios.setdefault(r["changed_ratio"], []).append(r["method"])
+    for value, methods in sorted(ratios.items()):
+        if len(methods) > 1:
+            others = ", ".join(f"{r['method']} {r['changed_ratio']}" for r in pixel_rows if r["method"] not in methods)
+            found.append(Inconsistency(
+                "The changed-pixel ratios of section IV-D-2",
+                f"{' and '.join(methods)} have exactly the same ratio, {value}, on the image of Fig. 4, to four "
+                f"digits, while the other methods differ ({others}): two different attacks are unlikely to change "
+                "exactly as many values, which suggests that one number was copied from the other."))
+    for table in ("I", "II", "VI", "VII"):
+        stds = {m: tables[(table, m)]["psnr_std"] for m in ANCHOR_LABELS if (table, m) in tables}
+        if len(stds) < 2:
+            continue
+        low = min(stds, key=lambda m: stds[m])
+        rest = [v for m, v in stds.items() if m != low]
+        if stds[low] * 5 < min(rest):
+            every = [v["psnr_std"] for (t, m), v in tables.items() if m in ANCHOR_LABELS and (t, m) != (table, low)]
+            found.append(Inconsistency(
+                f"TABLE {table}: the PSNR standard deviation of {low}",
+                f"{stds[low]:.2f} dB, against {_range(rest, 2)} dB for the other anchors of the same table "
+                f"({_range(every, 2)} dB over the other {len(every)} anchor rows of Tables I, II, VI and VII), "
+                f"while its SSIM std, {tables[(table, low)]['ssim_std']:.4f}, is like theirs: possibly a misprint."))
+    for plain, aimed in (("I", "II"), ("VI", "VII")):
+        both = [m for m in ANCHOR_LABELS if (plain, m) in tables and (aimed, m) in tables]
+        higher = [(m, tables[(aimed, m)]["psnr_mean"], tables[(plain, m)]["psnr_mean"]) for m in both
+                  if tables[(aimed, m)]["psnr_mean"] > tables[(plain, m)]["psnr_mean"]]
+        if higher:
+            mnd = (tables[(plain, "MND")]["psnr_mean"], tables[(aimed, "MND")]["psnr_mean"])
+            found.append(Inconsistency(
+                f"Targeted against non-targeted anchors (Tables {plain} and {aimed})",
+                "Section IV-B-3 reads the lower targeted PSNR as \"non-targeted attack is easier than targeted "
+                f"attack\" (MND: {mnd[0]:.2f} dB in Table {plain}, {mnd[1]:.2f} dB in Table {aimed}), but "
+                f"{len(higher)} of the {len(both)} anchors score a higher PSNR targeted than "
+                "non-targeted: " + ", ".join(f"{m} {t:.2f} vs {n:.2f} dB" for m, t, n in higher) + "."))
+    return found
+
+
+def public_paths(preset: experiments.Preset, *folders: str | Path) -> list[tuple[str, str]]:
+    """(machine path, what a published page shows instead), longest first, for :func:`scrub`.
+
+    Covers the given folders (results, book source), the checkout, this
+    Python's prefix, the home folder and the preset's data folders and files.
+    """
+    pairs: list[tuple[str, str]] = []
+    for folder, shown in [(f, f"<{Path(f).name}>") for f in folders] + [
+        (project_root(), "<checkout>"), (sys.prefix, "<python>"), (Path.home(), "~"),
+    ]:
+        pairs.append((str(Path(folder).resolve()), shown))
+        pairs.append((str(Path(folder)), shown))
+    for spec in preset.datasets:
+        for value, what in ((spec.root, "root"), (spec.manifest, "manifest"), (spec.gallery, "gallery")):
+            if value and value != "embedded":
+                pairs.append((str(Path(value).resolve()), f"<{spec.name} {what}>"))
+                pairs.append((value, f"<{spec.name} {what}>"))
+    for value, shown in ((preset.hparams, "<hparams>"), (preset.path, Path(preset.path).name)):
+        if value and os.sep in value:
+            pairs.append((str(Path(value).resolve()), shown))
+            pairs.append((value, shown))
+    unique = {p: shown for p, shown in pairs if p not in ("", ".", os.sep)}
+    return sorted(unique.items(), key=lambda kv: -len(kv[0]))
+
+
+def scrub(text: str, paths: Sequence[tuple[str, str]]) -> str:
+    """``text`` with every machine path of :func:`public_paths` replaced by its public name.
+
+    A path is replaced only where it stands alone (not inside a longer word or
+    a base64 string such as an embedded image).
+
+    >>> scrub("saved in /home/me/results/tiny/x.png", [("/home/me/results/tiny", "<tiny>"), ("/home/me", "~")])
+    'saved in <tiny>/x.png'
+    """
+    for path, shown in paths:
+        if path in text:
+            text = re.sub(rf"(?<![\w/+.-]){re.escape(path)}(?![\w.+-])", lambda _: shown, text)
+    return text
+
+
+def setup_lines(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One Markdown bullet per data set: its model and images, and whether they are the paper's."""
+    lines = []
+    for spec in preset.datasets:
+        images = max((int(s["images"]) for s in summary if s["dataset"] == spec.name), default=None)
+        tables = [t for _, t in spec.paper_tables]
+        setups = {experiments.PAPER_SETUPS[t].text for t in tables if t in experiments.PAPER_SETUPS}
+        paper = f"the paper's Tables {' and '.join(tables)}: {'; '.join(sorted(setups))}" if setups else \
+            "no table of the paper"
+        if tables and all(spec.same_as_paper(st) for st, _ in spec.paper_tables):
+            verdict = "the paper's model and test set, so differences from the paper's values are given"
+        else:
+            verdict = ("**not the paper's model and data**: the paper's values are shown for reference only, with "
+                       "no differences; the claims test whether its findings carry over")
+        lines.append(f"- `{spec.name}`: {setup_text(spec, images)} ({paper}); {verdict}.")
+    return lines
+
+
+def reproduction_page(preset: experiments.Preset, results: str | Path) -> str:
+    """The generated "what reproduced and what did not" page (MyST Markdown, no timestamps, no machine paths)."""
+    results = Path(results)
+    rows = experiments.read_results(results)
+    run = experiments.read_run(results)
+    summary = experiments.summarize(rows, preset)
+    out = ["# What reproduced and what did not", ""]
+    out += [f"Generated by `mnd book` from the results of preset `{preset.name}` ({len(rows)} result rows). "
+            "Each claim is checked on this run's numbers; the verdict is *supported* when every table agrees, "
+            "*partly supported* when some do, *not supported* when none does, *no data* when nothing could be "
+            "compared.", ""]
+    out += ["Models and data of this run:", "", *setup_lines(preset, summary), "", ALL_MEANS_NOTE, ""]
+    skipped = {k: v for k, v in run.get("datasets", {}).items() if v.get("status") != "ok"}
+    for name, info in skipped.items():
+        out += [f"```{{warning}}\nData set `{name}` was not run: {info.get('reason', 'skipped')}\n```", ""]
+    failed = [r for r in rows if str(r.get("note", "")).startswith("failed:")]
+    if failed:
+        kinds = sorted({(r["dataset"], r["setting"], r["method"], str(r["note"])[:160]) for r in failed})
+        text = "\n".join(f"- {d} {s} {m}: {n}" for d, s, m, n in kinds)
+        out += [f"```{{warning}}\n{len(failed)} attacks raised an error and are left out of every mean:\n\n{text}\n```", ""]
+    out += ["| claim | verdict |", "| --- | --- |"]
+    found = claims(preset, rows, results)
+    for k, c in enumerate(found, start=1):
+        out.append(f"| {k}. {c.title} | **{c.verdict}** |")
+    out.append("")
+    for k, c in enumerate(found, start=1):
+        out += [f"## {k}. {c.title}", "", f"*The paper:* {c.paper}", "", f"*This run:* **{c.verdict}**.", ""]
+        if c.rows:
+            out += [markdown_table(c.rows, c.columns), ""]
+        if c.note:
+            out += [c.note, ""]
+    out += ["## The paper's own inconsistencies", "",
+            "Places where the paper disagrees with itself. Every table value below is read from the paper's tables "
+            "as transcribed in `data/paper/`, and every mean and range is computed from them.", ""]
+    out += [f"- **{item.title}.** {item.text}" for item in paper_inconsistencies()]
+    out += ["", "## This run", "", f"- preset: `{preset.name}` ({Path(preset.path).name})"]
+    if preset.overrides:
+        out.append(f"- overrides: {', '.join(f'`{o}`' for o in preset.overrides)}")
+    out += [f"- MND iteration cap: {preset.effective_max_iter()} (the paper: 1000)",
+            f"- seed: {preset.seed}; device: {preset.device}"]
+    for spec in preset.datasets:
+        out.append(f"- {spec.name}: {spec.title}; model `{spec.model}`")
+    if preset.description:
+        out += ["", " ".join(preset.description.split())]
+    if preset.notes:
+        out += ["", " ".join(preset.notes.split())]
+    versions = run.get("versions", {})
+    if versions:
+        out += ["", "Package versions of the last grid run:", "",
+                markdown_table([{"package": k, "version": v} for k, v in sorted(versions.items())], ["package", "version"])]
+    return scrub("\n".join(out) + "\n", public_paths(preset, results))

@@ -1,0 +1,130 @@
+"""Experiments: the methods, result rows, presets, the resumable grid, summaries and loss traces.
+
+- :mod:`~mnd.experiments.methods`: every method by name, its label, one call to run it.
+- :mod:`~mnd.experiments.rows`: the one row schema (``metrics.csv``, ``results.csv``), read and written.
+- :mod:`~mnd.experiments.presets`: which data sets, models, methods and settings a grid runs.
+- :mod:`~mnd.experiments.grid`: the resumable grid over a preset.
+- :mod:`~mnd.experiments.summary`: success rates and means beside the paper's values.
+- :mod:`~mnd.experiments.trace`: per-iteration traces of one attack.
+
+Imports only lower layers (errors, core, models, data). The public names of methods, rows,
+presets, grid and summary are re-exported here.
+"""
+
+from mnd.experiments.methods import (
+    ANCHORS,
+    METHODS,
+    TABLE_ORDER,
+    VARIANTS,
+    check_method,
+    method_label,
+    run_method,
+    seed_everything,
+)
+from mnd.experiments.rows import (
+    COLUMNS,
+    GRID_COLUMNS,
+    RESULTS_CSV,
+    format_table,
+    merge_rows,
+    read_results,
+    read_rows,
+    result_rows,
+    row_key,
+    RowContext,
+    select,
+    write_rows,
+)
+from mnd.experiments.presets import (
+    PAPER_SETUPS,
+    ROOT_ENV,
+    SETTINGS,
+    SOURCES,
+    DatasetSpec,
+    load_preset,
+    PaperSetup,
+    parse_override,
+    Preset,
+    preset_names,
+    Setting,
+    Source,
+    threads,
+)
+from mnd.experiments.grid import (
+    CLASSES_JSON,
+    PACKAGES,
+    RUN_JSON,
+    BatchDone,
+    clean_path,
+    DatasetImage,
+    GridReport,
+    image_names,
+    open_dataset,
+    OpenDataset,
+    package_versions,
+    png_path,
+    read_classes,
+    read_run,
+    run_grid,
+)
+from mnd.experiments.summary import (
+    AVERAGED,
+    OVER,
+    paper_psnr_ssim,
+    summarize,
+)
+
+__all__ = [
+    "ANCHORS",
+    "AVERAGED",
+    "BatchDone",
+    "CLASSES_JSON",
+    "COLUMNS",
+    "DatasetImage",
+    "DatasetSpec",
+    "GRID_COLUMNS",
+    "GridReport",
+    "METHODS",
+    "OVER",
+    "OpenDataset",
+    "PACKAGES",
+    "PAPER_SETUPS",
+    "PaperSetup",
+    "Preset",
+    "RESULTS_CSV",
+    "ROOT_ENV",
+    "RUN_JSON",
+    "RowContext",
+    "SETTINGS",
+    "SOURCES",
+    "Setting",
+    "Source",
+    "TABLE_ORDER",
+    "VARIANTS",
+    "check_method",
+    "clean_path",
+    "format_table",
+    "image_names",
+    "load_preset",
+    "merge_rows",
+    "method_label",
+    "open_dataset",
+    "package_versions",
+    "paper_psnr_ssim",
+    "parse_override",
+    "png_path",
+    "preset_names",
+    "read_classes",
+    "read_results",
+    "read_rows",
+    "read_run",
+    "result_rows",
+    "row_key",
+    "run_grid",
+    "run_method",
+    "seed_everything",
+    "select",
+    "summarize",
+    "threads",
+    "write_rows",
+]

