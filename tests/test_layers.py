@@ -55,6 +55,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.trace",),                         # experiments: loss traces of one attack
     ("experiments",),
     ("book.mos",),                                  # book: the subjective test (protocol, tables)
+    ("book.mos_study",),                            # book: a rating study in SQLite
+    ("book.mos_server",),                           # book: the rating study's web page
     ("book.pages",),                                # book: pages and the notebooks' setup
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
@@ -62,7 +64,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.mos_page",),                             # book: the MOS page
     ("book.build",),                                # book: the build
     ("book",),
-    ("cli.attack", "cli.data", "cli.book"),         # command line: the sub-commands
+    ("cli.attack", "cli.data", "cli.book", "cli.mos"),  # command line: the sub-commands
     ("cli.main",),                                  # command line: the entry point
     ("cli", "cli.__main__"),
 )

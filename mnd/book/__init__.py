@@ -2,7 +2,8 @@
 
 - :mod:`~mnd.book.pages`: the pages and the one setup call of every notebook.
 - :mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`: what the notebooks show.
-- :mod:`~mnd.book.mos`: the subjective test's protocol and tables; :mod:`~mnd.book.mos_page`: its page.
+- :mod:`~mnd.book.mos`: the subjective test's protocol and tables; :mod:`~mnd.book.mos_study` and
+  :mod:`~mnd.book.mos_server`: a rating study in SQLite and its web page; :mod:`~mnd.book.mos_page`: its page.
 - :mod:`~mnd.book.claims`: the paper's claims checked against the results.
 - :mod:`~mnd.book.build`: run the grid, execute the notebooks, build the HTML.
 
@@ -85,6 +86,7 @@ from mnd.book.mos_page import (
     rating_sheet_markdown,
     RatingSheet,
     scale_html,
+    study_tables_html,
     write_rating_sheet,
 )
 from mnd.book.claims import (
@@ -216,6 +218,7 @@ __all__ = [
     "split_methods",
     "ssim_map",
     "stage",
+    "study_tables_html",
     "to_tensor",
     "trace_ends_html",
     "trace_figure",

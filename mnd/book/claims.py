@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
-from mnd.book import mos
+from mnd.book import mos, mos_study
 from mnd.book.pages import label, split_methods
 from mnd.book.tables import fmt, markdown_table, setup_text, signed
 from mnd.core import anchors
+from mnd.core.anchors import LABELS
 from mnd.data.paths import paper_dir, project_root
 
 
@@ -309,32 +310,38 @@ def claim_success(preset: experiments.Preset, summary: Sequence[Mapping[str, Any
 
 
 def claim_mos(results: str | Path | None) -> Claim:
-    """Raters prefer MND to every anchor (needs collected ratings in ``<results>/mos/``)."""
+    """Raters prefer MND to every anchor (needs ratings: the sheet's ``mos/ratings.csv`` or a browser study)."""
     claim = Claim(
         "Raters prefer MND to every anchor",
         "Sections IV-B-5 and IV-C-5: every average MOS of MND versus an anchor is positive (Tables III, IV, VIII, "
         "IX; e.g. 1.64 to 2.09 targeted on ImageNet).",
-        columns=["data set", "setting", "versus", "average MOS", "holds"],
+        columns=["ratings", "data set", "setting", "versus", "average MOS", "holds"],
         note="The average over the test's images of the mean score of MND against the anchor (positive: MND "
-             "preferred), from the ratings collected with the sheet of the MOS page.",
+             "preferred), from the ratings collected with the sheet of the MOS page or in a browser study "
+             "(mnd mos serve; raters who failed its control pairs left out).",
     )
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
     folder = Path(results) / "mos" if results is not None else None
-    if folder is None or not (folder / "key.csv").exists() or not (folder / "ratings.csv").exists():
-        claim.note = "No rating sheet was written for this run."
+    if folder is not None and (folder / "key.csv").exists() and (folder / "ratings.csv").exists():
+        pairs = mos.read_key(folder / "key.csv")
+        ratings = mos.read_ratings(folder / "ratings.csv", pairs)
+        if ratings:
+            tables.append(("rating sheet", mos.mos_table(mos.mnd_scores(ratings, pairs))))
+    for name, report in mos_study.study_reports(results) if results is not None else []:
+        if report.rows:
+            tables.append((f"study {name} ({len(report.raters)} raters, {len(report.excluded)} left out)", report.rows))
+    if not tables:
+        claim.note = ("No ratings have been collected for this run (no rows in mos/ratings.csv from the sheet, no "
+                      "browser study with ratings), so this claim is not checked; the MOS page has the sheet.")
         return claim
-    pairs = mos.read_key(folder / "key.csv")
-    ratings = mos.read_ratings(folder / "ratings.csv", pairs)
-    if not ratings:
-        claim.note = ("No ratings have been collected for this run (mos/ratings.csv is empty), so this claim is not "
-                      "checked; the MOS page has the sheet.")
-        return claim
-    for row in mos.mos_table(mos.mnd_scores(ratings, pairs)):
-        if row["image_id"] == "Average":
-            holds = row["mean"] > 0
-            claim.rows.append({"data set": row["dataset"], "setting": row["setting"],
-                               "versus": mos.LABELS.get(row["versus"], row["versus"]),
-                               "average MOS": fmt(row["mean"], 2), "holds": holds})
-            claim.checks.append(holds)
+    for source, rows in tables:
+        for row in rows:
+            if row["image_id"] == "Average":
+                holds = row["mean"] > 0
+                claim.rows.append({"ratings": source, "data set": row["dataset"], "setting": row["setting"],
+                                   "versus": LABELS.get(row["versus"], row["versus"]),
+                                   "average MOS": fmt(row["mean"], 2), "holds": holds})
+                claim.checks.append(holds)
     return claim
 
 

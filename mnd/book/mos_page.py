@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import html
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnd import experiments
-from mnd.book import mos
+from mnd.book import mos, mos_study
 from mnd.book.claims import paper_inconsistencies
 from mnd.book.figures import load_image
 from mnd.book.pages import dataset_status, mos_anchors
@@ -130,3 +132,21 @@ def paper_mos_markdown() -> str:
         + "\n".join(f"- **{i.title}.** {i.text}" for i in paper_inconsistencies()
                     if i.title.startswith("Section IV-C-5")))
 
+
+def study_tables_html(results: str | Path) -> list[str]:
+    """The MOS tables of every browser study of this run (``mnd mos serve``), with who was left out, or a note."""
+    reports = mos_study.study_reports(results)
+    if not reports:
+        return ["<p>No browser study in this run's <code>mos/</code> folder. Start one with "
+                "<code>mnd mos serve RESULTS --study NAME</code>; its ratings appear here when the book is built "
+                "again.</p>"]
+    out = []
+    for name, report in reports:
+        if not report.rows:
+            out.append(f"<p>Study <code>{html.escape(name)}</code>: {html.escape(report.summary())}; no table yet.</p>")
+            continue
+        for (d, st) in dict.fromkeys((r["dataset"], r["setting"]) for r in report.rows):
+            block = [r for r in report.rows if r["dataset"] == d and r["setting"] == st]
+            out.append(html_table(mos.wide(block), caption=f"study {name}: MOS of MND versus each anchor, {d}, {st}; "
+                                  f"{report.summary()}"))
+    return out

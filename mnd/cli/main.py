@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mnd.cli.book import register as add_book
 
     add_book(sub)
+    from mnd.cli.mos import register as add_mos
+
+    add_mos(sub)
     return parser
 
 

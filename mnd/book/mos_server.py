@@ -1,0 +1,407 @@
+"""A small local web page for the subjective test (section IV-B-5, TABLE V), standard library only.
+
+Pages: ``/`` log in with a name or code (the same name resumes where the
+rater stopped); ``/instructions`` the viewing conditions and the scale,
+shown before the first pair; ``/rate`` one pair side by side with TABLE V's
+seven rules, a progress bar and keyboard shortcuts; ``/thanks`` at the end.
+Images are served as ``/image/<pair id>/<left|right>`` for the logged-in
+rater only: the browser never names a file, and a URL does not say which
+method is on which side.
+
+``POST /rate`` takes a form (``pair``, ``score``) or JSON
+(``{"pair": "P001", "score": 2}``); a rating that is refused (bad score,
+unknown pair, already answered, malformed body, not logged in) gets a 4xx
+answer (JSON for a JSON request, a short HTML page otherwise) and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from mnd.book.mos import SCALE
+from mnd.book.mos_study import RatingRejected, Study
+from mnd.errors import InputError
+
+COOKIE = "mnd_rater"
+MAX_BODY = 4096
+KEYS = "1234567"
+
+STYLE = """
+body{font-family:sans-serif;background:#808080;color:#111;margin:0;padding:1em}
+main{max-width:70em;margin:auto}
+.box{background:#9a9a9a;padding:1em;border-radius:4px}
+.pair{display:flex;justify-content:center;gap:2em;margin:1em 0}
+.pair figure{margin:0;text-align:center}
+.pair img{image-rendering:pixelated;display:block;background:#808080}
+.scale{display:grid;grid-template-columns:repeat(7,1fr);gap:.4em}
+.scale button{font-size:.9em;padding:.6em .4em;border:2px solid #444;background:#ddd;cursor:pointer}
+.scale button.selected{border-color:#000;background:#fff;outline:3px solid #1a4fd6}
+progress{width:100%;height:1.2em}
+kbd{border:1px solid #444;border-radius:3px;padding:0 .3em;background:#eee}
+.error{background:#fdd;padding:1em}
+"""
+
+RATE_SCRIPT = """
+const form = document.getElementById('rating');
+const buttons = Array.from(form.querySelectorAll('button.score'));
+let selected = Math.floor(buttons.length / 2), sent = false;
+function mark() { buttons.forEach((b, i) => b.classList.toggle('selected', i === selected)); }
+form.addEventListener('submit', e => { if (sent) { e.preventDefault(); } sent = true; });
+document.addEventListener('keydown', e => {
+  if (e.altKey || e.ctrlKey || e.metaKey) return;
+  const k = '1234567'.indexOf(e.key);
+  if (e.key.length === 1 && k >= 0) { e.preventDefault(); buttons[k].click(); }
+  else if (e.key === 'ArrowLeft') { e.preventDefault(); selected = Math.max(0, selected - 1); mark(); }
+  else if (e.key === 'ArrowRight') {
+    e.preventDefault(); selected = Math.min(buttons.length - 1, selected + 1); mark();
+  }
+  else if (e.key === 'Enter') { e.preventDefault(); buttons[selected].click(); }
+});
+mark();
+"""
+
+KEYBOARD_HELP = (
+    "<p>Keyboard: <kbd>1</kbd> to <kbd>7</kbd> pick a rule directly (1 = left image is much better, "
+    "7 = right image is much better); <kbd>&larr;</kbd> and <kbd>&rarr;</kbd> move the highlighted rule, "
+    "<kbd>Enter</kbd> picks it. Or click a rule.</p>"
+)
+
+
+def _page(title: str, body: str, script: str = "") -> bytes:
+    tail = f"<script>{script}</script>" if script else ""
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<meta name='viewport' content='width=device-width'><style>{STYLE}</style></head>"
+            f"<body><main>{body}</main>{tail}</body></html>").encode()
+
+
+def scale_list() -> str:
+    """TABLE V as an HTML list: each rule, its key and its score."""
+    items = "".join(f"<li><kbd>{KEYS[k]}</kbd> {html.escape(rule)} ({score:+d})</li>".replace("+0", "0")
+                    for k, (rule, score) in enumerate(SCALE.items()))
+    return f"<ol class='rules' style='list-style:none'>{items}</ol>"
+
+
+def login_page(study: Study, problem: str = "") -> bytes:
+    """The first page: a name or code."""
+    error = f"<p class='error'>{html.escape(problem)}</p>" if problem else ""
+    return _page("Image quality test", (
+        "<h1>Image quality test</h1><div class='box'>"
+        f"<p>You will compare {study.pair_count()} pairs of images. Enter your name or the code you were given. "
+        "Entering the same name again later resumes where you stopped.</p>"
+        f"{error}<form method='post' action='/login'><label>Name or code "
+        "<input name='name' id='name' maxlength='64' autofocus required></label> "
+        "<button type='submit' id='start'>Continue</button></form></div>"))
+
+
+def instructions_page(study: Study, name: str) -> bytes:
+    """What the rater does, under which viewing conditions, and the scale."""
+    return _page("Instructions", (
+        f"<h1>Instructions</h1><div class='box'><p>Welcome, {html.escape(name)}.</p>"
+        "<p>Each screen shows two versions of the same photo side by side. Compare their quality and pick the "
+        "rule that fits best. The order of the pairs and which version is on which side are random; some pairs "
+        "may look alike, which is fine: say so with &ldquo;Two images are same quality&rdquo;.</p>"
+        "<h2>Viewing conditions</h2><p>The paper's test follows ITU-R BT.500-11 and shows the two images side by "
+        "side in random order on the screen; it gives no further detail. As that recommendation asks:</p>"
+        "<ul><li>Sit in a quiet room with dim, even lighting; no lamp or window should reflect on the screen.</li>"
+        "<li>Keep the browser zoom at 100% and do not change the screen's brightness or contrast during the test; "
+        "images are shown pixel for pixel, never rescaled.</li>"
+        "<li>Sit straight in front of the screen and keep the same viewing distance throughout.</li>"
+        "<li>Take a break when you are tired: a session should not last more than about half an hour. You can "
+        "close the page at any time and log in again with the same name to go on.</li>"
+        "<li>There is no time limit per pair, but there are no right answers either: give your own judgement.</li>"
+        "</ul><h2>The scale (TABLE V)</h2>" + scale_list() + KEYBOARD_HELP +
+        f"<form method='get' action='/rate'><button type='submit' id='begin' autofocus>Begin the test "
+        f"({study.pair_count()} pairs)</button></form></div>"))
+
+
+def rate_page(pair_id: str, position: int, answered: int, total: int) -> bytes:
+    """One pair side by side, TABLE V's rules as buttons, and the progress."""
+    pid = html.escape(pair_id)
+    buttons = "".join(
+        f"<button type='submit' class='score' name='score' value='{score}' data-key='{KEYS[k]}' "
+        f"title='key {KEYS[k]}'><kbd>{KEYS[k]}</kbd> {html.escape(rule)}</button>"
+        for k, (rule, score) in enumerate(SCALE.items()))
+    return _page(f"Pair {answered + 1} of {total}", (
+        f"<p><progress id='progress' value='{answered}' max='{total}'></progress><br>"
+        f"Pair {answered + 1} of {total} ({answered} answered)</p>"
+        f"<div class='pair' data-pair='{pid}'>"
+        f"<figure><img id='left' src='/image/{pid}/left' alt='left image'><figcaption>Left</figcaption></figure>"
+        f"<figure><img id='right' src='/image/{pid}/right' alt='right image'><figcaption>Right</figcaption></figure>"
+        f"</div><form id='rating' method='post' action='/rate'><input type='hidden' name='pair' value='{pid}'>"
+        f"<div class='scale'>{buttons}</div></form>{KEYBOARD_HELP}"), RATE_SCRIPT)
+
+
+def thanks_page(total: int) -> bytes:
+    """The end."""
+    return _page("Thank you", f"<h1>Thank you</h1><div class='box'><p>You rated all {total} pairs. "
+                 "Your answers are saved; you can close this page.</p></div>")
+
+
+def error_page(status: int, problem: str) -> bytes:
+    """A short HTML answer to a refused request."""
+    return _page("Not accepted", f"<h1>{status}</h1><p class='error'>{html.escape(problem)}</p>"
+                 "<p><a href='/rate'>Back to the test</a></p>")
+
+
+def _score(raw: Any) -> int:
+    """A score from a form (text) or JSON (integer); anything else is refused."""
+    if isinstance(raw, str) and re.fullmatch(r"[+-]?[0-9]{1,2}", raw.strip()):
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise RatingRejected("score", f"{raw!r} is not an integer from -3 to 3 (TABLE V)", 400)
+    return raw
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers one request; :attr:`study` is set on the subclass :func:`make_server` builds."""
+
+    study: Study
+    server_version = "mnd-rating"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Quiet: raters' requests are not printed."""
+
+    # --- plumbing ---
+
+    def _send(self, status: int, body: bytes, kind: str = "text/html; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _redirect(self, where: str, headers: dict[str, str] | None = None) -> None:
+        self._send(HTTPStatus.SEE_OTHER, b"", headers={"Location": where, **(headers or {})})
+
+    def _json(self, status: int, value: dict[str, Any]) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json")
+
+    def _wants_json(self) -> bool:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() == "application/json"
+
+    def _refuse(self, status: int, problem: str) -> None:
+        if self._wants_json():
+            self._json(status, {"ok": False, "error": problem})
+        else:
+            self._send(status, error_page(status, problem))
+
+    def _rater(self) -> int | None:
+        try:
+            cookie = SimpleCookie(self.headers.get("Cookie") or "")
+        except CookieError:
+            return None
+        morsel = cookie.get(COOKIE)
+        return self.study.rater_of(morsel.value) if morsel else None
+
+    def _body(self) -> bytes | None:
+        """The request body, or None after answering 400/411/413."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._refuse(HTTPStatus.LENGTH_REQUIRED, "a body with a Content-Length is required")
+            return None
+        if int(length) > MAX_BODY:
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
+            return None
+        return self.rfile.read(int(length))
+
+    def _dispatch(self, routes: dict[str, Callable[..., None]]) -> None:
+        path = urlsplit(self.path).path
+        try:
+            match = re.fullmatch(r"/image/([A-Za-z0-9]{1,16})/(left|right)", path)
+            if match and "image" in routes:
+                routes["image"](*match.groups())
+            elif path in routes:
+                routes[path]()
+            else:
+                self._refuse(HTTPStatus.NOT_FOUND, f"no page {path}")
+        except RatingRejected as exc:
+            self._refuse(exc.status, str(exc))
+        except InputError as exc:  # the study file became unusable
+            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+
+    # --- routes ---
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        """Pages and images."""
+        self._dispatch({"/": self._home, "/instructions": self._instructions, "/rate": self._rate,
+                        "/thanks": self._thanks, "/logout": self._logout, "image": self._image})
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        """Log in, or answer a pair."""
+        self._dispatch({"/login": self._login, "/rate": self._answer})
+
+    def _home(self) -> None:
+        if self._rater() is None:
+            self._send(HTTPStatus.OK, login_page(self.study))
+        else:
+            self._redirect("/rate")
+
+    def _login(self) -> None:
+        body = self._body()
+        if body is None:
+            return
+        try:
+            name = parse_qs(body.decode("utf-8"), strict_parsing=False).get("name", [""])[0]
+        except UnicodeDecodeError:
+            name = ""
+        try:
+            rater, token = self.study.login(name)
+        except RatingRejected as exc:
+            self._send(exc.status, login_page(self.study, exc.problem))
+            return
+        cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        answered = self.study.progress(rater)[1]
+        self._redirect("/rate" if answered else "/instructions", {"Set-Cookie": cookie})
+
+    def _logout(self) -> None:
+        self._redirect("/", {"Set-Cookie": f"{COOKIE}=; Path=/; Max-Age=0"})
+
+    def _instructions(self) -> None:
+        rater = self._rater()
+        if rater is None:
+            self._redirect("/")
+            return
+        self._send(HTTPStatus.OK, instructions_page(self.study, self.study.rater_name(rater)))
+
+    def _rate(self) -> None:
+        rater = self._rater()
+        if rater is None:
+            self._redirect("/")
+            return
+        shown = self.study.next_pair(rater)
+        if shown is None:
+            self._redirect("/thanks")
+            return
+        self._send(HTTPStatus.OK, rate_page(shown.pair_id, shown.position, shown.answered, shown.total))
+
+    def _thanks(self) -> None:
+        rater = self._rater()
+        if rater is None:
+            self._redirect("/")
+            return
+        total, answered = self.study.progress(rater)
+        if answered < total:
+            self._redirect("/rate")
+            return
+        self._send(HTTPStatus.OK, thanks_page(total))
+
+    def _image(self, pair_id: str, side: str) -> None:
+        rater = self._rater()
+        if rater is None:
+            self._refuse(HTTPStatus.UNAUTHORIZED, "log in first")
+            return
+        self._send(HTTPStatus.OK, self.study.image(rater, pair_id, side), "image/png")
+
+    def _answer(self) -> None:
+        rater = self._rater()
+        if rater is None:
+            self._refuse(HTTPStatus.UNAUTHORIZED, "log in first")
+            return
+        body = self._body()
+        if body is None:
+            return
+        pair, raw = self._parse_answer(body)
+        self.study.record(rater, pair, _score(raw))
+        if self._wants_json():
+            total, answered = self.study.progress(rater)
+            self._json(HTTPStatus.OK, {"ok": True, "answered": answered, "total": total})
+        else:
+            self._redirect("/rate")
+
+    def _parse_answer(self, body: bytes) -> tuple[str, Any]:
+        """(pair id, raw score) of a form or JSON body; a malformed one is refused with 400."""
+        try:
+            text = body.decode("utf-8")
+            if self._wants_json():
+                value = json.loads(text)
+                if not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+                pair, raw = value.get("pair"), value.get("score")
+            else:
+                fields = parse_qs(text, strict_parsing=True, max_num_fields=8)
+                if any(len(v) != 1 for v in fields.values()):
+                    raise ValueError("a field given twice")
+                pair, raw = fields.get("pair", [None])[0], fields.get("score", [None])[0]
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RatingRejected("body", f"malformed request body ({exc})", 400) from None
+        if not isinstance(pair, str) or not pair:
+            raise RatingRejected("pair", "no pair id in the request", 400)
+        if raw is None:
+            raise RatingRejected("score", "no score in the request", 400)
+        return pair, raw
+
+
+def make_server(study: Study, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """A threaded HTTP server for ``study`` (not started)."""
+    handler = type("StudyHandler", (Handler,), {"study": study})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise InputError(f"{host}:{port}", f"cannot listen there ({exc.strerror or exc})") from None
+    server.daemon_threads = True
+    return server
+
+
+def url_of(server: ThreadingHTTPServer, host: str) -> str:
+    """The address to open (the machine's name when listening on every interface)."""
+    port = server.server_address[1]
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}/"
+
+
+def serve(study: Study, host: str = "127.0.0.1", port: int = 8000, *, out: Any = None) -> int:
+    """Serve the study until Ctrl-C (or SIGTERM); prints the URL first. Returns 0."""
+    out = out or sys.stdout
+    server = make_server(study, host, port)
+    print(f"study {study.name}: {study.pair_count()} pairs per rater ({study.args.dataset}, {study.args.setting})",
+          file=out)
+    print(f"rate at {url_of(server, host)}  (Ctrl-C stops; answered pairs are saved as they come)", file=out,
+          flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: anyone who can reach this machine on the network can open the "
+              "page and rate", file=out, flush=True)
+    previous = _stop_on_sigterm()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"stopped; {len(study.ratings())} ratings stored in {study.path}", file=out, flush=True)
+    return 0
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the server like Ctrl-C (main thread only); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
