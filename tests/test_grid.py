@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from mnd import data, experiments, models
 from mnd.core.pixels import quantize
 from mnd.data import faces
 from mnd.experiments import grid
+from mnd.cli.main import main
 from mnd.errors import InputError, ModelUnavailableError
 
 TEST_MODEL = "test_tiny_cnn"
@@ -41,11 +45,14 @@ class TinyCNN(nn.Module):
         return self.fc(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1))
 
 
+def tiny_spec() -> models.ModelSpec:
+    return models.ModelSpec(name=TEST_MODEL, task="imagenet", input_size=32, resize=36, offline=True,
+                            embedding=False, builder=TinyCNN, weights_hint="test")
+
+
 @pytest.fixture
 def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
-    spec = models.ModelSpec(name=TEST_MODEL, task="imagenet", input_size=32, resize=36, offline=True,
-                            embedding=False, builder=TinyCNN, weights_hint="test")
-    monkeypatch.setitem(models.REGISTRY, TEST_MODEL, spec)
+    monkeypatch.setitem(models.REGISTRY, TEST_MODEL, tiny_spec())
     return TEST_MODEL
 
 
@@ -339,3 +346,76 @@ def test_open_dataset_cuts_faces_as_the_models_spec_says(tmp_path, monkeypatch, 
     pixels = data.embedded_images(["astronaut"])[0].pixels
     assert item.tensor.shape == (3, size, size)
     assert torch.equal(item.tensor, quantize(faces.cut_faces(pixels, spec, where="astronaut").faces[0]))
+
+
+# --- shards ----------------------------------------------------------------------------------
+
+SHARD_SCRIPT = """
+import sys
+from pathlib import Path
+from mnd import experiments, models
+from tests.test_grid import TEST_MODEL, tiny_spec
+import torch
+torch.set_num_threads(1)
+models.REGISTRY[TEST_MODEL] = tiny_spec()
+preset = experiments.load_preset(sys.argv[1])
+experiments.run_grid(preset, Path(sys.argv[2]), progress=False, shard=experiments.Shard.parse(sys.argv[3]))
+"""
+
+
+def test_two_shards_in_two_processes_merge_into_the_rows_of_one_run(tmp_path: Path, tiny_model: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    preset_file = write_preset(tmp_path, methods='["bim", "pgd", "no_norm"]', extra="batch_size = 2")
+    preset_file.write_text(preset_file.read_text().replace("batch_size = 1\n", "").replace(
+        'images = ["chelsea", "coffee"]', 'images = ["chelsea", "coffee", "astronaut"]'))
+    preset = experiments.load_preset(preset_file)
+    whole = experiments.run_grid(preset, tmp_path / "whole", progress=False)
+    assert whole.computed == 18 and whole.failed == 0
+
+    sharded = tmp_path / "sharded"
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    runs = [subprocess.Popen([sys.executable, "-c", SHARD_SCRIPT, str(preset_file), str(sharded), f"{i}/2"],
+                             cwd=root, env=env, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read() if run.stderr else ""
+    assert not (sharded / experiments.RESULTS_CSV).exists() and not (sharded / "run.json").exists()
+    parts = [experiments.read_rows(experiments.shard_csv(sharded, experiments.Shard(i, 2))) for i in (1, 2)]
+    keys = [{(r["dataset"], r["setting"], r["method"], r["image"]) for r in part} for part in parts]
+    assert keys[0] and keys[1] and not keys[0] & keys[1] and len(keys[0] | keys[1]) == 18
+
+    calls: list[object] = []
+    real = experiments.run_method
+    monkeypatch.setattr(grid, "run_method", lambda *a, **k: calls.append(a) or real(*a, **k))
+    merged = experiments.run_grid(preset, sharded, progress=False)
+    assert calls == [] and merged.merged == 18 and merged.computed == 0 and merged.reused == 18
+    assert table(sharded) == table(tmp_path / "whole")
+    assert sorted(p.name for p in (sharded / "shards" / "merged").iterdir()) == [
+        "results.1-of-2.csv", "results.2-of-2.csv"]
+    again = experiments.run_grid(preset, sharded, progress=False)  # idempotent: nothing left to merge
+    assert again.merged == 0 and again.computed == 0 and table(sharded) == table(tmp_path / "whole")
+
+
+def test_a_shard_runs_only_its_batches_and_resumes(tmp_path: Path, tiny_model: str) -> None:
+    preset = experiments.load_preset(write_preset(tmp_path))
+    first = experiments.run_grid(preset, tmp_path / "r", progress=False, shard=experiments.Shard(1, 3))
+    second = experiments.run_grid(preset, tmp_path / "r", progress=False, shard=experiments.Shard(1, 3))
+    assert first.computed == 3 and second.computed == 0 and second.reused == 3  # 8 batches of one: 0, 3, 6
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/2/3", "-1/2"])
+def test_a_bad_shard_is_refused(text: str) -> None:
+    with pytest.raises(InputError, match="--shard"):
+        experiments.Shard.parse(text)
+
+
+def test_the_command_line_runs_a_shard_and_refuses_a_bad_one(tmp_path: Path, tiny_model: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    preset = str(write_preset(tmp_path))
+    out = tmp_path / "r"
+    assert main(["book", "--preset", preset, "--results", str(out), "--shard", "2/2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "shard 2-of-2: 4 computed" in printed and not (out / experiments.RESULTS_CSV).exists()
+    assert main(["book", "--preset", preset, "--results", str(out), "--shard", "3/2"]) == 2
+    assert "mnd: error: --shard: I must be between 1 and N" in capsys.readouterr().err
+    assert main(["book", "--preset", preset, "--results", str(out), "--shard", "1/2", "--no-run"]) == 2

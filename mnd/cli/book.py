@@ -5,6 +5,7 @@
     mnd book --preset embedded                      # offline, CPU (make book)
     mnd book --preset paper --set imagenet_root=/data/ILSVRC2012 --set vggface2_root=/data/VGGFace2
     mnd book --preset my-preset.toml --results results/mine --out book/_build/mine
+    mnd book --preset paper --results /shared/r --shard 3/8   # one shard of the grid, no book (a job array)
 """
 
 from __future__ import annotations
@@ -40,9 +41,27 @@ def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
             check_writable_dir(folder, f"{option} folder")
 
 
+def _shard(args: argparse.Namespace, preset: experiments.Preset) -> int:
+    """``--shard I/N``: run that shard of the grid into the results folder and stop (no notebooks, no HTML)."""
+    shard = experiments.Shard.parse(args.shard)
+    results = args.results if args.results is not None else project_root() / "results" / preset.name
+    start = time.perf_counter()
+    report = experiments.run_grid(preset, results, progress=not args.quiet, shard=shard)
+    print(f"shard {shard.name}: {report.computed} computed, {report.reused} already done, {report.failed} failed "
+          f"in {time.perf_counter() - start:.0f} s; rows in {experiments.shard_csv(Path(results), shard)}")
+    print("when every shard is done, build the book with the same --preset and --results (without --shard)")
+    return 1 if report.failed else 0
+
+
 def _book(args: argparse.Namespace) -> int:
     preset = _load_preset(args)
+    if args.shard is not None:
+        if args.no_run:
+            raise InputError("--shard", "runs a part of the grid; it cannot be combined with --no-run")
+        experiments.Shard.parse(args.shard)  # a bad I/N is reported before any folder is touched
     _check_folders(args, preset.name)
+    if args.shard is not None:
+        return _shard(args, preset)
     start = time.perf_counter()
     report = book.build(preset, results=args.results, out=args.out, source=args.source, run=not args.no_run,
                         progress=not args.quiet)
@@ -79,5 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", type=Path, metavar="DIR",
                    help="book source folder for the executed notebooks (default: book/)")
     p.add_argument("--no-run", action="store_true", help="do not run the grid; use the results folder as it is")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run only shard I of N of the grid (1 <= I <= N) into --results and stop; shards can run at "
+                   "once on machines sharing the folder, and a later run without --shard merges them and builds the "
+                   "book")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_book)

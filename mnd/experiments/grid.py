@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from mnd.core.config import Task
 from mnd.core.pixels import quantize
 from mnd.data import faces
 from mnd.data.imageio import atomic_open, list_images, load_rgb, save_png
-from mnd.data.paths import paper_dir, project_root
+from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import TABLE_ORDER, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
@@ -270,6 +271,78 @@ def _write_json(path: Path, value: Any) -> None:
         handle.write("\n")
 
 
+SHARDS_DIR = "shards"
+"""Under a results folder: one result file per shard (``results.<I>-of-<N>.csv``); merged ones move to ``merged/``."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (1 to ``count``) of a grid: every ``count``-th batch of the grid's work.
+
+    The grid's unit of work is one batch: a data set, a setting, a method and
+    ``batch_size`` consecutive images of the data set's list. Batches are
+    numbered in the grid's order (data sets, settings, methods, images) and
+    shard I of N runs the batches whose number is I - 1 modulo N, exactly as an
+    unsharded run would form them, so a sharded run gives the same rows.
+
+    >>> Shard.parse("2/3"), Shard.parse("2/3").name
+    (Shard(index=2, count=3), '2-of-3')
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` with 1 <= I <= N; InputError naming ``--shard`` otherwise."""
+        parts = str(text).split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise InputError("--shard", f"expected I/N such as 1/4, got {text!r}")
+        index, count = (int(p) for p in parts)
+        if not 1 <= index <= count:
+            raise InputError("--shard", f"I must be between 1 and N, got {text!r}")
+        return cls(index, count)
+
+    @property
+    def name(self) -> str:
+        """``I-of-N``, as in the shard's file names."""
+        return f"{self.index}-of-{self.count}"
+
+    def owns(self, batch: int) -> bool:
+        """Whether the grid's ``batch``-th batch (0-based, in grid order) is this shard's."""
+        return batch % self.count == self.index - 1
+
+
+def shard_csv(results: Path, shard: Shard) -> Path:
+    """The result file of one shard."""
+    return results / SHARDS_DIR / f"results.{shard.name}.csv"
+
+
+def merge_shards(results: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Path], int]:
+    """``rows`` with every unmerged shard file's rows merged in (a shard's row replaces an older one).
+
+    Returns the merged rows, the shard files read and how many rows they
+    brought. The caller writes ``results.csv`` first and only then moves the
+    files aside (:func:`retire_shards`), so a crash in between merges them again,
+    which changes nothing.
+    """
+    files = sorted((results / SHARDS_DIR).glob("results.*-of-*.csv"))
+    count = 0
+    for path in files:
+        new = [dict(r) for r in read_rows(path)]
+        count += len(new)
+        rows = merge_rows(rows, new, key=_key)
+    return rows, files, count
+
+
+def retire_shards(files: Sequence[Path]) -> None:
+    """Move merged shard files to ``shards/merged/`` (atomic renames; a later shard run writes a fresh file)."""
+    for path in files:
+        target = path.parent / "merged" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
 @dataclass
 class BatchDone:
     """What :func:`run_grid` passes to ``on_batch`` after writing a batch."""
@@ -289,6 +362,8 @@ class GridReport:
     computed: int = 0
     reused: int = 0
     failed: int = 0
+    merged: int = 0
+    shard: Shard | None = None
     datasets: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -304,8 +379,15 @@ def run_grid(
     progress: bool = True,
     on_batch: Callable[[BatchDone], None] | None = None,
     errors: Literal["record", "raise"] = "record",
+    shard: Shard | None = None,
 ) -> GridReport:
     """Run every missing (data set, setting, method, image) of ``preset`` into ``results``.
+
+    With ``shard``, run only that shard's batches (:class:`Shard`) and write
+    its rows to its own file under ``shards/`` (atomically, after every batch),
+    never ``results.csv`` or ``run.json``: shards can run at once, on machines
+    that share the folder. Without it, every shard file found is merged into
+    ``results.csv`` first, and nothing already done is computed again.
 
     Data sets whose model is unavailable on this machine (weights missing,
     face code not installed) are skipped with the reason recorded in
@@ -316,6 +398,7 @@ def run_grid(
         results: the results folder.
         progress: tqdm progress bars.
         on_batch: called after every batch is written (tests interrupt here).
+        shard: run this shard only (see above).
         errors: ``record``: a batch that raises (or yields a non-finite image)
             becomes rows with ``success`` False, NaN metrics and the error in
             ``note``; they have no PNG, so the next run retries them.
@@ -326,7 +409,7 @@ def run_grid(
         raise InputError(results, "results folder exists and is a file")
     results.mkdir(parents=True, exist_ok=True)
     with threads(preset):
-        return _run_grid(preset, results, progress=progress, on_batch=on_batch, errors=errors)
+        return _run_grid(preset, results, progress=progress, on_batch=on_batch, errors=errors, shard=shard)
 
 
 def _run_grid(
@@ -336,10 +419,23 @@ def _run_grid(
     progress: bool,
     on_batch: Callable[[BatchDone], None] | None,
     errors: Literal["record", "raise"],
+    shard: Shard | None = None,
 ) -> GridReport:
     csv_path = results / RESULTS_CSV
     rows: list[dict[str, Any]] = [dict(r) for r in read_rows(csv_path)]
-    report = GridReport(results)
+    report = GridReport(results, shard=shard)
+    merged_files: list[Path] = []
+    mine: list[dict[str, Any]] = []  # a shard's own rows: what its file holds
+    if shard is None:
+        rows, merged_files, report.merged = merge_shards(results, rows)
+        if merged_files:
+            write_rows(csv_path, rows, GRID_COLUMNS)
+            retire_shards(merged_files)
+    else:
+        shard_csv(results, shard).parent.mkdir(exist_ok=True)
+        mine = [dict(r) for r in read_rows(shard_csv(results, shard))]
+        rows = merge_rows(rows, mine, key=_key)
+    batch_number = 0
     run = read_run(results)
     history = list(run.get("history", []))
     by_key = {_key(r): r for r in rows}
@@ -352,14 +448,17 @@ def _run_grid(
             report.datasets[spec.name] = {"status": "skipped", "reason": _reason(exc)}
             continue
         order[spec.name] = names
-        todo = [
-            (setting, method, [n for n in names if not _up_to_date(by_key.get((spec.name, setting, method, n)),
-                                                                    preset, spec, method, results)])
-            for setting in preset.settings
-            for method in preset.methods
-        ]
+        todo: list[tuple[str, str, list[str]]] = []
+        owned = 0  # the images x settings x methods this run is responsible for
+        for setting in preset.settings:
+            for method in preset.methods:
+                wanted = {n for n in names if not _up_to_date(by_key.get((spec.name, setting, method, n)), preset,
+                                                              spec, method, results)}
+                todo += [(setting, method, c) for c in _batches(names, wanted, preset.batch_size, shard, batch_number)]
+                owned += sum(map(len, _batches(names, set(names), preset.batch_size, shard, batch_number)))
+                batch_number += -(-len(names) // preset.batch_size)
         pending = sum(len(t[2]) for t in todo)
-        report.reused += len(names) * len(preset.settings) * len(preset.methods) - pending
+        report.reused += owned - pending
         if pending == 0 and all(clean_path(results, spec.name, n).exists() for n in names):
             report.datasets[spec.name] = {"status": "ok", "images": str(len(names))}
             continue
@@ -375,33 +474,40 @@ def _run_grid(
         _write_json(results / spec.name / CLASSES_JSON, opened.classes)
         bar = tqdm(total=pending, desc=spec.name, unit="img", disable=not progress or pending == 0)
         try:
-            for setting, method, wanted in todo:
-                batch_items = [opened.item(n) for n in wanted]
-                for start in range(0, len(batch_items), preset.batch_size):
-                    chunk = batch_items[start : start + preset.batch_size]
-                    bar.set_postfix_str(f"{setting} {method}")
-                    try:
-                        new = _run_batch(preset, opened, setting, method, chunk, results)
-                    except Exception as exc:  # one broken method must not sink the whole grid
-                        if errors == "raise":
-                            raise
-                        new = _failed_rows(preset, spec, setting, method, chunk, exc)
-                        report.failed += len(new)
-                        tqdm.write(f"mnd: warning: {spec.name} {setting} {method} failed: {_reason(exc)}")
-                    report.computed += len(new)
-                    for row in new:
-                        by_key[_key(row)] = row
-                    rows = sorted(merge_rows(rows, new, key=_key), key=_sort_key(preset, order))
+            for setting, method, batch in todo:
+                chunk = [opened.item(n) for n in batch]
+                bar.set_postfix_str(f"{setting} {method}")
+                try:
+                    new = _run_batch(preset, opened, setting, method, chunk, results)
+                except Exception as exc:  # one broken method must not sink the whole grid
+                    if errors == "raise":
+                        raise
+                    new = _failed_rows(preset, spec, setting, method, chunk, exc)
+                    report.failed += len(new)
+                    tqdm.write(f"mnd: warning: {spec.name} {setting} {method} failed: {_reason(exc)}")
+                report.computed += len(new)
+                for row in new:
+                    by_key[_key(row)] = row
+                rows = sorted(merge_rows(rows, new, key=_key), key=_sort_key(preset, order))
+                if shard is None:
                     write_rows(csv_path, rows, GRID_COLUMNS)
-                    bar.update(len(chunk))
-                    if on_batch is not None:
-                        on_batch(BatchDone(spec.name, setting, method, [it.name for it in chunk], len(rows)))
+                else:
+                    mine = sorted(merge_rows(mine, new, key=_key), key=_sort_key(preset, order))
+                    write_rows(shard_csv(results, shard), mine, GRID_COLUMNS)
+                bar.update(len(chunk))
+                if on_batch is not None:
+                    on_batch(BatchDone(spec.name, setting, method, [it.name for it in chunk], len(rows)))
         finally:
             bar.close()
+    if shard is not None:
+        return report  # results.csv and run.json belong to the unsharded run that merges the shards
+    if report.merged and order:  # shard rows came in file order: put them in the grid's order
+        rows = sorted(rows, key=_sort_key(preset, order))
+        write_rows(csv_path, rows, GRID_COLUMNS)
     if rows and not csv_path.exists():
         write_rows(csv_path, rows, GRID_COLUMNS)
     history.append({"versions": package_versions(), "computed": report.computed, "reused": report.reused,
-                    "failed": report.failed})
+                    "failed": report.failed, "merged": report.merged})
     _write_json(results / RUN_JSON, {
         "preset": preset.to_dict(),
         "versions": history[-1]["versions"],
@@ -409,6 +515,31 @@ def _run_grid(
         "history": history,
     })
     return report
+
+
+def _batches(names: Sequence[str], wanted: set[str], size: int, shard: Shard | None, first: int) -> list[list[str]]:
+    """The batches to run for one data set x setting x method: lists of image names.
+
+    Unsharded: the wanted images, ``size`` at a time. Sharded: the data set's
+    whole image list cut into batches of ``size`` (numbered from ``first`` in
+    grid order), the shard's own batches kept, each reduced to its wanted
+    images; for a fresh grid both give the same batches.
+
+    >>> _batches(["a", "b", "c"], {"a", "b", "c"}, 2, None, 0)
+    [['a', 'b'], ['c']]
+    >>> _batches(["a", "b", "c"], {"a", "c"}, 2, Shard(2, 2), 0), _batches(["a", "b", "c"], {"a", "c"}, 2, Shard(2, 2), 1)
+    ([['c']], [['a']])
+    """
+    if shard is None:
+        todo = [n for n in names if n in wanted]
+        return [todo[i : i + size] for i in range(0, len(todo), size)]
+    out = []
+    for b in range(-(-len(names) // size)):
+        if shard.owns(first + b):
+            chunk = [n for n in names[b * size : (b + 1) * size] if n in wanted]
+            if chunk:
+                out.append(chunk)
+    return out
 
 
 def _reason(exc: BaseException) -> str:
@@ -456,10 +587,3 @@ def read_classes(results: str | Path, dataset: str) -> list[str]:
     path = Path(results) / dataset / CLASSES_JSON
     return json.loads(path.read_text()) if path.exists() else []
 
-
-__all__ = [
-    "AVERAGED", "GRID_COLUMNS", "OVER", "PAPER_SETUPS", "SETTINGS", "TABLE_ORDER", "BatchDone", "DatasetSpec",
-    "DatasetImage", "GridReport", "OpenDataset", "PaperSetup", "Preset", "clean_path", "image_names", "load_preset",
-    "open_dataset", "package_versions", "paper_dir", "paper_psnr_ssim", "parse_override", "png_path", "preset_names",
-    "read_classes", "read_results", "read_run", "run_grid", "select", "summarize", "threads",
-]
