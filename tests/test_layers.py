@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.pages",),                                # book: pages and the notebooks' setup
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
+    ("book.curves",),                               # book: attack strength versus image quality
     ("book.claims",),                               # book: the verdict page
     ("book.mos_page",),                             # book: the MOS page
     ("book.build",),                                # book: the build

@@ -55,6 +55,7 @@ PAGES: tuple[Page, ...] = (
     Page("05_difference_maps", "05_difference_maps"),
     Page("06_pixel_ratio", "06_pixel_ratio"),
     Page("07_mos", "07_mos"),
+    Page("08_tradeoff", "08_tradeoff"),
 )
 """The notebook pages of the book, in book order (the chapters of ``book/_toc.yml``)."""
 
