@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.pixels", "core.losses", "core.metrics"),  # core: the 8-bit grid, the equations, the measures
     ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
     ("core.attack",),                               # core: Algorithm 1
+    ("core.robustness",),                           # core: sharing transforms (JPEG, resize), survival
     ("core.anchors",),                              # core: the torchattacks anchors
     ("core",),
     ("models.weights", "models.nets"),              # models: weight files, the network contract
@@ -53,6 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.presets",),                       # experiments: presets
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
     ("experiments.trace",),                         # experiments: loss traces of one attack
+    ("experiments.protect",),                       # experiments: whole photos at full resolution
     ("experiments",),
     ("book.mos",),                                  # book: the subjective test (protocol, tables)
     ("book.mos_study",),                            # book: a rating study in SQLite
@@ -66,6 +68,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.build",),                                # book: the build
     ("book",),
     ("cli.attack", "cli.data", "cli.book", "cli.mos"),  # command line: the sub-commands
+    ("cli.protect",),                               # command line: protect (uses attack's checks)
     ("cli.main",),                                  # command line: the entry point
     ("cli", "cli.__main__"),
 )

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mnd.cli.mos import register as add_mos
 
     add_mos(sub)
+    from mnd.cli.protect import register as add_protect
+
+    add_protect(sub)
     return parser
 
 

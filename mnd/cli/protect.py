@@ -1,0 +1,202 @@
+"""``mnd protect``: photos in, full-resolution protected photos and report.csv out.
+
+    mnd protect PHOTO_OR_DIR... --out DIR [--model efficientnet_lite0] [--targeted]
+        [--format png|jpeg --quality Q] [--strength low|mid|high] [--survive jpeg:Q|resize:S ...]
+        [--max-iter N] [--device cpu] [--quiet]
+
+Checked first, in this order, each failure one :class:`mnd.errors.InputError`
+(exit status 2): the options, the output folder (never an input folder; the
+checks of ``mnd attack``), every output file (never an input photo, never a
+folder; an existing ``report.csv`` must be one ``mnd protect`` wrote), then
+every photo is read. Only then is the model loaded. Exit status 0 when every
+saved photo is adversarial (and survives every ``--survive`` transform), 1
+when some are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mnd import models
+from mnd.cli.attack import check_device, check_out
+from mnd.core import robustness
+from mnd.data.imageio import LoadedImage, atomic_open, check_writable_dir, list_images, load_rgb, remove_created
+from mnd.errors import InputError
+from mnd.experiments.protect import (
+    FORMATS,
+    REPORT_COLUMNS,
+    OutputFormat,
+    Settings,
+    load_strengths,
+    parse_survive,
+    protect_photo,
+)
+from mnd.experiments.rows import format_table
+
+REPORT_CSV = "report.csv"
+EXIT_ALL_PROTECTED = 0
+EXIT_NOT_ALL_PROTECTED = 1
+
+EPILOG = """\
+strength levels (mnd/presets/protect.toml): low = 1000 iterations, no survive transform;
+mid = 1000 iterations, must survive jpeg:85; high = 2000 iterations, must survive jpeg:75
+and resize:0.5. --survive and --max-iter replace the level's values.
+
+outputs: DIR/<stem>.png (or .jpg) at the photo's full resolution, upright, with no
+metadata (no EXIF, GPS, ICC profile or text), and DIR/report.csv; DIR must not be a
+folder the photos are read from.
+
+exit status:
+  0    every saved photo is adversarial (and survives every --survive transform)
+  1    some are not (their rows in report.csv say success=False or survived=False)
+  2    bad input: a file, folder or option that cannot be used (one line on stderr)
+  130  interrupted (Ctrl-C); photos and rows written so far are intact
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``protect`` command to ``subparsers``."""
+    p = subparsers.add_parser(
+        "protect", help="protect whole photos at full resolution (classifiers)",
+        description="Protect each photo at its full resolution: the model sees it through its own preprocessing, "
+        "the perceptual loss is computed on the whole photo, and success is checked on the saved file read back.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders of images")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (not an input folder)")
+    p.add_argument("--model", default="efficientnet_lite0", help="an image classifier from `mnd models` "
+                   "(default: %(default)s)")
+    p.add_argument("--targeted", action="store_true", help="aim at the least-likely class (eq. 5)")
+    p.add_argument("--format", choices=FORMATS, default="png", help="file format (default: %(default)s)")
+    p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 with --format jpeg (default: 90)")
+    p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid or high (default: %(default)s)")
+    p.add_argument("--survive", action="append", metavar="T",
+                   help="jpeg:Q or resize:S: the saved photo must stay adversarial after it too (repeatable)")
+    p.add_argument("--max-iter", type=int, metavar="N", help="iteration budget per photo, at least 1")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=protect_files)
+
+
+def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings, str]:
+    """Validate the options before any photo or model is read: (model, settings, device)."""
+    spec = models.spec(args.model)
+    if spec.task != "imagenet" or spec.face_crop is not None:
+        raise InputError("--model", f"{spec.name} is a face model; mnd protect handles image classifiers for now "
+                         "(use mnd attack for faces)")
+    if args.quality is not None and args.format != "jpeg":
+        raise InputError("--quality", "applies to --format jpeg only")
+    quality = 90 if args.quality is None else args.quality
+    try:
+        robustness.check_quality(quality)
+    except ValueError:
+        raise InputError("--quality", f"must be an integer from 1 to 100, got {quality}") from None
+    strengths = load_strengths()
+    if args.strength not in strengths:
+        raise InputError("--strength", f"unknown level {args.strength!r}; known: {', '.join(strengths)}")
+    level = strengths[args.strength]
+    if args.max_iter is not None and args.max_iter < 1:
+        raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
+    survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
+    settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
+                        max_iter=args.max_iter or level.max_iter, progress=not args.quiet)
+    return spec, settings, check_device(args.device)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_targets(out: Path, paths: list[Path], suffix: str) -> list[Path]:
+    """The output file of each photo; refused: two photos with one stem, a folder or an input photo in the way,
+    and a ``report.csv`` that ``mnd protect`` did not write."""
+    targets = [out / f"{p.stem}{suffix}" for p in paths]
+    stems = [t.name for t in targets]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise InputError(twice[0], "two inputs share this file stem; their outputs would overwrite each other")
+    for target in [*targets, out / REPORT_CSV]:
+        if target.is_dir():
+            raise InputError(target, "is a folder where an output file goes; move it or choose another --out")
+        if target.exists() and any(_same(target, p) for p in paths):
+            raise InputError(target, "is one of the input photos: outputs must never overwrite inputs")
+    report = out / REPORT_CSV
+    if report.exists():
+        try:
+            header = report.read_text(encoding="utf-8").splitlines()[:1]
+        except (OSError, UnicodeDecodeError):
+            header = []
+        if header != [",".join(REPORT_COLUMNS)]:
+            raise InputError(report, "exists and is not a report that mnd protect wrote; move it or choose another "
+                             "--out")
+    return targets
+
+
+def write_report(path: Path, rows: list[dict[str, object]]) -> None:
+    """``report.csv``, atomically (written after every photo, so an interrupted run keeps its rows)."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+
+
+def _summary(rows: list[dict[str, object]], report: Path, settings: Settings) -> int:
+    """Print the one-screen summary; return the exit status."""
+    shown = ["image", "success", "survived", *robustness.TRANSFORMS, "psnr", "width", "height", "iterations",
+             "seconds"]
+    if not settings.survive:
+        shown.remove("survived")
+    print(format_table(rows, shown))
+    protected = sum(bool(r["success"]) and r["survived"] is not False for r in rows)
+    print(f"\nwrote {len(rows)} photos ({settings.output.name}) and {report}")
+    for name in robustness.TRANSFORMS:
+        print(f"  still adversarial after {name}: {sum(bool(r[name]) for r in rows)}/{len(rows)}")
+    wanted = f" and survive {', '.join(s.name for s in settings.survive)}" if settings.survive else ""
+    print(f"{protected}/{len(rows)} saved photos adversarial{wanted}")
+    return EXIT_ALL_PROTECTED if protected == len(rows) else EXIT_NOT_ALL_PROTECTED
+
+
+def _load(paths: list[Path], spec: models.ModelSpec) -> list[LoadedImage]:
+    """Read every photo (upright) and refuse one smaller than the model's input, before any work."""
+    photos = []
+    for path in paths:
+        photo = load_rgb(path)
+        h, w = photo.pixels.shape[:2]
+        if min(h, w) < spec.input_size:
+            raise InputError(path, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that "
+                             f"{spec.name} needs")
+        photos.append(photo)
+    return photos
+
+
+def protect_files(args: argparse.Namespace) -> int:
+    """Run ``mnd protect`` (see ``mnd protect --help``); returns the exit status."""
+    spec, settings, device = check_settings(args)
+    out: Path = args.out
+    paths = list_images(args.inputs)
+    if not paths:
+        raise InputError(" ".join(map(str, args.inputs)), "no images found")
+    check_out(out, [Path(p) for p in args.inputs], paths, None)
+    targets = check_targets(out, paths, settings.output.suffix)
+    created = check_writable_dir(out)
+    rows: list[dict[str, object]] = []
+    try:
+        photos = _load(paths, spec)
+        model = models.freeze(models.load(spec.name).to(device))
+        for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
+                                  disable=args.quiet or len(photos) < 2):
+            rows.append(protect_photo(model, spec, photo, target, settings, device))
+            write_report(out / REPORT_CSV, rows)
+    except BaseException:
+        if not rows:
+            remove_created(out, created)
+        raise
+    return _summary(rows, out / REPORT_CSV, settings)

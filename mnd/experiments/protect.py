@@ -1,0 +1,359 @@
+"""Protecting a whole photo: the perturbation lives at full resolution, success is decided on the saved file.
+
+``mnd attack`` protects the model's 224x224 input; a person shares the whole
+photo. Here the iterate Z is the full-resolution photo, and the classifier
+sees it through :class:`ClassifierView`, a differentiable copy of
+:func:`mnd.data.prepare_image` (shorter side resized with antialiasing,
+centre crop, 8-bit rounding with a straight-through gradient). Algorithm 1
+(:func:`mnd.core.attack.generate`, unchanged) then computes its perceptual
+loss on the full-resolution photo, and its success check on exactly the
+model input that the saved file will give.
+
+The success check is the saved file's: :class:`Verdict` wraps the model so
+that, when ``generate`` classifies an 8-bit iterate (without gradients), the
+model sees the file as it will be read back (the 8-bit PNG, or the decoded
+JPEG at the chosen quality) and then each ``survive`` transform of it (a real
+Pillow JPEG or resize, :mod:`mnd.core.robustness`); ``generate`` keeps
+iterating until every one of them is adversarial, or the budget ends. The
+gradient is that of the plain view (no differentiable stand-in of JPEG: the
+iteration continues on the plain loss, which keeps lowering the true class's
+logit, until the real transforms agree).
+
+After the attack the photo is written (no metadata), read back from disk and
+checked again from scratch (:func:`verify`): the report's ``success`` is that
+check, never the iterate's.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import functional as TF
+
+from mnd.core import metrics, robustness
+from mnd.core.attack import AttackResult, generate, is_adversarial
+from mnd.core.config import config_for
+from mnd.core.losses import least_likely_target
+from mnd.core.pixels import quantize
+from mnd.data.imageio import LoadedImage, atomic_open, load_rgb, to_tensor
+from mnd.data.prepare import prepare_image
+from mnd.errors import InputError
+from mnd.models.registry import ModelSpec
+
+STRENGTHS_FILE = "protect.toml"
+FORMATS = ("png", "jpeg")
+Format = Literal["png", "jpeg"]
+SUFFIX: dict[str, str] = {"png": ".png", "jpeg": ".jpg"}
+
+REPORT_COLUMNS: list[str] = [
+    "image", "model", "targeted", "format", "survive", "success", "survived", *robustness.TRANSFORMS,
+    "clean_label", "adv_label", "target_label", "psnr", "ssim", "width", "height", "iterations", "seconds", "note",
+]
+"""Columns of ``report.csv``: ``success`` is the re-read saved file; ``survived`` after every ``--survive``
+transform as well (empty without one); then still adversarial after each transform of
+:data:`mnd.core.robustness.TRANSFORMS`; PSNR and SSIM at full resolution."""
+
+
+# --- what to survive and how hard to try --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Survive:
+    """A sharing transform the saved photo must stay adversarial after: ``jpeg:Q`` or ``resize:S``."""
+
+    kind: Literal["jpeg", "resize"]
+    value: float
+
+    @property
+    def name(self) -> str:
+        """As written on the command line, e.g. ``jpeg:75``."""
+        return f"jpeg:{int(self.value)}" if self.kind == "jpeg" else f"resize:{self.value:g}"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The real transform (Pillow) of (N, 3, H, W) 8-bit images."""
+        if self.kind == "jpeg":
+            return robustness.jpeg(images, int(self.value))
+        return robustness.resize(images, self.value)
+
+
+def parse_survive(text: str, where: str = "--survive") -> Survive:
+    """``jpeg:Q`` (Q an integer 1-100) or ``resize:S`` (0 < S < 1) as a :class:`Survive`.
+
+    >>> parse_survive("jpeg:75").name, parse_survive("resize:0.5").name
+    ('jpeg:75', 'resize:0.5')
+    """
+    kind, _, value = str(text).partition(":")
+    try:
+        if kind == "jpeg" and value.isdigit() and 1 <= int(value) <= 100:
+            return Survive("jpeg", int(value))
+        if kind == "resize" and 0 < float(value) < 1:
+            return Survive("resize", float(value))
+    except ValueError:
+        pass
+    raise InputError(where, f"{text!r}: expected jpeg:Q (Q from 1 to 100) or resize:S (S between 0 and 1)")
+
+
+@dataclass(frozen=True)
+class Strength:
+    """One level of ``--strength``: the iteration budget and the transforms to survive."""
+
+    name: str
+    max_iter: int
+    survive: tuple[Survive, ...]
+
+
+def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
+    """The strength levels of a TOML file (default: the packaged ``protect.toml``); every key is checked."""
+    where = str(path) if path is not None else STRENGTHS_FILE
+    try:
+        text = Path(path).read_text() if path is not None else resources.files("mnd.presets").joinpath(
+            STRENGTHS_FILE).read_text()
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(where, f"cannot read the strength levels ({exc})") from None
+    levels: dict[str, Strength] = {}
+    for name, table in data.items():
+        if not isinstance(table, dict) or set(table) - {"max_iter", "survive"}:
+            raise InputError(where, f"[{name}] must be a table with max_iter and survive only")
+        budget, survive = table.get("max_iter", 1000), table.get("survive", [])
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise InputError(where, f"[{name}] max_iter = {budget!r}: must be an integer >= 1")
+        if not isinstance(survive, list):
+            raise InputError(where, f"[{name}] survive = {survive!r}: must be a list")
+        levels[name] = Strength(name, budget, tuple(parse_survive(s, f"{where} [{name}]") for s in survive))
+    return levels
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How the protected photo is saved: lossless PNG, or JPEG at a quality with 4:2:0 subsampling."""
+
+    kind: Format = "png"
+    quality: int = 90
+
+    @property
+    def suffix(self) -> str:
+        return SUFFIX[self.kind]
+
+    @property
+    def name(self) -> str:
+        return "png" if self.kind == "png" else f"jpeg:{self.quality}"
+
+    def encode(self, image: torch.Tensor) -> bytes:
+        """The file's bytes for a (3, H, W) image in [0, 1]: pixels only, no metadata of any kind."""
+        if self.kind == "jpeg":
+            return robustness.jpeg_bytes(image, self.quality)
+        pixels = image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels), mode="RGB").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def as_read_back(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) 8-bit images as the saved files will read back (a JPEG's decoded pixels)."""
+        return robustness.jpeg(images, self.quality) if self.kind == "jpeg" else quantize(images)
+
+
+# --- the model's view of a full-resolution photo -------------------------------------
+
+
+class ClassifierView(nn.Module):
+    """:func:`mnd.data.prepare_image`, differentiable: full-resolution photos -> the classifier's inputs.
+
+    The shorter side is resized to ``spec.resize`` (bilinear, antialiased;
+    skipped when it already has that size), the centre ``spec.input_size``
+    square is cut and rounded to the 8-bit grid with a straight-through
+    gradient, so on an 8-bit photo the value is the model input that
+    ``prepare_image`` gives for the saved file, and gradients reach every
+    full-resolution pixel.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.resize, self.size = spec.resize, spec.input_size
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h, w = z.shape[-2:]
+        if min(h, w) < self.size:
+            raise ValueError(f"image is {w}x{h}, smaller than the model's {self.size}x{self.size} input")
+        y = TF.resize(z, self.resize, antialias=True) if min(h, w) != self.resize else z
+        y = TF.center_crop(y, [self.size, self.size])
+        return quantize(y).detach() + (y - y.detach())
+
+
+class Verdict(nn.Module):
+    """``model(view(z))`` for :func:`mnd.core.attack.generate`, whose success check is the shared file's.
+
+    With gradients (the attack's loss) this is the model on the view of the
+    iterate. Without gradients, before the first gradient step (``generate``
+    reads the clean labels), the same. Without gradients after it (the
+    success checks of ``generate``), the logits returned are those of the
+    first of [the saved file as read back, each ``survive`` transform of it]
+    that is not adversarial, or the saved file's when all are: so ``generate``
+    declares success only when all are adversarial. One image at a time.
+
+    Args:
+        model: the classifier (inputs in [0, 1]).
+        view: the model's preprocessing (:class:`ClassifierView`).
+        goal: (1,) the label attacked away from (non-targeted) or the target.
+        targeted: which criterion.
+        read_back: the saved file's pixels as read back (:meth:`OutputFormat.as_read_back`).
+        survive: the transforms the saved file must survive.
+    """
+
+    def __init__(self, model: nn.Module, view: nn.Module, goal: torch.Tensor, *, targeted: bool,
+                 read_back: Callable[[torch.Tensor], torch.Tensor], survive: Sequence[Survive] = ()) -> None:
+        super().__init__()
+        self.model, self.view = model, view
+        self.register_buffer("goal", goal.detach().long().view(-1), persistent=False)
+        self.targeted, self.read_back, self.survive = targeted, read_back, tuple(survive)
+        self.armed = False
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or not self.armed:
+            self.armed = self.armed or torch.is_grad_enabled()
+            return self.model(self.view(z))
+        if z.shape[0] != 1:
+            raise ValueError(f"the verdict checks one image at a time, got {z.shape[0]}")
+        saved = self.read_back(z).to(z.device)
+        first = self.model(self.view(saved)).float()
+        if not bool(is_adversarial(first, self.goal, targeted=self.targeted)[0]):
+            return first
+        for transform in self.survive:
+            logits = self.model(self.view(transform(saved.cpu()).to(z.device))).float()
+            if not bool(is_adversarial(logits, self.goal, targeted=self.targeted)[0]):
+                return logits
+        return first
+
+
+# --- one photo --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How ``mnd protect`` protects each photo."""
+
+    targeted: bool = False
+    output: OutputFormat = field(default_factory=OutputFormat)
+    survive: tuple[Survive, ...] = ()
+    max_iter: int = 1000
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The clean photo's label, the label attacked away from or towards, and the target (targeted)."""
+
+    clean: int
+    goal: int
+    target: int | None
+
+
+@torch.no_grad()
+def clean_goal(model: nn.Module, view: nn.Module, photo: torch.Tensor, targeted: bool) -> Goal:
+    """The clean prediction and, targeted, the least-likely class of eq. (5), on the photo's model input."""
+    logits = model(view(quantize(photo[None]))).float()
+    clean = int(logits.argmax(1))
+    target = int(least_likely_target(logits)) if targeted else None
+    return Goal(clean, target if target is not None else clean, target)
+
+
+def attack_photo(model: nn.Module, spec: ModelSpec, photo: torch.Tensor, settings: Settings,
+                 device: str | torch.device = "cpu") -> tuple[AttackResult, Goal]:
+    """Algorithm 1 on a full-resolution (3, H, W) photo; success means the saved file (and its survive transforms).
+
+    Returns:
+        The attack's result (its ``adversarial`` is the full-resolution 8-bit
+        photo) and the labels.
+    """
+    view = ClassifierView(spec)
+    x = photo.to(device)
+    goal = clean_goal(model, view, x, settings.targeted)
+    verdict = Verdict(model, view, torch.tensor([goal.goal], device=device), targeted=settings.targeted,
+                      read_back=settings.output.as_read_back, survive=settings.survive)
+    config = config_for("mnd", task=spec.task, targeted=settings.targeted, max_iter=settings.max_iter,
+                        progress=settings.progress, straight_through=False)
+    return generate(verdict, x[None], torch.tensor([goal.clean], device=device), config=config), goal
+
+
+def write_photo(image: torch.Tensor, path: str | Path, output: OutputFormat) -> Path:
+    """Write the (3, H, W) protected photo atomically, pixels only (no EXIF, GPS, ICC profile or text)."""
+    path = Path(path)
+    data = output.encode(image)
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+@torch.no_grad()
+def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Tensor, goal: Goal, settings: Settings,
+           device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Everything the report says about a saved file, computed from the file re-read from disk.
+
+    ``success``: the file, preprocessed exactly as :func:`mnd.data.prepare_image`
+    does, is adversarial and differs from the clean photo; ``survived``:
+    also after each ``survive`` transform (None without one); then survival
+    after each :data:`mnd.core.robustness.TRANSFORMS`, and PSNR/SSIM between
+    the saved and the clean photo at full resolution (SSIM as
+    :func:`mnd.core.metrics.ssim`).
+    """
+    loaded = load_rgb(path)
+    saved = to_tensor(loaded.pixels)[None]
+    target = torch.tensor([goal.goal])
+    view = ClassifierView(spec)
+    logits = model(prepare_image(loaded, spec)[None].to(device)).float().cpu()
+    changed = bool((saved != quantize(clean[None].cpu())).any())
+    success = bool(is_adversarial(logits, target, targeted=settings.targeted)[0]) and changed
+    survived = None
+    if settings.survive:
+        kept = robustness.survival(model, saved, target, target, settings.targeted, view=view,
+                                   transforms={s.name: s for s in settings.survive})
+        survived = success and all(bool(v[0]) for v in kept.values())
+    shared = robustness.survival(model, saved, target, target, settings.targeted, view=view)
+    return {
+        "success": success,
+        "survived": survived,
+        **{name: success and bool(v[0]) for name, v in shared.items()},
+        "clean_label": goal.clean,
+        "adv_label": int(logits.argmax(1)),
+        "target_label": goal.target,
+        "psnr": float(metrics.psnr(saved, clean[None].cpu())[0]),
+        "ssim": float(metrics.ssim(saved, clean[None].cpu())[0]),
+        "width": int(saved.shape[-1]),
+        "height": int(saved.shape[-2]),
+    }
+
+
+def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: str | Path, settings: Settings,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Protect one photo, write it to ``path`` and return its report row (checked on the re-read file)."""
+    start = time.perf_counter()
+    clean = to_tensor(photo.pixels)
+    result, goal = attack_photo(model, spec, clean, settings, device)
+    write_photo(result.adversarial[0], path, settings.output)
+    row = verify(model, spec, path, clean, goal, settings, device)
+    notes = [n for n in (photo.note, result.reason[0]) if n]
+    if result.success[0] and not row["success"]:
+        notes.append("adversarial during the attack but not as re-read from the saved file")
+    return {
+        "image": Path(photo.path).name,
+        "model": spec.name,
+        "targeted": settings.targeted,
+        "format": settings.output.name,
+        "survive": " ".join(s.name for s in settings.survive),
+        **row,
+        "iterations": int(result.iterations[0]),
+        "seconds": round(time.perf_counter() - start, 2),
+        "note": "; ".join(notes),
+    }
+
