@@ -12,11 +12,18 @@ setup: $(STAMP)
 
 # torch/torchvision are pinned to the builds this project is tested with;
 # torchattacks and facenet-pytorch go in with --no-deps (see README, Install notes).
-$(STAMP): pyproject.toml requirements-nodeps.txt
+# adversarial-library imports visdom at import time; visdom 0.2.4 (the last for
+# Python 3.11) is a source distribution whose setup.py needs pkg_resources, which
+# setuptools dropped in 81: it is built without build isolation against this
+# venv's setuptools, held at >=77.0.3 (torch's floor) and <81
+# (requirements-advlib.txt says more).
+$(STAMP): pyproject.toml requirements-nodeps.txt requirements-advlib.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[book,test]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet 'setuptools>=77.0.3,<81'
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -r requirements-advlib.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -192,6 +192,23 @@ def test_paper_tables_label_both_means_and_compare_only_the_papers_setup(tmp_pat
     assert "the paper&#x27;s model and test set" in caption and "Δ = ours (all attacked) − paper" in caption
 
 
+def test_methods_not_in_the_paper_come_last_in_their_own_block() -> None:
+    rows = _summary_rows(48.0)
+    rows += [dict(r, method=m, psnr=70.0) for r in rows if r["method"] == "bim" for m in ("ddn", "bim_min")]
+    tiny = experiments.load_preset("tiny", ['methods=["mnd", "bim", "ddn", "bim_min"]'])
+    summary = experiments.summarize(rows, tiny)
+    table = book.paper_table_rows(summary, "imagenet", "non-targeted")
+    assert [r["Method"] for r in table] == ["BIM", "No norm", "l2-norm", "l1-norm", "l2-norm + SSIM",
+                                            "l1-norm + SSIM", "MND", "not in the paper", "BIM-min", "DDN"]
+    assert table[-3] == {"Method": "not in the paper"}
+    page = book.paper_table_html(tiny, summary, "imagenet", "non-targeted")
+    assert "<th rowspan='2' style='padding:2px 6px;vertical-align:bottom'>Method</th>" in page
+    assert page.index("not in the paper") < page.index("BIM-min") < page.index("DDN")
+    assert "DDN (not in the paper)" in book.pixel_ratio_html(summary)
+    assert book.figure_methods(tiny.methods) == ["mnd", "bim"]  # the paper's figures: MND and its anchors
+    assert {c.title for c in book.claims(tiny, rows)} == {c.title for c in book.claims(tiny, _summary_rows(48.0))}
+
+
 def test_paper_inconsistencies_are_computed_from_the_tables() -> None:
     found = {item.title: item.text for item in book.paper_inconsistencies()}
     assert "1.5175" in found["TABLE III: the average against BIM"]
@@ -338,7 +355,8 @@ def test_notebooks_are_thin_and_parametrised() -> None:
 
 def test_methods_split_into_variants_and_anchors() -> None:
     preset = experiments.load_preset("tiny", ['methods=["pgd", "mnd", "l1", "bim"]'])
-    assert book.split_methods(preset.methods) == (["l1", "mnd"], ["bim", "pgd"])
+    assert book.split_methods(preset.methods) == (["l1", "mnd"], ["bim", "pgd"], [])
+    assert book.split_methods(["cw_l2", "mnd", "ddn", "bim"]) == (["mnd"], ["bim"], ["ddn", "cw_l2"])
     assert book.figure_methods(preset.methods) == ["mnd", "bim", "pgd"]
     assert book.mos_anchors(["rfgsm", *preset.methods]) == ["bim", "pgd"]  # the paper's MOS test has no RFGSM
     assert book.label("l1_ssim") == "l1-norm + SSIM"

@@ -47,15 +47,15 @@ def make_rows(known: dict[str, tuple[float, float, bool, bool]] | None = None,
 
 
 def test_method_names_parse_into_base_and_sweep_parameters() -> None:
-    assert book.parse_method("bim@eps=4") == ("bim", {"eps": 4.0})
-    assert book.parse_method("mnd@margin=0.5") == ("mnd", {"margin": 0.5})
-    assert book.parse_method("ddn") == ("ddn", {})
-    assert book.parse_method("x@eps=4,steps=10") == ("x", {"eps": 4.0, "steps": 10.0})
+    assert experiments.parse_method("bim@eps=4") == ("bim", {"eps": 4.0})
+    assert experiments.parse_method("mnd@margin=0.5") == ("mnd", {"margin": 0.5})
+    assert experiments.parse_method("ddn") == ("ddn", {})
+    assert experiments.parse_method("x@eps=4,steps=10") == ("x", {"eps": 4.0, "steps": 10.0})
     for bad in ("bim@", "@eps=4", "bim@eps", "bim@eps=four", "bim@=4"):
         with pytest.raises(InputError, match="malformed"):
-            book.parse_method(bad)
+            experiments.parse_method(bad)
     assert book.point_label("bim@eps=4") == "BIM, eps 4/255" and book.point_label("mnd@margin=2") == "MND, margin 2"
-    assert book.point_label("fmn_linf") == "FMN L∞" and book.point_label("l1_ssim") == "l1-norm + SSIM"
+    assert book.point_label("fmn_linf") == "FMN-Linf" and book.point_label("l1_ssim") == "l1-norm + SSIM"
     assert [book.in_paper(m) for m in ("bim", "mnd", "no_norm", "bim@eps=4", "mnd@margin=2", "ddn")] == [
         True, True, True, False, False, False]
 
@@ -116,11 +116,11 @@ def test_gain_table_gives_paired_differences_from_mnd() -> None:
     only_a = book.paired_difference(rows, "imagenet", "targeted", "bim@eps=1")
     assert (only_a.images, only_a.mean) == (1, -6.0) and math.isnan(only_a.std)
     table = {r["method"]: r for r in book.gain_rows(rows, "imagenet", "targeted")}
-    assert list(table) == ["PGD", "BIM", "No norm", "l1-norm", "DDN", "FMN L∞", "ALMA (SSIM)"]
+    assert list(table) == ["PGD", "BIM", "No norm", "l1-norm", "DDN", "FMN-Linf", "ALMA-SSIM"]
     assert table["No norm"]["Δ PSNR vs MND (dB), both adversarial"] == "-2.00 ± 0.00"
     assert table["DDN"]["Δ PSNR vs MND (dB), both adversarial"] == "+9.00 ± 1.41"
-    assert table["FMN L∞"]["images"] == 0 and table["FMN L∞"]["Δ PSNR vs MND (dB), both adversarial"] == "–"
-    assert table["ALMA (SSIM)"]["group"] == "minimum norm (not in the paper)"
+    assert table["FMN-Linf"]["images"] == 0 and table["FMN-Linf"]["Δ PSNR vs MND (dB), both adversarial"] == "–"
+    assert table["ALMA-SSIM"]["group"] == "minimum norm (not in the paper)"
     words = book.gain_verdict(rows, "imagenet", "targeted")
     assert "by 25.00 dB" in words and "costs 2.00 dB of that (8%)" in words
     assert "not the perceptual loss, explains most of it" in words and "DDN +9.00 dB (2 images)" in words
@@ -154,8 +154,8 @@ def test_claim_c7_compares_mnd_with_each_minimum_norm_attack() -> None:
     assert both.verdict == "partly supported"  # above ALMA, below DDN
     shown = {(r["versus"], r["table"]): r for r in both.rows}
     assert shown[("DDN", "imagenet, targeted (Table II)")]["MND − it, PSNR (dB)"] == "-9.00 ± 1.41"
-    assert shown[("ALMA (SSIM)", "imagenet, targeted (Table II)")]["holds"] is True
-    assert shown[("FMN L∞", "imagenet, targeted (Table II)")]["holds"] == ""  # no common success: no check
+    assert shown[("ALMA-SSIM", "imagenet, targeted (Table II)")]["holds"] is True
+    assert shown[("FMN-Linf", "imagenet, targeted (Table II)")]["holds"] == ""  # no common success: no check
     without_ddn = {k: v for k, v in KNOWN.items() if k != "ddn"}
     assert _verdicts(make_rows(without_ddn))[1] == "supported"
     assert _verdicts(make_rows({k: v for k, v in KNOWN.items() if k != "alma_ssim"}))[1] == "not supported"
@@ -181,7 +181,7 @@ def test_missing_methods_are_named() -> None:
     assert not {"bim", "bim@eps=4", "mnd", "mnd@margin=2", "ddn", "no_norm"} & set(missing)
     assert book.missing_methods([dict(r, method="bim@eps=8") for r in rows if r["method"] == "bim"]).count("bim") == 0
     assert book.missing_text(["bim@eps=1", "bim@eps=2", "mnd@margin=4", "ddn", "cw_l2"]) == (
-        "BIM at eps 1, 2 (/255); MND at margin 4; DDN, C&W L2")
+        "BIM at eps 1, 2 (/255); MND at margin 4; DDN, CW-L2")
 
 
 def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -216,7 +216,23 @@ def test_the_page_executes_on_a_small_results_folder(tmp_path: Path) -> None:
                      for o in outputs)
     assert "Data set `faces` was not run: no face model here" in text
     assert "PGD at eps 1, 2, 4, 16 (/255)" in text and "MND at margin 1, 4, 8" in text
-    assert "MS-SSIM ↑" in text and "FMN L∞" in text and "by 25.00 dB" in text
+    assert "MS-SSIM ↑" in text and "FMN-Linf" in text and "by 25.00 dB" in text
     assert sum(1 for o in outputs if "image/png" in o.get("data", {})) == 2
     assert sorted(p.name for p in (results / "figures").glob("tradeoff_*.png")) == [
         "tradeoff_imagenet_non-targeted.png", "tradeoff_imagenet_targeted.png"]
+
+
+def test_the_robustness_table_counts_successes_that_survive() -> None:
+    rows = [
+        {"dataset": "d", "setting": "s", "method": "mnd", "image": "a", "attacked": True, "success": True,
+         "jpeg95": True, "jpeg85": True, "jpeg75": False, "resize50": False},
+        {"dataset": "d", "setting": "s", "method": "mnd", "image": "b", "attacked": True, "success": False,
+         "jpeg95": False, "jpeg85": False, "jpeg75": False, "resize50": False},
+        {"dataset": "d", "setting": "s", "method": "bim", "image": "a", "attacked": True, "success": True},
+    ]
+    table = {r["method"]: r for r in book.robustness_rows(rows, "d", "s")}
+    assert table["MND"]["adversarial (saved PNG)"] == "1/2"
+    assert [table["MND"][f"after {t}"] for t in ("JPEG 95", "JPEG 85", "JPEG 75", "resize 0.5x")] == [
+        "1/2", "1/2", "0/2", "0/2"]
+    assert table["BIM"]["after JPEG 75"] == "–"  # a run from before the columns existed
+    assert "still adversarial" in book.robustness_table_html(rows, "d", "s")

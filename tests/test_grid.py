@@ -419,3 +419,30 @@ def test_the_command_line_runs_a_shard_and_refuses_a_bad_one(tmp_path: Path, tin
     assert main(["book", "--preset", preset, "--results", str(out), "--shard", "3/2"]) == 2
     assert "mnd: error: --shard: I must be between 1 and N" in capsys.readouterr().err
     assert main(["book", "--preset", preset, "--results", str(out), "--shard", "1/2", "--no-run"]) == 2
+
+
+def test_sweep_points_are_methods_with_their_parameter(tmp_path: Path, tiny_model: str) -> None:
+    assert experiments.method_label("bim@eps=2") == "BIM (eps 2/255)"
+    assert experiments.method_label("mnd@margin=4") == "MND (margin 4)"
+    assert experiments.is_mnd("l1@margin=1") and not experiments.is_mnd("pgd@eps=4")
+    for bad, why in (("ddn@eps=4", "cannot be swept"), ("bim@margin=1", "only eps"), ("bim@eps=0", "out of range"),
+                     ("bim@eps=x", "malformed"), ("nope@eps=1", "unknown method")):
+        with pytest.raises(InputError, match=why):
+            experiments.check_method(bad)
+    preset = experiments.load_preset(write_preset(tmp_path, methods='["bim@eps=2", "bim", "no_norm@margin=1"]'),
+                                     ['settings=["non-targeted"]'])
+    experiments.run_grid(preset, tmp_path / "r", progress=False)
+    rows = {(r["method"], r["image"]): r for r in experiments.read_results(tmp_path / "r")}
+    assert rows[("bim@eps=2", "coffee")]["eps"] == pytest.approx(2 / 255, rel=1e-5)
+    assert rows[("bim", "coffee")]["eps"] == pytest.approx(8 / 255, rel=1e-5)
+    assert rows[("no_norm@margin=1", "coffee")]["margin"] == 1.0
+    assert rows[("bim@eps=2", "coffee")]["max_iter"] in ("", None)  # an anchor's budget is its own
+    assert rows[("no_norm@margin=1", "coffee")]["max_iter"] == 30
+
+
+def test_every_grid_row_says_whether_it_survives_sharing(tmp_path: Path, tiny_model: str) -> None:
+    preset = experiments.load_preset(write_preset(tmp_path, methods='["bim"]'), ['settings=["non-targeted"]'])
+    experiments.run_grid(preset, tmp_path / "r", progress=False)
+    rows = experiments.read_results(tmp_path / "r")
+    assert rows and all(isinstance(r[k], bool) for r in rows for k in ("jpeg95", "jpeg85", "jpeg75", "resize50"))
+    assert all(not r["jpeg75"] for r in rows if not r["success"])

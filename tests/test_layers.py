@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.attack",),                               # core: Algorithm 1
     ("core.robustness",),                           # core: sharing transforms (JPEG, resize), survival
     ("core.anchors",),                              # core: the torchattacks anchors
+    ("core.min_anchors",),                          # core: minimum-perturbation anchors (not in the paper)
     ("core",),
     ("models.weights", "models.nets"),              # models: weight files, the network contract
     ("models.dlib_resnet", "models.facenet"),       # models: network builders

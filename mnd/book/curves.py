@@ -19,21 +19,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mnd import experiments
+from mnd.experiments.methods import parse_method
 from mnd.book.pages import Context, label
 from mnd.book.tables import html_table, pm, signed
-from mnd.core import anchors
+from mnd.core import anchors, min_anchors
 from mnd.core.metrics import sample_mean, sample_std
-from mnd.errors import InputError
 
-MIN_NORM: tuple[str, ...] = ("bim_min", "pgd_min", "ddn", "fmn_l2", "fmn_linf", "alma_ssim", "cw_l2")
-"""The minimum-perturbation attacks (not in the paper), in table order."""
+MIN_NORM: tuple[str, ...] = tuple(min_anchors.MIN_ANCHORS)
+"""The minimum-perturbation attacks (not in the paper), in table order (:data:`mnd.core.min_anchors.MIN_ANCHORS`)."""
 
 
-MIN_NORM_LABELS: dict[str, str] = {
-    "bim_min": "BIM (smallest eps)", "pgd_min": "PGD (smallest eps)", "ddn": "DDN", "fmn_l2": "FMN L2",
-    "fmn_linf": "FMN L∞", "alma_ssim": "ALMA (SSIM)", "cw_l2": "C&W L2",
-}
-"""Display names of :data:`MIN_NORM` (used when :func:`mnd.experiments.method_label` has none)."""
+MIN_NORM_LABELS: dict[str, str] = dict(min_anchors.LABELS)
+"""Display names of :data:`MIN_NORM`: :data:`mnd.core.min_anchors.LABELS`, the one source."""
 
 
 SWEEP_EPS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -64,30 +61,6 @@ QUALITY_METRICS: tuple[tuple[str, str, int], ...] = (
 
 
 Kind = Literal["fixed budget", "stops at success", "minimum norm", "other"]
-
-
-def parse_method(name: str) -> tuple[str, dict[str, float]]:
-    """A method name split into its base and its sweep parameters: ``"bim@eps=4"`` -> ``("bim", {"eps": 4.0})``.
-
-    Several parameters are separated by commas (``"x@eps=4,steps=10"``).
-
-    Raises:
-        InputError: a malformed name (empty base, a parameter without ``=``, a value that is not a number).
-    """
-    base, at, tail = name.partition("@")
-    if not base or (at and not tail):
-        raise InputError("method", f"malformed method name {name!r}; expected <base> or <base>@<param>=<value>")
-    params: dict[str, float] = {}
-    for part in tail.split(",") if tail else []:
-        key, eq, value = part.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not key or not eq or math.isnan(number):
-            raise InputError("method", f"malformed sweep parameter {part!r} in {name!r}; expected <param>=<number>")
-        params[key] = number
-    return base, params
 
 
 def method_kind(base: str) -> Kind:
@@ -335,6 +308,36 @@ def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
     caption = (f"{dataset}, {setting}: every method, mean ± std over all attacked images; ↑ higher is better, "
                f"↓ lower is better. Full success: {', '.join(full) if full else 'none'}.")
     return html_table(table, caption=caption)
+
+
+ROBUSTNESS_TITLES: dict[str, str] = {
+    "jpeg95": "JPEG 95", "jpeg85": "JPEG 85", "jpeg75": "JPEG 75", "resize50": "resize 0.5x",
+}
+"""Table headers of the robustness columns (:data:`mnd.core.robustness.TRANSFORMS`)."""
+
+
+def robustness_rows(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> list[dict[str, Any]]:
+    """Every method of one data set x setting: its successes, and how many stay adversarial after each transform.
+
+    Counts are over all attacked images; an en dash where the run did not measure a transform.
+    """
+    out = []
+    for method, group in _groups(rows, dataset, setting).items():
+        attacked = _attacked(group)
+        row: dict[str, Any] = {"method": point_label(method), "in the paper": in_paper(method),
+                               "adversarial (saved PNG)": f"{sum(1 for r in attacked if r.get('success'))}/{len(attacked)}"}
+        for key, title in ROBUSTNESS_TITLES.items():
+            measured = [r.get(key) for r in attacked if r.get(key) is not None]
+            row[f"after {title}"] = f"{sum(map(bool, measured))}/{len(measured)}" if measured else "–"
+        out.append(row)
+    return out
+
+
+def robustness_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> str:
+    """:func:`robustness_rows` as an HTML table with its caption."""
+    return html_table(robustness_rows(rows, dataset, setting),
+                      caption=f"{dataset}, {setting}: images still adversarial after what sharing does to them "
+                              "(Pillow's JPEG at quality 95/85/75 with 4:2:0 chroma; a 0.5x down-and-up resize)")
 
 
 @dataclass(frozen=True)

@@ -113,19 +113,25 @@ def label(method: str) -> str:
     return experiments.method_label(method)
 
 
-def split_methods(methods: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The MND variants and the anchors among ``methods`` (a preset's), each in a fixed order.
+def split_methods(methods: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """The MND variants, the paper's anchors and the methods not in the paper among ``methods``, each in a fixed order.
 
     The variants (the ablation settings of eq. 7, :data:`mnd.core.config.VARIANTS`)
     come in the order of ``VARIANTS``, the anchors (:data:`mnd.core.anchors.ANCHORS`)
-    in alphabetical order, the order of the figures and of the rating sheet;
-    other names are left out.
+    in alphabetical order, the order of the figures and of the rating sheet,
+    and the methods not in the paper (:data:`mnd.experiments.NOT_IN_PAPER`) in
+    their table order; other names are left out.
 
-    >>> split_methods(["bim", "mnd", "pgd", "l1", "di2fgsm"])
-    (['l1', 'mnd'], ['bim', 'di2fgsm', 'pgd'])
+    >>> split_methods(["bim", "mnd", "pgd", "l1", "di2fgsm", "ddn", "bim_min"])
+    (['l1', 'mnd'], ['bim', 'di2fgsm', 'pgd'], ['bim_min', 'ddn'])
     """
     chosen = set(methods)
-    return [m for m in VARIANTS if m in chosen], sorted(m for m in anchors.ANCHORS if m in chosen)
+    return ([m for m in VARIANTS if m in chosen], sorted(m for m in anchors.ANCHORS if m in chosen),
+            [m for m in experiments.NOT_IN_PAPER if m in chosen])
+
+
+NOT_IN_PAPER_LABEL = "not in the paper"
+"""How the tables label the block of methods the paper does not have."""
 
 
 def figure_methods(methods: Iterable[str]) -> list[str]:
@@ -134,7 +140,7 @@ def figure_methods(methods: Iterable[str]) -> list[str]:
     >>> figure_methods(["no_norm", "mnd", "pgd", "bim"])
     ['mnd', 'bim', 'pgd']
     """
-    variants, anchor_names = split_methods(methods)
+    variants, anchor_names, _ = split_methods(methods)
     return [m for m in variants if m == "mnd"] + anchor_names
 
 
@@ -183,6 +189,11 @@ class Context:
     def anchors(self) -> list[str]:
         """The preset's anchors (:func:`split_methods`)."""
         return split_methods(self.preset.methods)[1]
+
+    @property
+    def not_in_paper(self) -> list[str]:
+        """The preset's methods that the paper does not have (:func:`split_methods`)."""
+        return split_methods(self.preset.methods)[2]
 
     @property
     def figure_methods(self) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
-from mnd.book.pages import figure_image, label
+from mnd.book.pages import NOT_IN_PAPER_LABEL, figure_image, label
 from mnd.data.paths import paper_dir
 
 
@@ -159,12 +159,16 @@ def paper_table_rows(summary: Iterable[Mapping[str, Any]], dataset: str, setting
     successful attacks only, and the paper's value; a difference column
     (all attacked − paper) only where the data set is the paper's model on
     the paper's test set (``same_as_paper``); then the successes and the
-    mean iterations of the successful attacks.
+    mean iterations of the successful attacks. The methods not in the paper
+    (:data:`mnd.experiments.NOT_IN_PAPER`) come last, under a row that says
+    so (:func:`block_row`).
     """
     out = []
     for s in summary:
         if s["dataset"] != dataset or s["setting"] != setting:
             continue
+        if s["method"] in experiments.NOT_IN_PAPER and not any(r.get("Method") == NOT_IN_PAPER_LABEL for r in out):
+            out.append(block_row(NOT_IN_PAPER_LABEL))
         same = bool(s.get("same_as_paper", False))
         row: dict[str, Any] = {"Method": s["label"]}
         for metric, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)):
@@ -177,6 +181,24 @@ def paper_table_rows(summary: Iterable[Mapping[str, Any]], dataset: str, setting
         row["successes (mean iter.)"] = f"{s['succeeded']}/{s['attacked']} ({fmt(s['iterations_success_mean'], 1)})"
         out.append(row)
     return out
+
+
+def row_label(method: str) -> str:
+    """A method's label in a table that mixes blocks: the paper's label, marked where the paper lacks the method.
+
+    >>> row_label("mnd"), row_label("ddn")
+    ('MND', 'DDN (not in the paper)')
+    """
+    return f"{label(method)} ({NOT_IN_PAPER_LABEL})" if method in experiments.NOT_IN_PAPER else label(method)
+
+
+def block_row(title: str, first: str = "Method") -> dict[str, Any]:
+    """A row that only names the block of rows below it (its other cells empty).
+
+    >>> block_row("not in the paper")
+    {'Method': 'not in the paper'}
+    """
+    return {first: title}
 
 
 SOURCE_TEXT: dict[str, str] = {
@@ -221,7 +243,8 @@ def paper_table_html(preset: experiments.Preset, summary: Sequence[Mapping[str, 
     caption = (f"Table {table or '–'}, {setting}. {comparison_text(spec, setting, images)} "
                f"Mean ± std over all attacked images (all attacked) and over the successful attacks only "
                f"(successes); the paper's means are over all its tested images.")
-    return html_table(rows, caption=caption, grouped=True)
+    columns = max((list(r) for r in rows), key=len, default=None)  # a block row holds only the first column
+    return html_table(rows, columns, caption=caption, grouped=True)
 
 
 def dataset_header(preset: experiments.Preset, dataset: str) -> str:
@@ -237,7 +260,7 @@ def image_results_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
     """The result rows of one image (those of ``methods``): success, PSNR, SSIM, changed pixels, iterations."""
     same = experiments.select(rows, dataset=dataset, setting=setting, image=image)
     return html_table(
-        [{"method": label(r["method"]), "success": r["success"], "PSNR": r["psnr"], "SSIM": r["ssim"],
+        [{"method": row_label(r["method"]), "success": r["success"], "PSNR": r["psnr"], "SSIM": r["ssim"],
           "changed pixels": r["changed_ratio"], "iterations": r["iterations"]}
          for r in same if r["method"] in methods], digits={"SSIM": 4, "changed pixels": 4},
         caption=f"{image}, {setting}")
@@ -245,7 +268,7 @@ def image_results_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
 
 def pixel_ratio_html(summary: Iterable[Mapping[str, Any]]) -> str:
     """The changed-pixel ratio of every data set x setting x method, over all attacked images and over successes."""
-    table = [{"data set": s["dataset"], "setting": s["setting"], "method": s["label"],
+    table = [{"data set": s["dataset"], "setting": s["setting"], "method": row_label(s["method"]),
               "changed pixels: all attacked": pm(s["changed_ratio_all_mean"], s["changed_ratio_all_std"], 4),
               "changed pixels: successes": pm(s["changed_ratio_success_mean"], s["changed_ratio_success_std"], 4),
               "successes": f"{s['succeeded']}/{s['attacked']}"} for s in summary]

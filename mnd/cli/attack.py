@@ -36,7 +36,7 @@ EXIT_ALL_ADVERSARIAL = 0
 EXIT_NOT_ALL_ADVERSARIAL = 1
 METRICS_CSV = "metrics.csv"
 ANCHOR_IGNORED = ("--hparams", "--max-iter", "--straight-through", "--task")
-"""Options of MND that the anchors (torchattacks' defaults) cannot use."""
+"""Options of MND that the anchors (fixed budgets or their own) cannot use."""
 SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
 
 
@@ -58,6 +58,7 @@ class Options:
     task: str
     device: str
     overrides: dict[str, object]
+    margin: float | None = None
 
 
 _NEEDS_GALLERY = "{} returns embeddings: give --gallery DIR (one sub-folder of photos per identity)"
@@ -107,7 +108,10 @@ def check_options(args: argparse.Namespace) -> Options:
     """
     spec = models.spec(args.model)
     experiments.check_method(args.method)
-    if args.method in anchors.ANCHORS:
+    mnd_method = experiments.is_mnd(args.method)
+    if not mnd_method:
+        runs = ("torchattacks' defaults (eps 8/255, alpha 2/255, 10 steps)" if args.method in anchors.ANCHORS
+                else "its own budget (see 'mnd attack --help')")
         given = {
             "--hparams": args.hparams is not None,
             "--max-iter": args.max_iter is not None,
@@ -118,8 +122,8 @@ def check_options(args: argparse.Namespace) -> Options:
             if given[option]:
                 raise InputError(
                     option,
-                    f"does not apply to the anchor {args.method!r}, which runs torchattacks' defaults "
-                    "(eps 8/255, alpha 2/255, 10 steps); it applies to the MND methods only",
+                    f"does not apply to the anchor {args.method!r}, which runs {runs}; "
+                    "it applies to the MND methods only",
                 )
     if args.batch_size < 1:
         raise InputError("--batch-size", f"must be at least 1, got {args.batch_size}")
@@ -127,18 +131,22 @@ def check_options(args: argparse.Namespace) -> Options:
         raise InputError("--seed", f"must be between 0 and {SEED_MAX}, got {args.seed}")
     if args.max_iter is not None and args.max_iter < 1:
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
+    margin = getattr(args, "margin", None)
+    if margin is not None and not 0 <= margin < float("inf"):
+        raise InputError("--margin", f"must be a number >= 0, got {margin}")
     device = check_device(args.device)
     task = args.task or spec.task
     overrides: dict[str, object] = {"progress": not args.quiet, "straight_through": args.straight_through}
     if args.max_iter is not None:
         overrides["max_iter"] = args.max_iter
-    if args.method not in anchors.ANCHORS:
+    if mnd_method:
         where = args.hparams if args.hparams is not None else HPARAMS_FILE
+        margins = {} if margin is None else {"margin": margin}
         try:
-            config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides)
+            config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides, **margins)
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(where, f"invalid hyper-parameters ({exc})") from None
-    return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides)
+    return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides, margin=margin)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -262,12 +270,14 @@ def attack_files(args: argparse.Namespace) -> int:
             x = torch.stack([it.tensor for it in batch]).to(options.device)
             result = experiments.run_method(
                 model, x, None, args.method, task=options.task, targeted=args.targeted, seed=args.seed,
-                hparams=args.hparams, **(options.overrides if args.method not in anchors.ANCHORS else {}),
+                hparams=args.hparams, margin=options.margin,
+                **(options.overrides if experiments.is_mnd(args.method) else {}),
             )
             for it, adv in zip(batch, result.adversarial):
                 save_png(adv, out / f"{it.name}.png")
                 written = True
-            rows += experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch])
+            rows += experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch],
+                                             model=model)
             experiments.write_rows(csv_path, experiments.merge_rows(existing, rows))
             attacked += int(result.attacked.sum())
             won += int((result.success & result.attacked).sum())
@@ -278,6 +288,7 @@ def attack_files(args: argparse.Namespace) -> int:
 
     shown = ["image", "method", "success", "clean_label", "adv_label", "target_label", "psnr", "ssim",
              "changed_ratio", "iterations", "seconds"]
+    shown += [c for c in ("margin", "eps") if any(r.get(c) not in (None, 0.0) for r in rows)]
     print(experiments.format_table(rows, shown))
     skipped = len(rows) - attacked
     not_attacked = f"; {skipped} not attacked (see the note column)" if skipped else ""

@@ -29,8 +29,11 @@ EXIT_INTERRUPTED = 130
 
 ATTACK_EPILOG = """\
 anchors: bim, pgd, mifgsm, di2fgsm and rfgsm run torchattacks' defaults (eps 8/255,
-alpha 2/255, 10 steps); --hparams, --max-iter, --straight-through and --task apply to
-the MND methods only and are refused with an anchor.
+alpha 2/255, 10 steps). Not in the paper: bim_min and pgd_min (the smallest eps on the
+8-bit grid up to 16/255), ddn, fmn_l2, fmn_linf, alma_ssim and cw_l2 (adversarial-library's
+minimum-norm attacks, installed from requirements-advlib.txt).
+--hparams, --max-iter, --straight-through and --task apply to the MND methods only and
+are refused with an anchor; --margin applies to every method.
 
 outputs: DIR/<stem>.png and DIR/metrics.csv; DIR must not be a folder the photos are
 read from (outputs never overwrite inputs), and an existing metrics.csv there must be
@@ -70,6 +73,9 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
                    help="a hyper-parameter TOML file (default: the packaged one; MND methods only)")
     p.add_argument("--max-iter", type=int, metavar="N",
                    help="override the preset's iteration limit, at least 1 (MND methods only)")
+    p.add_argument("--margin", type=float, metavar="M",
+                   help="success needs a logit lead of at least M, >= 0 (default: the hyper-parameter "
+                   "file's, 0: the paper's argmax; not in the paper)")
     p.add_argument("--straight-through", action="store_true",
                    help="one forward pass per iteration (see docs; MND methods only)")
     p.add_argument("--batch-size", type=int, default=8,

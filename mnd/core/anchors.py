@@ -5,6 +5,8 @@ as the paper gives no other settings. In the targeted setting it aims at the
 same least-likely class as eq. (5). Outputs are quantized to 8 bits and
 success is decided on them, exactly as for MND: never for an output equal to
 its input, never towards the true label (see :func:`mnd.core.attack.prepare_labels`).
+With a ``margin`` > 0 (not in the paper) the attack sees the model through
+:func:`mnd.core.attack.with_margin` and success needs that logit margin.
 
 >>> sorted(ANCHORS)
 ['bim', 'di2fgsm', 'mifgsm', 'pgd', 'rfgsm']
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnd.core.attack import UNCHANGED, AttackResult, is_adversarial, prepare_labels
+from mnd.core.attack import UNCHANGED, AttackResult, is_adversarial, margin_text, prepare_labels, with_margin
 from mnd.core.pixels import quantize
 from mnd.errors import InputError
 
@@ -72,6 +74,7 @@ def run(
     *,
     targeted: bool = False,
     seed: int = 0,
+    margin: float = 0.0,
     **kwargs: Any,
 ) -> AttackResult:
     """Attack a batch with an anchor; same contract as :func:`mnd.core.attack.generate`.
@@ -83,18 +86,19 @@ def run(
         labels: ground truth, or None for the clean prediction.
         targeted: aim at the least-likely class of eq. (5).
         seed: seeds torch before the attack (PGD's random start, DI2FGSM's resizing).
+        margin: the logit margin success needs (:func:`mnd.core.attack.is_adversarial`).
         **kwargs: torchattacks settings (eps, alpha, steps, ...).
     """
     device = next((p.device for p in model.parameters()), x.device)
     x = quantize(x.detach().to(device))
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=targeted)
-    attack = build(name, model, **kwargs)
+    rows = lab.attacked.nonzero().squeeze(1)
+    attack = build(name, with_margin(model, lab.goal[rows], margin, targeted=targeted), **kwargs)
     if targeted:
         attack.set_mode_targeted_by_label(quiet=True)
     torch.manual_seed(seed)
     adversarial = x.clone()
-    rows = lab.attacked.nonzero().squeeze(1)
     if rows.numel():
         adversarial[rows] = quantize(attack(x[rows], lab.goal[rows]))
     finite = torch.isfinite(adversarial).flatten(1).all(1)
@@ -103,7 +107,7 @@ def run(
         logits = model(adversarial).float()
     adv_label = logits.argmax(1)
     changed = (adversarial != x).flatten(1).any(1)
-    success = is_adversarial(logits, lab, targeted=targeted) & lab.attacked & changed
+    success = is_adversarial(logits, lab, targeted=targeted, margin=margin) & lab.attacked & changed
     steps = int(getattr(attack, "steps", 1))
     reason = list(lab.reasons) or [""] * len(x)
     for i in (lab.attacked & ~success).nonzero().flatten().tolist():
@@ -112,7 +116,8 @@ def run(
         elif not bool(changed[i]):
             reason[i] = UNCHANGED
         else:
-            reason[i] = f"not adversarial after {steps} step{'s' if steps != 1 else ''} of {LABELS[name]}"
+            reason[i] = (f"not adversarial{margin_text(margin)} after {steps} step{'s' if steps != 1 else ''} "
+                         f"of {LABELS[name]}")
     return AttackResult(
         adversarial=adversarial.cpu(),
         success=success.cpu(),
@@ -125,4 +130,5 @@ def run(
         seconds=time.perf_counter() - start,
         extras={"eps": float(getattr(attack, "eps", DEFAULT_EPS))},
         reason=reason,
+        margin=margin,
     )

@@ -54,6 +54,7 @@ class AttackResult:
         target_label: the eq. (5) target when targeted, else None.
         seconds: wall time of the whole batch.
         extras: method-specific values (e.g. ``eps`` of an anchor).
+        margin: the logit margin success required (:func:`is_adversarial`; 0: the paper's argmax).
         reason: per image, why it is not a success ("" for a success): not
             attacked and why, not adversarial after the iteration budget,
             non-finite values, or an output equal to the input. Empty
@@ -71,6 +72,7 @@ class AttackResult:
     seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
     reason: list[str] = field(default_factory=list)
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.reason:
@@ -97,6 +99,11 @@ NOT_ATTACKED_NON_FINITE = "the model's output on the clean image is not finite (
 
 
 UNCHANGED = "the 8-bit output equals the input: not a success"
+
+
+def margin_text(margin: float) -> str:
+    """`` by a logit margin of M`` for a failure's reason, empty for the paper's margin 0."""
+    return f" by a logit margin of {margin:g}" if margin else ""
 
 
 @dataclass(frozen=True)
@@ -151,15 +158,55 @@ def prepare_labels(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | Non
     return Labels(clean=clean, true=true, target=target, attacked=attacked, logits=logits, reasons=tuple(reasons))
 
 
-def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targeted: bool) -> torch.Tensor:
+def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targeted: bool,
+                   margin: float = 0.0) -> torch.Tensor:
     """Non-targeted: the top class is not the true one; targeted: it is the target.
 
+    With ``margin`` > 0 (the attack-strength knob, not in the paper) the win
+    must be by at least ``margin`` logits: non-targeted, the best other class
+    beats the true one by ``margin``; targeted, the target beats every other
+    class by ``margin``. ``margin`` 0 is the paper's rule, the argmax, exactly.
     Rows with a non-finite logit are never adversarial (their top class means nothing).
+
+    >>> u = torch.tensor([[2.0, 3.0, 0.0]])
+    >>> [is_adversarial(u, torch.tensor([0]), targeted=False, margin=m).item() for m in (0.0, 1.0, 1.5)]
+    [True, True, False]
     """
     goal = labels.goal if isinstance(labels, Labels) else labels
-    pred = logits.argmax(1)
-    hit = pred == goal if targeted else pred != goal
-    return hit & torch.isfinite(logits).all(1)
+    finite = torch.isfinite(logits).all(1)
+    if margin == 0:
+        pred = logits.argmax(1)
+        return (pred == goal if targeted else pred != goal) & finite
+    idx = goal.long().view(-1, 1)
+    own = logits.gather(1, idx).squeeze(1)
+    best_other = logits.scatter(1, idx, float("-inf")).amax(1)
+    lead = own - best_other if targeted else best_other - own
+    return (lead >= margin) & finite
+
+
+class MarginView(nn.Module):
+    """``model`` with the goal's logit moved by ``margin`` against the attacker.
+
+    Non-targeted, the true class's logit is raised by ``margin``; targeted, the
+    target's is lowered by it. So an attack that stops when its view's argmax
+    is adversarial stops only when the real logits meet :func:`is_adversarial`'s
+    margin: any attack becomes margin-aware without knowing it. ``goal`` has
+    one label per row of the batches the attack passes (it attacks those rows).
+    """
+
+    def __init__(self, model: nn.Module, goal: torch.Tensor, margin: float, *, targeted: bool) -> None:
+        super().__init__()
+        self.model, self.goal, self.margin, self.targeted = model, goal, float(margin), targeted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        shift = torch.zeros_like(logits).scatter(1, self.goal.long().view(-1, 1).to(logits.device), self.margin)
+        return logits - shift if self.targeted else logits + shift
+
+
+def with_margin(model: nn.Module, goal: torch.Tensor, margin: float, *, targeted: bool) -> nn.Module:
+    """``model`` itself for ``margin`` 0 (the paper: nothing changes), else its :class:`MarginView`."""
+    return model if margin == 0 else MarginView(model, goal, margin, targeted=targeted)
 
 
 STOPPED_NON_FINITE_LOGITS = "non-finite logits or iterate"
@@ -421,14 +468,14 @@ def _check(model: nn.Module, image: torch.Tensor, logits: torch.Tensor, goal: to
            *, low_precision: bool) -> _Check:
     """Is each 8-bit image adversarial? In low precision a yes is re-checked in float32 at once."""
     broken = _non_finite(image)  # never happens unless an update overflowed; never an output
-    done = is_adversarial(logits, goal, targeted=config.targeted) & ~broken
+    done = is_adversarial(logits, goal, targeted=config.targeted, margin=config.margin) & ~broken
     rejected = torch.zeros_like(done)
     if low_precision and bool(done.any()):
         hits = done.nonzero().squeeze(1)
         with torch.no_grad():
             logits = logits.clone()
             logits[hits] = model(image[hits]).float()
-        done = is_adversarial(logits, goal, targeted=config.targeted) & ~broken
+        done = is_adversarial(logits, goal, targeted=config.targeted, margin=config.margin) & ~broken
         rejected[hits] = ~done[hits]
     adv_loss = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
     bad = (_non_finite(logits) | broken) & ~done
@@ -566,7 +613,8 @@ def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, con
     with torch.no_grad():
         final_logits = model(out.adversarial).float()
     changed = (out.adversarial != x).flatten(1).any(1)
-    success = out.success & is_adversarial(final_logits, lab, targeted=config.targeted) & lab.attacked & changed
+    success = (out.success & is_adversarial(final_logits, lab, targeted=config.targeted, margin=config.margin)
+               & lab.attacked & changed)
     for i in (lab.attacked & ~success).nonzero().flatten().tolist():
         if out.reason[i]:
             continue
@@ -575,7 +623,7 @@ def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, con
         elif bool(out.success[i]):
             out.reason[i] = "the final float32 check does not find it adversarial"
         else:
-            out.reason[i] = f"not adversarial after {int(out.iterations[i])} iterations"
+            out.reason[i] = f"not adversarial{margin_text(config.margin)} after {int(out.iterations[i])} iterations"
     return success, final_logits.argmax(1)
 
 
@@ -646,4 +694,5 @@ def generate(
         seconds=time.perf_counter() - start,
         extras=extras,
         reason=out.reason,
+        margin=config.margin,
     )

@@ -84,6 +84,10 @@ class AttackConfig:
             EfficientNet-Lite0, batch 4, one thread of an AMD EPYC; about 10x
             on another CPU. Use it on CUDA only.
         progress: show a tqdm bar over iterations.
+        margin: the attack-strength knob (not in the paper): success needs
+            the best other logit to beat the true one (non-targeted), or the
+            target to beat every other (targeted), by at least ``margin``;
+            the attack runs until it does. 0 is the paper's argmax rule.
     """
 
     targeted: bool = False
@@ -100,6 +104,7 @@ class AttackConfig:
     channels_last: bool = False
     amp: bool = False
     progress: bool = False
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -117,6 +122,8 @@ class AttackConfig:
             raise ValueError(f"step_size must be a number > 0, got {self.step_size!r}")
         if not _is_number(self.r) or self.r <= 0:
             raise ValueError(f"r must be a number > 0, got {self.r!r}")
+        if not _is_number(self.margin) or self.margin < 0:
+            raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
         if len(self.betas) != 3 or not all(_is_number(b) for b in self.betas):
             raise ValueError(f"betas must be three numbers, got {self.betas!r}")
 
@@ -150,7 +157,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "reduction": RE
 _FLAGS = ("straight_through", "channels_last", "amp", "progress")
 
 
-DEFAULT_KEYS: tuple[str, ...] = ("step_size", "max_iter", *_CHOICES, *_FLAGS)
+DEFAULT_KEYS: tuple[str, ...] = ("step_size", "max_iter", "margin", *_CHOICES, *_FLAGS)
 """Keys a hyper-parameter file's [defaults] table may set (AttackConfig fields)."""
 
 
@@ -177,6 +184,8 @@ def _check_default(where: str, key: str, value: Any) -> None:
         problem = "an integer >= 0"
     elif key == "step_size" and (not _is_number(value) or value <= 0):
         problem = "a number > 0"
+    elif key == "margin" and (not _is_number(value) or value < 0):
+        problem = "a number >= 0"
     if problem:
         raise InputError(where, f"[defaults] {key} = {value!r}: must be {problem}")
 

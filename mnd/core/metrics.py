@@ -1,8 +1,16 @@
 """Image-quality and attack metrics (section IV-A-3 and IV-D).
 
 PSNR and SSIM come from piq (on [0, 1] images, data range 1); what is new
-here is the pixel-change ratio and the difference maps of Fig. 4. Every
+here is the pixel-change ratio and the difference maps of Fig. 4. Beyond the
+paper, weight-free quality measures: MS-SSIM, HaarPSI, VIF, GMSD and FSIM
+from piq, and the mean CIEDE2000 colour difference from scikit-image. Every
 function takes batches and returns one value per image unless noted.
+
+Size limits (piq's): MS-SSIM needs both sides at least 161 px (its 11 px
+window at the fifth scale, 10 * 2**4 + 1), so the 150 px dlib face chips and
+the 160 px FaceNet crops get NaN; VIF needs 41 px and HaarPSI 16 px. Images
+below a limit get NaN for that measure, never an error. LPIPS and DISTS are
+not here: they need downloaded network weights.
 :func:`sample_mean` and :func:`sample_std` summarize lists of per-image
 values (and of MOS scores) for the tables.
 """
@@ -11,10 +19,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import piq
 import torch
+from skimage import color
 
 
 def _prepare(adv: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +51,66 @@ def ssim(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """SSIM per image (piq: 11x11 Gaussian window, sigma 1.5, channel mean)."""
     a, c = _prepare(adv, clean)
     return piq.ssim(a, c, data_range=1.0, reduction="none")
+
+
+MIN_SIZE: dict[str, int] = {"ms_ssim": 161, "haarpsi": 16, "vif": 41, "gmsd": 1, "fsim": 1}
+"""The smallest side, in pixels, each piq measure accepts (below it the measure is NaN)."""
+
+
+def _piq_per_image(name: str, measure: Callable[..., torch.Tensor], adv: torch.Tensor,
+                   clean: torch.Tensor) -> torch.Tensor:
+    """``measure(adv, clean)`` per image (data range 1), NaN for images smaller than :data:`MIN_SIZE`."""
+    a, c = _prepare(adv, clean)
+    if min(a.shape[-2:]) < MIN_SIZE[name]:
+        return torch.full((a.shape[0],), math.nan)
+    return measure(a, c, data_range=1.0, reduction="none")
+
+
+def ms_ssim(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Multi-scale SSIM per image (piq, five scales); NaN below 161 px a side."""
+    return _piq_per_image("ms_ssim", piq.multi_scale_ssim, adv, clean)
+
+
+def haarpsi(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """HaarPSI per image (piq; 1 for identical images); NaN below 16 px a side."""
+    return _piq_per_image("haarpsi", piq.haarpsi, adv, clean)
+
+
+def vif(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Pixel-domain visual information fidelity per image (piq's ``vif_p``); NaN below 41 px a side."""
+    return _piq_per_image("vif", piq.vif_p, adv, clean)
+
+
+def gmsd(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude similarity deviation per image (piq; 0 for identical images, lower is better)."""
+    return _piq_per_image("gmsd", piq.gmsd, adv, clean)
+
+
+def fsim(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Feature similarity index with colour (FSIMc) per image (piq; 1 for identical images)."""
+    return _piq_per_image("fsim", piq.fsim, adv, clean)
+
+
+def ciede2000(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 colour difference per image (scikit-image, on CIELAB of the sRGB values; 0: identical).
+
+    >>> x = torch.zeros(1, 3, 2, 2); y = x.clone(); y[0, 0] = 1.0  # black against pure red
+    >>> round(ciede2000(y, x).item(), 1)
+    50.4
+    """
+    a, c = _prepare(adv, clean)
+    out = []
+    for one, ref in zip(a, c):
+        lab_a = color.rgb2lab(one.permute(1, 2, 0).double().numpy())
+        lab_c = color.rgb2lab(ref.permute(1, 2, 0).double().numpy())
+        out.append(float(np.mean(color.deltaE_ciede2000(lab_c, lab_a))))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+QUALITY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ms_ssim": ms_ssim, "haarpsi": haarpsi, "vif": vif, "gmsd": gmsd, "fsim": fsim, "ciede2000": ciede2000,
+}
+"""The quality measures beyond the paper's PSNR and SSIM that every result row carries (name -> function)."""
 
 
 def changed_ratio(adv: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

@@ -41,14 +41,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import __version__, data, models
-from mnd.core import anchors
 from mnd.core.config import Task
 from mnd.core.pixels import quantize
 from mnd.data import faces
 from mnd.data.imageio import atomic_open, list_images, load_rgb, save_png
 from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.experiments.methods import TABLE_ORDER, run_method
+from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
@@ -199,9 +198,17 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _max_iter_for(preset: Preset, method: str, task: Task) -> str:
-    if method in anchors.ANCHORS:
-        return ""
-    return str(preset.effective_max_iter(task))
+    """The iteration cap a row records: MND's, or empty for the anchors (their budgets are their own)."""
+    return str(preset.effective_max_iter(task)) if is_mnd(method) else ""
+
+
+def _same_margin(row: dict[str, Any], preset: Preset) -> bool:
+    """A row made at the preset's margin (an empty margin, from before the knob existed, is 0)."""
+    made = str(row.get("margin", "") or "0")
+    try:
+        return float(made) == float(preset.margin or 0.0) or "@margin=" in str(row.get("method", ""))
+    except ValueError:
+        return False
 
 
 def _up_to_date(row: dict[str, Any] | None, preset: Preset, spec: DatasetSpec, method: str, results: Path) -> bool:
@@ -211,6 +218,7 @@ def _up_to_date(row: dict[str, Any] | None, preset: Preset, spec: DatasetSpec, m
         str(row.get("model")) == spec.model
         and str(row.get("seed")) == str(preset.seed)
         and str(row.get("max_iter", "")) == _max_iter_for(preset, method, spec.task)
+        and _same_margin(row, preset)
     )
     return same and png_path(results, spec.name, row["setting"], method, row["image"]).exists()
 
@@ -561,7 +569,7 @@ def _run_batch(
     for it, adv in zip(chunk, result.adversarial):
         save_png(adv, png_path(results, spec.name, setting, method, it.name))
     ctx = RowContext(method=method, model=spec.model, targeted=targeted)
-    rows = result_rows(result, x, [it.name for it in chunk], ctx)
+    rows = result_rows(result, x, [it.name for it in chunk], ctx, model=opened.model)
     for row, attacked in zip(rows, result.attacked.tolist()):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
                    max_iter=_max_iter_for(preset, method, spec.task))

@@ -2,15 +2,20 @@
 
 The methods, their order and their display names are defined here once:
 :data:`VARIANTS` (the MND ablation settings, from the hyper-parameter file),
-:data:`ANCHORS` (torchattacks), :data:`METHODS` (both), :data:`TABLE_ORDER`
-(the rows of the paper's Tables I, II, VI and VII) and :func:`method_label`.
+:data:`ANCHORS` (torchattacks, fixed eps), :data:`MIN_ANCHORS` (the
+minimum-perturbation anchors, not in the paper), :data:`METHODS` (all),
+:data:`TABLE_ORDER` (the rows of the result tables: the paper's anchors, the
+MND variants, then the methods not in the paper) and :func:`method_label`.
 
->>> TABLE_ORDER[:5], TABLE_ORDER[-1], method_label("di2fgsm"), method_label("l2_ssim")
+>>> TABLE_ORDER[:5], TABLE_ORDER[11], method_label("di2fgsm"), method_label("l2_ssim")
 (('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
+>>> NOT_IN_PAPER
+('bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2')
 """
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnd.core import anchors, attack, config
+from mnd.core import anchors, attack, config, min_anchors
 from mnd.core.attack import AttackResult
 from mnd.core.config import Task, config_for
 from mnd.errors import InputError
@@ -32,12 +37,21 @@ ANCHORS: tuple[str, ...] = tuple(anchors.ANCHORS)
 """The torchattacks anchors (section IV-A-1, plus RFGSM)."""
 
 
-METHODS: tuple[str, ...] = VARIANTS + ANCHORS
+MIN_ANCHORS: tuple[str, ...] = tuple(min_anchors.MIN_ANCHORS)
+"""The minimum-perturbation anchors (smallest-eps BIM and PGD, adversarial-library's minimum-norm attacks)."""
+
+
+NOT_IN_PAPER: tuple[str, ...] = MIN_ANCHORS
+"""The methods the paper does not have: the tables show them in their own block, labelled so."""
+
+
+METHODS: tuple[str, ...] = VARIANTS + ANCHORS + MIN_ANCHORS
 """Every method ``mnd attack --method`` and a preset accept."""
 
 
-TABLE_ORDER: tuple[str, ...] = anchors.TABLE_ORDER + VARIANTS
-"""Row order of the paper's Tables I, II, VI and VII (anchors, then the ablation settings)."""
+TABLE_ORDER: tuple[str, ...] = anchors.TABLE_ORDER + VARIANTS + NOT_IN_PAPER
+"""Row order of the result tables: the paper's Tables I, II, VI and VII (anchors, then the ablation
+settings), then the methods not in the paper."""
 
 
 def seed_everything(seed: int) -> None:
@@ -47,17 +61,69 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SWEEPS: dict[str, str] = {**{a: "eps" for a in ANCHORS}, **{v: "margin" for v in VARIANTS}}
+"""The parameter a method may be swept over, as ``<method>@<param>=<value>``: a fixed anchor's budget
+``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255), an MND variant's ``margin``."""
+
+
+def parse_method(name: str) -> tuple[str, dict[str, float]]:
+    """A method name split into its base and its sweep parameters: ``"bim@eps=4"`` -> ``("bim", {"eps": 4.0})``.
+
+    Several parameters are separated by commas (``"x@eps=4,steps=10"``).
+
+    >>> parse_method("mnd@margin=2"), parse_method("ddn")
+    (('mnd', {'margin': 2.0}), ('ddn', {}))
+
+    Raises:
+        InputError: a malformed name (empty base, a parameter without ``=``, a value that is not a number).
+    """
+    base, at, tail = name.partition("@")
+    if not base or (at and not tail):
+        raise InputError("method", f"malformed method name {name!r}; expected <base> or <base>@<param>=<value>")
+    params: dict[str, float] = {}
+    for part in tail.split(",") if tail else []:
+        key, eq, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not key or not eq or not math.isfinite(number):
+            raise InputError("method", f"malformed sweep parameter {part!r} in {name!r}; expected <param>=<number>")
+        params[key] = number
+    return base, params
+
+
 def method_label(method: str) -> str:
-    """Display name of a method as the paper's tables print it."""
-    if method in VARIANTS:
-        return config.VARIANTS[method].label
-    return anchors.LABELS.get(method, method)
+    """Display name of a method as the paper's tables print it (a sweep point: with its parameter)."""
+    base, params = parse_method(method)
+    if base in VARIANTS:
+        text = config.VARIANTS[base].label
+    else:
+        text = anchors.LABELS.get(base) or min_anchors.LABELS.get(base, base)
+    if "eps" in params:
+        text += f" (eps {params['eps']:g}/255)"
+    if "margin" in params:
+        text += f" (margin {params['margin']:g})"
+    return text
+
+
+def is_mnd(method: str) -> bool:
+    """Whether ``method`` is an MND variant (Algorithm 1; the hyper-parameter file and ``max_iter`` apply)."""
+    return parse_method(method)[0] in VARIANTS
 
 
 def check_method(method: str) -> None:
-    """Raise InputError for a name that is neither an MND variant nor an anchor."""
-    if method not in METHODS:
-        raise InputError("--method", f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    """Raise InputError for a name that is not a method of :data:`METHODS` or a sweep point of one (:data:`SWEEPS`)."""
+    base, params = parse_method(method) if "@" in method else (method, {})
+    if base not in METHODS:
+        raise InputError("--method", f"unknown method {method!r}; known: {', '.join(METHODS)}, or a sweep point "
+                         "such as bim@eps=4 or mnd@margin=2")
+    for key, value in params.items():
+        if SWEEPS.get(base) != key:
+            raise InputError("--method", f"{method!r}: {base} cannot be swept over {key!r}"
+                             + (f" (only {SWEEPS[base]})" if base in SWEEPS else " (it has no sweep parameter)"))
+        if value < 0 or (key == "eps" and not 0 < value <= 255):
+            raise InputError("--method", f"{method!r}: {key} out of range")
 
 
 def run_method(
@@ -71,12 +137,29 @@ def run_method(
     seed: int = 0,
     hparams: str | Path | None = None,
     anchor_kwargs: dict[str, Any] | None = None,
+    margin: float | None = None,
     **overrides: Any,
 ) -> AttackResult:
-    """Attack a batch with an MND variant (via its preset) or an anchor."""
+    """Attack a batch with an MND variant (via its preset), an anchor or a minimum-perturbation anchor.
+
+    ``margin`` (the attack-strength knob, not in the paper) applies to every
+    method; None keeps the hyper-parameter file's for MND (0, the paper, in
+    the packaged file) and 0 for the anchors. ``hparams`` and ``overrides`` (AttackConfig fields) to the MND
+    variants only; ``anchor_kwargs`` to the anchors only (torchattacks'
+    settings, or a minimum-perturbation anchor's budget).
+    """
     check_method(method)
     seed_everything(seed)
-    if method in anchors.ANCHORS:
-        return anchors.run(method, model, x, labels, targeted=targeted, seed=seed, **(anchor_kwargs or {}))
+    method, params = parse_method(method)
+    if method in anchors.ANCHORS or method in min_anchors.MIN_ANCHORS:
+        run = anchors.run if method in anchors.ANCHORS else min_anchors.run
+        kwargs = dict(anchor_kwargs or {})
+        if "eps" in params:  # a sweep point: eps in 1/255 units, the step a quarter of it
+            kwargs.update(eps=params["eps"] / 255, alpha=params["eps"] / 4 / 255)
+        return run(method, model, x, labels, targeted=targeted, seed=seed, margin=margin or 0.0, **kwargs)
+    if "margin" in params:
+        margin = params["margin"]
+    if margin is not None:
+        overrides["margin"] = margin
     config = config_for(method, task=task, targeted=targeted, hparams=hparams, **overrides)
     return attack.generate(model, x, labels, config=config)

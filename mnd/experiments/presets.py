@@ -143,6 +143,8 @@ class Preset:
         max_iter: MND iteration cap; None keeps the hyper-parameter file's (the paper's 1000).
         hparams: another hyper-parameter file (None: the packaged one).
         straight_through: see :class:`mnd.core.config.AttackConfig`.
+        margin: the logit margin success needs, for every method (not in the
+            paper; None keeps the hyper-parameter file's, 0).
         threads: ``torch.set_num_threads`` (None: torch's default).
         notes: caveats shown in the book (e.g. why ``max_iter`` is capped).
         notebooks: notebook name -> papermill parameters the book passes.
@@ -161,6 +163,7 @@ class Preset:
     max_iter: int | None = None
     hparams: str | None = None
     straight_through: bool = False
+    margin: float | None = None
     threads: int | None = None
     notes: str = ""
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -186,6 +189,8 @@ class Preset:
         out: dict[str, Any] = {"straight_through": self.straight_through}
         if self.max_iter is not None:
             out["max_iter"] = self.max_iter
+        if self.margin is not None:
+            out["margin"] = self.margin
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +200,7 @@ class Preset:
 
 _PRESET_KEYS = {
     "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
-    "hparams", "straight_through", "threads", "notes", "notebooks",
+    "hparams", "straight_through", "threads", "notes", "notebooks", "margin",
 }
 
 
@@ -375,6 +380,10 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
     hparams = data.get("hparams") or None
+    margin = data.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
+                               or not 0 <= margin < float("inf")):
+        raise InputError(where, f"margin must be a number >= 0, got {margin!r}")
     return Preset(
         name=str(data.get("name", Path(where).stem)),
         description=str(data.get("description", "")).strip(),
@@ -388,6 +397,7 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
         max_iter=max_iter,
         hparams=str(Path(os.path.expandvars(hparams)).expanduser()) if hparams else None,
         straight_through=bool(data.get("straight_through", False)),
+        margin=float(margin) if margin is not None else None,
         threads=threads,
         notes=str(data.get("notes", "")).strip(),
         notebooks={str(k): dict(v) for k, v in notebooks.items()},

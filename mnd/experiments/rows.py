@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from mnd.core import metrics
+from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult
 from mnd.core.pixels import quantize
 from mnd.data.imageio import atomic_open
@@ -41,8 +42,39 @@ COLUMNS = [
     "iterations",
     "seconds",
     "note",
+    "margin",
+    "eps",
+    "ms_ssim",
+    "haarpsi",
+    "vif",
+    "gmsd",
+    "fsim",
+    "ciede2000",
+    *robustness.TRANSFORMS,
 ]
-"""Columns of metrics.csv; the first thirteen are the documented interface."""
+"""Columns of metrics.csv. The first fourteen (to ``note``) are the original interface; after them,
+beyond the paper:
+
+- ``margin``: the logit margin success required (0: the paper's argmax rule);
+- ``eps``: the anchor's L-infinity budget (8/255 for the paper's anchors; the
+  smallest that worked for ``bim_min`` and ``pgd_min``, NaN where none did);
+  empty for the other methods;
+- ``ms_ssim``, ``haarpsi``, ``vif``, ``gmsd``, ``fsim``: piq's weight-free
+  quality measures on the 8-bit images (:mod:`mnd.core.metrics`); NaN for
+  images below a measure's minimum size: MS-SSIM needs 161 px a side, so the
+  150 px dlib chips and the 160 px FaceNet crops have no MS-SSIM;
+- ``ciede2000``: mean CIEDE2000 colour difference (scikit-image);
+- ``jpeg95``, ``jpeg85``, ``jpeg75``, ``resize50``: whether the saved image
+  is still adversarial after what sharing does to it (Pillow's JPEG at that
+  quality with 4:2:0 chroma, a 0.5x down-and-up resize:
+  :mod:`mnd.core.robustness`); False for an image that was not a success;
+  empty when the attacked model was not at hand.
+
+Files written before these columns existed read with them empty (NaN).
+"""
+
+ORIGINAL_COLUMNS = COLUMNS[: COLUMNS.index("note") + 1]
+"""The columns of metrics.csv before the margin, eps and quality columns: such a file is still ours."""
 
 
 @dataclass(frozen=True)
@@ -55,18 +87,27 @@ class RowContext:
 
 
 def result_rows(
-    result: AttackResult, clean: torch.Tensor, names: Sequence[str], ctx: RowContext, notes: Sequence[str | None] = ()
+    result: AttackResult, clean: torch.Tensor, names: Sequence[str], ctx: RowContext, notes: Sequence[str | None] = (),
+    *, model: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per image, with PSNR/SSIM/changed ratio on the 8-bit images.
+    """One row per image, with PSNR/SSIM/changed ratio and :data:`mnd.core.metrics.QUALITY` on the 8-bit images.
 
     The batch's wall time is shared among its images in proportion to their
     iterations (evenly when none took any). The note holds the conversion
     note of the photo and, for an image that is not a success, the engine's
     reason (not attacked and why, non-finite values, unchanged output).
+    With the attacked ``model``, the robustness columns say whether each
+    success survives JPEG 95/85/75 and a 0.5x resize.
     """
     adv = result.adversarial
+    survived: list[dict[str, bool]] = [{} for _ in names]
+    if model is not None:
+        kept = robustness.survival(model, adv, result.true_label, result.target_label, ctx.targeted)
+        survived = robustness.survival_columns(kept, result.success)
     clean = quantize(clean.detach().cpu())
     psnr, ssim, ratio = metrics.psnr(adv, clean), metrics.ssim(adv, clean), metrics.changed_ratio(adv, clean)
+    quality = {name: measure(adv, clean) for name, measure in metrics.QUALITY.items()}
+    eps = _per_image(result.extras.get("eps"), len(names))
     its = result.iterations.double()
     share = its / its.sum() if float(its.sum()) > 0 else torch.full_like(its, 1.0 / len(its))
     reasons = getattr(result, "reason", None) or [""] * len(names)
@@ -93,9 +134,22 @@ def result_rows(
                 "iterations": int(result.iterations[i]),
                 "seconds": float(result.seconds * share[i]),
                 "note": note or "",
+                "margin": float(getattr(result, "margin", 0.0)),
+                "eps": eps[i],
+                **{name: float(values[i]) for name, values in quality.items()},
+                **survived[i],
             }
         )
     return rows
+
+
+def _per_image(value: Any, n: int) -> list[float | None]:
+    """An extra of a result as one value per image: a list as it is, one number for all, None when absent."""
+    if value is None:
+        return [None] * n
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return [float(value)] * n
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -125,7 +179,7 @@ def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         problem = getattr(exc, "strerror", None) or exc
         raise InputError(path, f"cannot read the existing results ({problem})") from None
-    if columns is not None and header is not None and list(header) != list(columns):
+    if columns is not None and header is not None and not _ours(list(header), list(columns)):
         shown = ",".join(header)
         raise InputError(
             path,
@@ -133,6 +187,11 @@ def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str
             f"{'...' if len(shown) > 80 else ''}); move it away or choose another output folder",
         )
     return rows
+
+
+def _ours(header: list[str], columns: list[str]) -> bool:
+    """``header`` is ``columns``, or, for :data:`COLUMNS`, the older :data:`ORIGINAL_COLUMNS`."""
+    return header == columns or (columns == COLUMNS and header == ORIGINAL_COLUMNS)
 
 
 def merge_rows(
@@ -189,7 +248,7 @@ _BOOL = {"True": True, "False": False, "true": True, "false": False}
 _INT = ("clean_label", "adv_label", "target_label", "iterations", "seed", "max_iter")
 
 
-_FLOAT = ("psnr", "ssim", "changed_ratio", "seconds")
+_FLOAT = ("psnr", "ssim", "changed_ratio", "seconds", "margin", "eps", *metrics.QUALITY)
 
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
@@ -197,6 +256,9 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
     for k in ("targeted", "success", "attacked"):
         if k in out:
             out[k] = _BOOL.get(str(out[k]), bool(out[k]))
+    for k in robustness.TRANSFORMS:  # empty (not measured, or a file from before the column): None
+        if k in out:
+            out[k] = _BOOL.get(str(out[k]).strip())
     for k in _INT:
         if k in out:
             out[k] = int(out[k]) if str(out[k]).strip() not in ("", "None") else None
@@ -207,8 +269,12 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
 
 
 def read_results(results: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``results.csv``, with booleans, integers and floats typed ([] when absent)."""
-    return [_typed(r) for r in read_rows(Path(results) / RESULTS_CSV)]
+    """The rows of ``results.csv``, with booleans, integers and floats typed ([] when absent).
+
+    A file written before a column existed reads with it empty (NaN for the numbers).
+    """
+    added = dict.fromkeys(COLUMNS[len(ORIGINAL_COLUMNS):], "")
+    return [_typed({**added, **r}) for r in read_rows(Path(results) / RESULTS_CSV)]
 
 
 def select(rows: Iterable[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
