@@ -62,11 +62,16 @@ def _each(images: torch.Tensor, one: Callable[[Image.Image], Image.Image]) -> to
     return torch.stack(out).to(images.device) if out else images.detach().clone()
 
 
+def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    """Pillow's JPEG of ``im`` at ``quality``, 4:2:0, no metadata: the one encoder setting of this module."""
+    buffer = io.BytesIO()
+    im.save(buffer, format="JPEG", quality=quality, subsampling=CHROMA_420)
+    return buffer.getvalue()
+
+
 def jpeg_bytes(image: torch.Tensor, quality: int) -> bytes:
     """One (3, H, W) image in [0, 1] encoded by Pillow as JPEG at ``quality``, 4:2:0, no metadata."""
-    buffer = io.BytesIO()
-    _to_pil(image).save(buffer, format="JPEG", quality=quality, subsampling=CHROMA_420)
-    return buffer.getvalue()
+    return _encode_jpeg(_to_pil(image), quality)
 
 
 def check_quality(quality: int) -> None:
@@ -88,10 +93,7 @@ def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
     check_quality(quality)
 
     def one(im: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        im.save(buffer, format="JPEG", quality=quality, subsampling=CHROMA_420)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
+        with Image.open(io.BytesIO(_encode_jpeg(im, quality))) as decoded:
             decoded.load()
             return decoded.convert("RGB")
 
