@@ -310,3 +310,40 @@ def test_vggface2_weights_missing_offline(tmp_path: Path, monkeypatch: pytest.Mo
     assert not mnd.models.available("inception_resnet_v1_vggface2")
     with pytest.raises(ModelUnavailableError, match=r"place it at .*20180402-114759-vggface2\.pt"):
         mnd.models.load("inception_resnet_v1_vggface2")
+
+
+def test_centred_cosine_measures_from_the_galleries_average_face(dlib_gallery: Gallery) -> None:
+    origin = torch.stack([torch.nn.functional.normalize(dlib_gallery._samples[n], dim=1).mean(0)
+                          for n in dlib_gallery.identities]).mean(0)
+    torch.testing.assert_close(dlib_gallery.origin, origin)
+    plain = Gallery(dlib_gallery.embedder, center=False)
+    two = Gallery(dlib_gallery.embedder)
+    for name in ("astronaut", "grace_hopper"):
+        plain._samples[name] = two._samples[name] = dlib_gallery._samples[name]
+        plain.identities.append(name)
+        two.identities.append(name)
+    plain._update()
+    two._update()
+    assert float(plain.origin.abs().max()) == 0.0  # no centring: the plain cosine
+    # Two people: measured from their average, their directions are opposite, so moving away from one is
+    # moving towards the other (the diagnosis of book/reading-notes.md).
+    torch.testing.assert_close(two.directions[0], -two.directions[1])
+    cosine = float(torch.nn.functional.normalize(plain.directions, dim=1).prod(0).sum())
+    assert cosine > 0.5  # without the centring the two identities point the same way
+
+
+def test_non_targeted_mnd_makes_held_out_faces_unrecognised(dlib_gallery: Gallery,
+                                                            query_chips: dict[str, torch.Tensor]) -> None:
+    from mnd.core.config import config_for
+    from mnd.core.attack import generate
+
+    names = dlib_gallery.identities
+    x = torch.cat([query_chips[n] for n in names])
+    labels = torch.tensor([dlib_gallery.index(n) for n in names])
+    result = generate(dlib_gallery, x, labels, config=config_for("mnd", task="faces", max_iter=400))
+    assert result.success.tolist() == [True] * len(names), result.iterations.tolist()
+    with torch.no_grad():
+        predicted = dlib_gallery(result.adversarial).argmax(1)
+    assert (predicted != labels).all()
+    levels = result.adversarial * 255
+    assert (levels - levels.round()).abs().max() < 1e-3  # 8-bit images

@@ -446,3 +446,49 @@ def test_every_grid_row_says_whether_it_survives_sharing(tmp_path: Path, tiny_mo
     rows = experiments.read_results(tmp_path / "r")
     assert rows and all(isinstance(r[k], bool) for r in rows for k in ("jpeg95", "jpeg85", "jpeg75", "resize50"))
     assert all(not r["jpeg75"] for r in rows if not r["success"])
+
+
+def test_tradeoff_methods_run_on_the_first_images_and_are_compared_on_them(tmp_path: Path, tiny_model: str) -> None:
+    extra = '[tradeoff]\nmethods = ["bim@eps=2", "bim"]\nimages = 1'
+    preset = experiments.load_preset(write_preset(tmp_path, methods='["bim"]', extra=extra),
+                                     ['settings=["non-targeted"]'])
+    assert preset.grid_methods == ("bim", "bim@eps=2")  # a paper method listed again runs once, on every image
+    experiments.run_grid(preset, tmp_path / "r", progress=False)
+    rows = experiments.read_results(tmp_path / "r")
+    assert sorted((r["method"], r["image"]) for r in rows) == [("bim", "chelsea"), ("bim", "coffee"),
+                                                                ("bim@eps=2", "chelsea")]
+    from mnd.book.curves import common_image_count, same_images
+
+    assert {(r["method"], r["image"]) for r in same_images(rows)} == {("bim", "chelsea"), ("bim@eps=2", "chelsea")}
+    assert common_image_count(rows, "photos", "non-targeted") == 1
+    again = experiments.run_grid(preset, tmp_path / "r", progress=False)
+    assert again.computed == 0 and again.reused == 3
+    for bad, why in (('[tradeoff]\nmethods = ["nope"]', "unknown method"), ("[tradeoff]\nimages = 0", "at least 1"),
+                     ('[tradeoff]\nmethod = ["bim"]', "methods and images only")):
+        with pytest.raises(InputError, match=why):
+            experiments.load_preset(write_preset(tmp_path, extra=bad))
+
+
+def test_the_embedded_gallery_enrols_a_mirrored_view_and_probes_with_the_photo(tmp_path: Path) -> None:
+    path = tmp_path / "faces.toml"
+    path.write_text(textwrap.dedent("""
+        name = "faces"
+        methods = ["bim"]
+        [datasets.faces]
+        source = "embedded"
+        images = ["astronaut", "grace_hopper"]
+        model = "dlib_resnet_v1"
+        task = "faces"
+        gallery = "embedded"
+        """))
+    preset = experiments.load_preset(path)
+    opened = experiments.open_dataset(preset, preset.dataset("faces"))
+    assert opened.classes == ["astronaut", "grace_hopper"]
+    x = torch.stack([it.tensor for it in opened.items])
+    with torch.no_grad():
+        distances = opened.model.distances(x)
+        logits = opened.model(x)
+    assert logits.argmax(1).tolist() == [0, 1] == [it.label for it in opened.items]
+    own = distances.diagonal()
+    # Another view of the same face: clearly not the enrolled chip itself, clearly closer than the other person.
+    assert (own > 0.05).all() and (own < 0.4).all() and (distances[0, 1] > 0.5) and (distances[1, 0] > 0.5)

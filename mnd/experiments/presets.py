@@ -149,6 +149,11 @@ class Preset:
         notes: caveats shown in the book (e.g. why ``max_iter`` is capped).
         notebooks: notebook name -> papermill parameters the book passes.
         overrides: the ``--set`` options applied, as given.
+        tradeoff_methods: methods beyond the paper's tables (sweep points such
+            as ``bim@eps=4``, minimum-norm attacks) that the grid runs for the
+            trade-off chapter, on the first ``tradeoff_images`` images of each
+            data set (all when None); the ``[tradeoff]`` table of the file.
+        tradeoff_images: see ``tradeoff_methods``.
     """
 
     name: str
@@ -168,6 +173,24 @@ class Preset:
     notes: str = ""
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
+    tradeoff_methods: tuple[str, ...] = ()
+    tradeoff_images: int | None = None
+
+    @property
+    def grid_methods(self) -> tuple[str, ...]:
+        """Every method the grid runs: :attr:`methods`, then the trade-off chapter's others."""
+        return self.methods + tuple(m for m in self.tradeoff_methods if m not in self.methods)
+
+    def images_for(self, method: str, names: Sequence[str]) -> list[str]:
+        """The images of a data set (``names``, in order) that the grid attacks with ``method``.
+
+        >>> p = Preset("p", "", "p.toml", (), ("mnd",), tradeoff_methods=("ddn",), tradeoff_images=2)
+        >>> p.images_for("mnd", ["a", "b", "c"]), p.images_for("ddn", ["a", "b", "c"])
+        (['a', 'b', 'c'], ['a', 'b'])
+        """
+        if method in self.methods or self.tradeoff_images is None:
+            return list(names)
+        return list(names)[: self.tradeoff_images]
 
     def dataset(self, name: str) -> DatasetSpec:
         """The data set called ``name``."""
@@ -200,7 +223,7 @@ class Preset:
 
 _PRESET_KEYS = {
     "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
-    "hparams", "straight_through", "threads", "notes", "notebooks", "margin",
+    "hparams", "straight_through", "threads", "notes", "notebooks", "margin", "tradeoff",
 }
 
 
@@ -379,6 +402,7 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     notebooks = data.get("notebooks", {})
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
+    tradeoff_methods, tradeoff_images = _tradeoff(data.get("tradeoff", {}), where)
     hparams = data.get("hparams") or None
     margin = data.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
@@ -402,7 +426,22 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
         notes=str(data.get("notes", "")).strip(),
         notebooks={str(k): dict(v) for k, v in notebooks.items()},
         overrides=tuple(overrides),
+        tradeoff_methods=tradeoff_methods,
+        tradeoff_images=tradeoff_images,
     )
+
+
+def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None]:
+    """The ``[tradeoff]`` table: its methods (each checked) and how many images of each data set they attack."""
+    if not isinstance(table, dict) or set(table) - {"methods", "images"}:
+        raise InputError(where, "[tradeoff] must be a table with methods and images only")
+    methods = table.get("methods", [])
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise InputError(where, f"[tradeoff] methods must be a list of method names, got {methods!r}")
+    for method in methods:
+        check_method(method)
+    images = _whole(table, "images", f"{where} [tradeoff]", minimum=1)
+    return tuple(methods), images
 
 
 @contextlib.contextmanager

@@ -34,11 +34,17 @@ class Gallery(nn.Module):
     the label of identity ``name`` is ``gallery.index(name)``.
 
     Logits (``metric``):
-        - ``"cosine"`` (default): ``scale * cos(e(x), c_k)`` where ``c_k`` is the
-          L2-normalized mean of the identity's L2-normalized embeddings. The
-          scale (default 10) sets how peaked the softmax is: cosines lie in
-          [-1, 1], so with 10 a 0.3 cosine gap is a 3-logit margin (cf. the
-          scale 30-64 of CosFace/ArcFace training, which is sharper).
+        - ``"cosine"`` (default): ``scale * cos(u(x) - m, c_k - m)`` where ``u`` is
+          the L2-normalized embedding, ``c_k`` the mean of identity ``k``'s
+          L2-normalized embeddings and ``m`` (``center=True``, the default with
+          two or more identities) the mean of the ``c_k``: the gallery's
+          average face. Face embeddings lie in a narrow cone (two different
+          people sit at cosine ~0.75 with dlib's network), so without the
+          centring, lowering the true identity's cosine lowers every other
+          one too and a non-targeted attack wanders without changing the top-1
+          identity; centred, moving away from one's own identity is moving
+          towards the others (book/reading-notes.md has the measurements).
+          The scale (default 10) sets how peaked the softmax is.
         - ``"euclidean"``: ``-scale * ||e(x) - m_k||`` with ``m_k`` the mean raw
           embedding: dlib's own criterion, same person when below 0.6.
 
@@ -52,11 +58,12 @@ class Gallery(nn.Module):
         embedder: (N, 3, H, W) in [0, 1] -> (N, D) embeddings.
         metric: how logits are computed (above).
         scale: logit scale.
+        center: subtract the gallery's average face before the cosine (above); ignored with one identity.
         threshold: verification distance threshold (default: the model's).
     """
 
     def __init__(self, embedder: nn.Module, *, metric: Metric = "cosine", scale: float = 10.0,
-                 threshold: float | None = None) -> None:
+                 center: bool = True, threshold: float | None = None) -> None:
         super().__init__()
         if metric not in ("cosine", "euclidean"):
             raise InputError("--metric", f"unknown gallery metric {metric!r}; use 'cosine' or 'euclidean'")
@@ -65,12 +72,14 @@ class Gallery(nn.Module):
         self.embedder = freeze(embedder)
         self.metric: Metric = metric
         self.scale = float(scale)
+        self.center = bool(center)
         default = getattr(embedder, "distance_threshold", None)
         self.threshold = float(threshold) if threshold is not None else (float(default) if default else None)
         self.identities: list[str] = []
         self._samples: dict[str, torch.Tensor] = {}
         self.register_buffer("means", torch.zeros(0, 0))
         self.register_buffer("directions", torch.zeros(0, 0))
+        self.register_buffer("origin", torch.zeros(0))
 
     def train(self, mode: bool = True) -> Gallery:
         """No-op: a gallery and its embedder always stay in eval mode."""
@@ -112,8 +121,10 @@ class Gallery(nn.Module):
         device = self._device()
         samples = [self._samples[n] for n in self.identities]
         self.means = torch.stack([s.mean(dim=0) for s in samples]).to(device)
-        self.directions = F.normalize(torch.stack([F.normalize(s, dim=1).mean(dim=0) for s in samples]),
-                                      dim=1).to(device)
+        centroids = torch.stack([F.normalize(s, dim=1).mean(dim=0) for s in samples])
+        origin = centroids.mean(dim=0) if self.center and len(samples) > 1 else torch.zeros_like(centroids[0])
+        self.origin = origin.to(device)
+        self.directions = F.normalize(centroids - origin, dim=1).to(device)
 
     def index(self, name: str) -> int:
         """The class label of identity ``name``."""
@@ -131,7 +142,8 @@ class Gallery(nn.Module):
         self._check_ready()
         e = self.embedder(x)
         if self.metric == "cosine":
-            return self.scale * F.normalize(e, dim=1) @ self.directions.to(e.dtype).T
+            u = F.normalize(e, dim=1) - self.origin.to(e.dtype)
+            return self.scale * F.normalize(u, dim=1) @ self.directions.to(e.dtype).T
         return -self.scale * torch.cdist(e, self.means.to(e.dtype))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
