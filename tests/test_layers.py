@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models.dlib_resnet", "models.facenet"),       # models: network builders
     ("models.registry",),                           # models: every model by name
     ("models.gallery",),                            # models: logits over enrolled identities
+    ("models.iqa",),                                # models: LPIPS and DISTS (downloaded weights)
     ("models",),
     ("data.paths", "data.imageio"),                 # data: the project's folders, 8-bit image files
     ("data.faces",),                                # data: face detection, the one face-crop choice

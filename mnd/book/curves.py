@@ -56,6 +56,7 @@ PERCEPTUAL_SHARE = 0.5
 QUALITY_METRICS: tuple[tuple[str, str, int], ...] = (
     ("psnr", "PSNR (dB) ↑", 2), ("ssim", "SSIM ↑", 4), ("ms_ssim", "MS-SSIM ↑", 4), ("haarpsi", "HaarPSI ↑", 4),
     ("vif", "VIF ↑", 4), ("gmsd", "GMSD ↓", 4), ("fsim", "FSIM ↑", 4), ("ciede2000", "CIEDE2000 ↓", 2),
+    ("lpips", "LPIPS ↓", 4), ("dists", "DISTS ↓", 4),
 )
 """(row column, table header, digits) of every quality metric of :func:`quality_rows`; ↓: lower is better."""
 
@@ -309,15 +310,19 @@ def quality_rows(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) 
     """Every method of one data set x setting with its success, whether it reaches full success, and every quality metric.
 
     Metrics are mean ± std over all attacked images (:data:`QUALITY_METRICS`;
-    an en dash where the run did not measure one).
+    an en dash where the run did not measure one). LPIPS and DISTS, which need
+    downloaded weights, are left out where no method has them.
     """
     out = []
-    for method, group in _groups(rows, dataset, setting).items():
+    groups = _groups(rows, dataset, setting)
+    measured = {key for key in ("lpips", "dists") if any(_measured(g, key) for g in groups.values())}
+    shown = [m for m in QUALITY_METRICS if m[0] not in ("lpips", "dists") or m[0] in measured]
+    for method, group in groups.items():
         attacked = _attacked(group)
         won = sum(1 for r in attacked if r.get("success"))
         row: dict[str, Any] = {"method": point_label(method), "in the paper": in_paper(method),
                                "success": f"{won}/{len(attacked)}", "full success": bool(attacked) and won == len(attacked)}
-        for key, title, digits in QUALITY_METRICS:
+        for key, title, digits in shown:
             row[title] = pm(*_stats(group, key), digits)
         out.append(row)
     return out

@@ -52,6 +52,7 @@ from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
+from mnd.models.iqa import Metric, load_weighted_metric
 from mnd.models.registry import ModelSpec
 
 RUN_JSON = "run.json"
@@ -389,6 +390,7 @@ class GridReport:
     merged: int = 0
     shard: Shard | None = None
     datasets: dict[str, dict[str, str]] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # weighted metric -> "ok" or why it is missing
 
     @property
     def csv(self) -> Path:
@@ -464,6 +466,7 @@ def _run_grid(
     history = list(run.get("history", []))
     by_key = {_key(r): r for r in rows}
     order: dict[str, list[str]] = {}
+    weighted: dict[str, Metric] | None = None  # loaded when the first batch is about to run
 
     for spec in preset.datasets:
         try:
@@ -498,13 +501,15 @@ def _run_grid(
             if not clean_path(results, spec.name, it.name).exists():
                 save_png(it.tensor, clean_path(results, spec.name, it.name))
         _write_json(results / spec.name / CLASSES_JSON, opened.classes)
+        if weighted is None:
+            weighted = _load_weighted(preset, report)
         bar = tqdm(total=pending, desc=spec.name, unit="img", disable=not progress or pending == 0)
         try:
             for setting, method, batch in todo:
                 chunk = [opened.item(n) for n in batch]
                 bar.set_postfix_str(f"{setting} {method}")
                 try:
-                    new = _run_batch(preset, opened, setting, method, chunk, results)
+                    new = _run_batch(preset, opened, setting, method, chunk, results, weighted)
                 except Exception as exc:  # one broken method must not sink the whole grid
                     if errors == "raise":
                         raise
@@ -538,6 +543,7 @@ def _run_grid(
         "preset": preset.to_dict(),
         "versions": history[-1]["versions"],
         "datasets": report.datasets,
+        "metrics": {**run.get("metrics", {}), **report.metrics},
         "history": history,
     })
     return report
@@ -572,8 +578,22 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _load_weighted(preset: Preset, report: GridReport) -> dict[str, Metric]:
+    """The preset's weighted metrics that can be loaded; each one that cannot is recorded with why, and warned about."""
+    loaded: dict[str, Metric] = {}
+    for name in preset.weighted_metrics:
+        try:
+            loaded[name] = load_weighted_metric(name, preset.device)
+            report.metrics[name] = "ok"
+        except ModelUnavailableError as exc:
+            report.metrics[name] = f"not measured: {exc}"
+            tqdm.write(f"mnd: warning: {name} is not measured: {exc}")
+    return loaded
+
+
 def _run_batch(
-    preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[DatasetImage], results: Path
+    preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[DatasetImage], results: Path,
+    weighted: dict[str, Metric] | None = None,
 ) -> list[dict[str, Any]]:
     spec = opened.spec
     targeted = setting == "targeted"
@@ -587,7 +607,7 @@ def _run_batch(
     for it, adv in zip(chunk, result.adversarial):
         save_png(adv, png_path(results, spec.name, setting, method, it.name))
     ctx = RowContext(method=method, model=spec.model, targeted=targeted)
-    rows = result_rows(result, x, [it.name for it in chunk], ctx, model=opened.model)
+    rows = result_rows(result, x, [it.name for it in chunk], ctx, model=opened.model, weighted=weighted)
     for row, attacked in zip(rows, result.attacked.tolist()):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
                    max_iter=_max_iter_for(preset, method, spec.task))

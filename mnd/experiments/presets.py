@@ -23,6 +23,7 @@ from mnd import models
 from mnd.core.config import TASKS, Task, config_for
 from mnd.errors import InputError
 from mnd.experiments.methods import METHODS, check_method
+from mnd.models.iqa import check_names
 
 Setting = Literal["non-targeted", "targeted"]
 
@@ -154,6 +155,9 @@ class Preset:
             trade-off chapter, on the first ``tradeoff_images`` images of each
             data set (all when None); the ``[tradeoff]`` table of the file.
         tradeoff_images: see ``tradeoff_methods``.
+        weighted_metrics: quality metrics that need downloaded weights
+            (``lpips``, ``dists``: :mod:`mnd.models.iqa`) added to every row;
+            the offline presets ask for none.
     """
 
     name: str
@@ -175,6 +179,7 @@ class Preset:
     overrides: tuple[str, ...] = ()
     tradeoff_methods: tuple[str, ...] = ()
     tradeoff_images: int | None = None
+    weighted_metrics: tuple[str, ...] = ()
 
     @property
     def grid_methods(self) -> tuple[str, ...]:
@@ -224,6 +229,7 @@ class Preset:
 _PRESET_KEYS = {
     "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
     "hparams", "straight_through", "threads", "notes", "notebooks", "margin", "tradeoff",
+    "weighted_metrics",
 }
 
 
@@ -428,7 +434,15 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
         overrides=tuple(overrides),
         tradeoff_methods=tradeoff_methods,
         tradeoff_images=tradeoff_images,
+        weighted_metrics=_weighted(data.get("weighted_metrics", []), where),
     )
+
+
+def _weighted(names: Any, where: str) -> tuple[str, ...]:
+    """The ``weighted_metrics`` list, checked (:data:`mnd.models.iqa.WEIGHTED_METRICS`)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(where, f"weighted_metrics must be a list of metric names, got {names!r}")
+    return check_names(names, f"{where} weighted_metrics")
 
 
 def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None]:

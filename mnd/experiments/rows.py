@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ COLUMNS = [
     "gmsd",
     "fsim",
     "ciede2000",
+    "lpips",
+    "dists",
     *robustness.TRANSFORMS,
 ]
 """Columns of metrics.csv. The first fourteen (to ``note``) are the original interface; after them,
@@ -64,6 +66,9 @@ beyond the paper:
   images below a measure's minimum size: MS-SSIM needs 161 px a side, so the
   150 px dlib chips and the 160 px FaceNet crops have no MS-SSIM;
 - ``ciede2000``: mean CIEDE2000 colour difference (scikit-image);
+- ``lpips``, ``dists``: piq's LPIPS and DISTS distances, which need downloaded
+  VGG16 weights (:mod:`mnd.models.iqa`); empty unless the run asked for them
+  (the paper preset's ``weighted_metrics``) and the weights were at hand;
 - ``jpeg95``, ``jpeg85``, ``jpeg75``, ``resize50``: whether the saved image
   is still adversarial after what sharing does to it (Pillow's JPEG at that
   quality with 4:2:0 chroma, a 0.5x down-and-up resize:
@@ -88,7 +93,8 @@ class RowContext:
 
 def result_rows(
     result: AttackResult, clean: torch.Tensor, names: Sequence[str], ctx: RowContext, notes: Sequence[str | None] = (),
-    *, model: nn.Module | None = None,
+    *, model: nn.Module | None = None, weighted: Mapping[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+    | None = None,
 ) -> list[dict[str, Any]]:
     """One row per image, with PSNR/SSIM/changed ratio and :data:`mnd.core.metrics.QUALITY` on the 8-bit images.
 
@@ -97,7 +103,8 @@ def result_rows(
     note of the photo and, for an image that is not a success, the engine's
     reason (not attacked and why, non-finite values, unchanged output).
     With the attacked ``model``, the robustness columns say whether each
-    success survives JPEG 95/85/75 and a 0.5x resize.
+    success survives JPEG 95/85/75 and a 0.5x resize. ``weighted``: metrics
+    that need weights (:func:`mnd.models.iqa.load_weighted_metric`), by column name.
     """
     adv = result.adversarial
     survived: list[dict[str, bool]] = [{} for _ in names]
@@ -107,6 +114,7 @@ def result_rows(
     clean = quantize(clean.detach().cpu())
     psnr, ssim, ratio = metrics.psnr(adv, clean), metrics.ssim(adv, clean), metrics.changed_ratio(adv, clean)
     quality = {name: measure(adv, clean) for name, measure in metrics.QUALITY.items()}
+    quality.update({name: measure(adv, clean) for name, measure in (weighted or {}).items()})
     eps = _per_image(result.extras.get("eps"), len(names))
     its = result.iterations.double()
     share = its / its.sum() if float(its.sum()) > 0 else torch.full_like(its, 1.0 / len(its))
@@ -248,7 +256,7 @@ _BOOL = {"True": True, "False": False, "true": True, "false": False}
 _INT = ("clean_label", "adv_label", "target_label", "iterations", "seed", "max_iter")
 
 
-_FLOAT = ("psnr", "ssim", "changed_ratio", "seconds", "margin", "eps", *metrics.QUALITY)
+_FLOAT = ("psnr", "ssim", "changed_ratio", "seconds", "margin", "eps", *metrics.QUALITY, "lpips", "dists")
 
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
