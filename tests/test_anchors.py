@@ -10,6 +10,7 @@ from mnd.core.anchors import LABELS
 from mnd.core.config import VARIANTS
 from mnd.core.pixels import quantize
 from mnd.errors import InputError
+from mnd.experiments import methods
 
 HALF_LEVEL = 0.5 / 255
 
@@ -87,10 +88,11 @@ def test_one_source_of_method_names_labels_and_orders():
     assert anchors.MOS_ANCHORS == ("bim", "di2fgsm", "mifgsm", "pgd")  # the MOS tables' columns
     assert experiments.TABLE_ORDER == (
         "pgd", "mifgsm", "bim", "di2fgsm", "rfgsm", "no_norm", "l2", "l1", "ssim", "l2_ssim", "l1_ssim", "mnd",
-        "bim_min", "pgd_min", "ddn", "fmn_l2", "fmn_linf", "alma_ssim", "cw_l2",  # not in the paper
+        "mnd_refine", "bim_min", "pgd_min", "ddn", "fmn_l2", "fmn_linf", "alma_ssim", "cw_l2",  # not in the paper
     )
-    assert experiments.METHODS == experiments.VARIANTS + experiments.ANCHORS + experiments.MIN_ANCHORS
-    assert experiments.NOT_IN_PAPER == experiments.MIN_ANCHORS
+    refined = tuple(methods.REFINED)
+    assert experiments.METHODS == experiments.VARIANTS + experiments.ANCHORS + refined + experiments.MIN_ANCHORS
+    assert experiments.NOT_IN_PAPER == refined + experiments.MIN_ANCHORS
     assert experiments.TABLE_ORDER is experiments.TABLE_ORDER
     assert LABELS is anchors.LABELS and mos.ANCHOR_ORDER is anchors.MOS_ORDER
     assert [experiments.method_label(m) for m in anchors.PAPER_ANCHORS] == ["PGD", "MIFGSM", "BIM", "DI2FGSM"]

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.pixels", "core.losses", "core.metrics"),  # core: the 8-bit grid, the equations, the measures
     ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
     ("core.attack",),                               # core: Algorithm 1
+    ("core.refine",),                               # core: MND + refinement (ours, not in the paper)
     ("core.robustness",),                           # core: sharing transforms (JPEG, resize), survival
     ("core.anchors",),                              # core: the torchattacks anchors
     ("core.min_anchors",),                          # core: minimum-perturbation anchors (not in the paper)

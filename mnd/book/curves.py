@@ -230,8 +230,9 @@ def curve_points(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) 
     return sorted(points.values(), key=lambda p: _order(p.method))
 
 
-PLOTTED_VARIANTS: tuple[str, ...] = ("mnd", "no_norm")
-"""The MND variants the curves show even unswept: MND, and no norm (MND's stopping without its perceptual loss)."""
+PLOTTED_VARIANTS: tuple[str, ...] = ("mnd", "no_norm", "mnd_refine")
+"""The methods the curves show even unswept: MND, no norm (MND's stopping without its perceptual loss) and
+MND + refinement (ours, :mod:`mnd.core.refine`)."""
 
 
 def plotted(points: Sequence[CurvePoint]) -> dict[str, list[CurvePoint]]:
@@ -402,6 +403,7 @@ GAIN_GROUPS: tuple[tuple[str, Sequence[str]], ...] = (
     ("stops at success, no perceptual loss", ("no_norm",)),
     ("stops at success, perceptual variants", tuple(v for v in experiments.VARIANTS if v not in ("no_norm", "mnd"))),
     ("minimum norm (not in the paper)", MIN_NORM),
+    ("MND + refinement (ours, not in the paper)", ("mnd_refine",)),
 )
 """The rows of the "where MND's gain comes from" table, by group."""
 
@@ -535,13 +537,13 @@ def expected_methods(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
     The anchors of the run (the paper's four when it has none) at every
     :data:`SWEEP_EPS`, MND and no norm, MND at every :data:`SWEEP_MARGINS`, and
-    every :data:`MIN_NORM` attack; the default points by their plain names.
+    every :data:`MIN_NORM` attack, and MND + refinement (ours); the default points by their plain names.
     """
     bases = sorted({parse_method(str(r["method"]))[0] for r in rows} & set(anchors.ANCHORS),
                    key=anchors.TABLE_ORDER.index) or list(anchors.PAPER_ANCHORS)
     names = [a if e == DEFAULT_EPS else f"{a}@eps={_number(e)}" for a in bases for e in SWEEP_EPS]
     names += ["no_norm"] + ["mnd" if m == DEFAULT_MARGIN else f"mnd@margin={_number(m)}" for m in SWEEP_MARGINS]
-    return names + list(MIN_NORM)
+    return names + list(MIN_NORM) + ["mnd_refine"]
 
 
 def _point_key(name: str) -> tuple[str, float]:

@@ -30,6 +30,7 @@ from mnd.data import faces
 from mnd.data.faces import gallery_photos
 from mnd.data.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
 from mnd.errors import InputError
+from mnd.experiments.methods import mnd_variant
 from mnd.experiments.rows import COLUMNS, RowContext
 
 EXIT_ALL_ADVERSARIAL = 0
@@ -143,7 +144,8 @@ def check_options(args: argparse.Namespace) -> Options:
         where = args.hparams if args.hparams is not None else HPARAMS_FILE
         margins = {} if margin is None else {"margin": margin}
         try:
-            config_for(args.method, task=task, targeted=args.targeted, hparams=args.hparams, **overrides, **margins)
+            config_for(mnd_variant(args.method) or args.method, task=task, targeted=args.targeted,
+                       hparams=args.hparams, **overrides, **margins)
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(where, f"invalid hyper-parameters ({exc})") from None
     return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides, margin=margin)

@@ -31,9 +31,10 @@ ATTACK_EPILOG = """\
 anchors: bim, pgd, mifgsm, di2fgsm and rfgsm run torchattacks' defaults (eps 8/255,
 alpha 2/255, 10 steps). Not in the paper: bim_min and pgd_min (the smallest eps on the
 8-bit grid up to 16/255), ddn, fmn_l2, fmn_linf, alma_ssim and cw_l2 (adversarial-library's
-minimum-norm attacks, installed from requirements-advlib.txt).
---hparams, --max-iter, --straight-through and --task apply to the MND methods only and
-are refused with an anchor; --margin applies to every method.
+minimum-norm attacks, installed from requirements-advlib.txt), and mnd_refine (MND, then
+our refinement along the decision boundary; its knobs in mnd/presets/refine.toml).
+--hparams, --max-iter, --straight-through and --task apply to the MND methods only (to
+mnd_refine's MND phase) and are refused with an anchor; --margin applies to every method.
 
 outputs: DIR/<stem>.png and DIR/metrics.csv; DIR must not be a folder the photos are
 read from (outputs never overwrite inputs), and an existing metrics.csv there must be

@@ -4,13 +4,16 @@ The methods, their order and their display names are defined here once:
 :data:`VARIANTS` (the MND ablation settings, from the hyper-parameter file),
 :data:`ANCHORS` (torchattacks, fixed eps), :data:`MIN_ANCHORS` (the
 minimum-perturbation anchors, not in the paper), :data:`METHODS` (all),
+:data:`REFINED` (MND followed by our refinement, not in the paper),
 :data:`TABLE_ORDER` (the rows of the result tables: the paper's anchors, the
 MND variants, then the methods not in the paper) and :func:`method_label`.
 
 >>> TABLE_ORDER[:5], TABLE_ORDER[11], method_label("di2fgsm"), method_label("l2_ssim")
 (('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
 >>> NOT_IN_PAPER
-('bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2')
+('mnd_refine', 'bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2')
+>>> method_label("mnd_refine"), mnd_variant("mnd_refine@margin=1"), mnd_variant("ddn")
+('MND + refinement (ours)', 'mnd', None)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnd.core import anchors, attack, config, min_anchors
+from mnd.core import anchors, attack, config, min_anchors, refine
 from mnd.core.attack import AttackResult
 from mnd.core.config import Task, config_for
 from mnd.errors import InputError
@@ -41,11 +44,20 @@ MIN_ANCHORS: tuple[str, ...] = tuple(min_anchors.MIN_ANCHORS)
 """The minimum-perturbation anchors (smallest-eps BIM and PGD, adversarial-library's minimum-norm attacks)."""
 
 
-NOT_IN_PAPER: tuple[str, ...] = MIN_ANCHORS
+REFINED: dict[str, str] = {"mnd_refine": "mnd"}
+"""MND followed by our refinement (:mod:`mnd.core.refine`, not in the paper), and the MND variant each refines:
+its hyper-parameter file, ``max_iter`` and overrides apply to that variant."""
+
+
+REFINED_LABELS: dict[str, str] = {"mnd_refine": "MND + refinement (ours)"}
+"""Display name of each refined method."""
+
+
+NOT_IN_PAPER: tuple[str, ...] = tuple(REFINED) + MIN_ANCHORS
 """The methods the paper does not have: the tables show them in their own block, labelled so."""
 
 
-METHODS: tuple[str, ...] = VARIANTS + ANCHORS + MIN_ANCHORS
+METHODS: tuple[str, ...] = VARIANTS + ANCHORS + tuple(REFINED) + MIN_ANCHORS
 """Every method ``mnd attack --method`` and a preset accept."""
 
 
@@ -61,9 +73,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-SWEEPS: dict[str, str] = {**{a: "eps" for a in ANCHORS}, **{v: "margin" for v in VARIANTS}}
+SWEEPS: dict[str, str] = {**{a: "eps" for a in ANCHORS}, **{v: "margin" for v in (*VARIANTS, *REFINED)}}
 """The parameter a method may be swept over, as ``<method>@<param>=<value>``: a fixed anchor's budget
-``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255), an MND variant's ``margin``."""
+``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255), an MND method's ``margin``."""
 
 
 def parse_method(name: str) -> tuple[str, dict[str, float]]:
@@ -98,6 +110,8 @@ def method_label(method: str) -> str:
     base, params = parse_method(method)
     if base in VARIANTS:
         text = config.VARIANTS[base].label
+    elif base in REFINED_LABELS:
+        text = REFINED_LABELS[base]
     else:
         text = anchors.LABELS.get(base) or min_anchors.LABELS.get(base, base)
     if "eps" in params:
@@ -107,9 +121,16 @@ def method_label(method: str) -> str:
     return text
 
 
+def mnd_variant(method: str) -> str | None:
+    """The MND variant ``method`` runs (itself, or the one a refined method refines); None for an anchor."""
+    base = parse_method(method)[0]
+    return base if base in VARIANTS else REFINED.get(base)
+
+
 def is_mnd(method: str) -> bool:
-    """Whether ``method`` is an MND variant (Algorithm 1; the hyper-parameter file and ``max_iter`` apply)."""
-    return parse_method(method)[0] in VARIANTS
+    """Whether ``method`` runs Algorithm 1 (an MND variant or a refined one: the hyper-parameter file and
+    ``max_iter`` apply)."""
+    return mnd_variant(method) is not None
 
 
 def check_method(method: str) -> None:
@@ -140,13 +161,14 @@ def run_method(
     margin: float | None = None,
     **overrides: Any,
 ) -> AttackResult:
-    """Attack a batch with an MND variant (via its preset), an anchor or a minimum-perturbation anchor.
+    """Attack a batch with an MND variant (via its preset), MND + refinement, or an anchor (fixed or minimum).
 
     ``margin`` (the attack-strength knob, not in the paper) applies to every
     method; None keeps the hyper-parameter file's for MND (0, the paper, in
     the packaged file) and 0 for the anchors. ``hparams`` and ``overrides`` (AttackConfig fields) to the MND
     variants only; ``anchor_kwargs`` to the anchors only (torchattacks'
-    settings, or a minimum-perturbation anchor's budget).
+    settings, or a minimum-perturbation anchor's budget). A refined method's knobs come from
+    :data:`mnd.core.refine.REFINE_FILE`.
     """
     check_method(method)
     seed_everything(seed)
@@ -161,5 +183,7 @@ def run_method(
         margin = params["margin"]
     if margin is not None:
         overrides["margin"] = margin
-    config = config_for(method, task=task, targeted=targeted, hparams=hparams, **overrides)
+    config = config_for(REFINED.get(method, method), task=task, targeted=targeted, hparams=hparams, **overrides)
+    if method in REFINED:
+        return refine.generate_refined(model, x, labels, config=config)
     return attack.generate(model, x, labels, config=config)
