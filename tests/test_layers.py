@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
     ("core.attack",),                               # core: Algorithm 1
     ("core.refine",),                               # core: MND + refinement (ours, not in the paper)
-    ("core.robustness",),                           # core: sharing transforms (JPEG, resize), survival
+    ("core.robustness", "core.eot"),                # core: sharing transforms (JPEG, resize), their stand-ins
     ("core.anchors",),                              # core: the torchattacks anchors
     ("core.min_anchors",),                          # core: minimum-perturbation anchors (not in the paper)
     ("core",),
