@@ -36,6 +36,22 @@ def test_non_targeted_succeeds_on_8bit_images_and_stops_at_success(linear_model,
         assert not earlier.success.item()
 
 
+def test_region_keeps_every_other_pixel_clean(linear_model, images):
+    cfg = config_for("mnd", **FAST)
+    region = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    region[..., 1:15, 2:12] = True  # one region for the whole batch
+    res = generate(linear_model, images, config=cfg, region=region)
+    assert res.success.all() and _on_grid(res.adversarial)
+    changed = (res.adversarial != quantize(images)).any(1)
+    assert changed.any() and not (changed & ~region[:, 0]).any()
+    rows = torch.zeros(len(images), 1, 16, 16, dtype=torch.bool)
+    rows[1, ..., :8, :] = True  # one per image: image 0 may not change at all
+    res = generate(linear_model, images[:2], config=cfg.replace(max_iter=5), region=rows[:2])
+    assert torch.equal(res.adversarial[0], quantize(images[0])) and not res.success[0]
+    with pytest.raises(ValueError, match="region must have shape"):
+        generate(linear_model, images, config=cfg, region=region[..., :8])
+
+
 def test_batch_equals_single(linear_model, images):
     cfg = config_for("mnd", **FAST)
     batch = generate(linear_model, images, config=cfg)

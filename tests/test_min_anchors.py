@@ -148,3 +148,9 @@ def test_repair_scales_a_perturbation_that_rounding_erases(model10, images):
         assert scale > 1 and scale * size == pytest.approx(round(scale * size)), "a whole number of levels"
         assert torch.equal(image, quantize(x[i:i + 1] + scale * (out - x[i:i + 1])))
         assert model10(image).argmax(1).item() != top2[i, 0].item()
+
+
+def test_alma_refuses_a_model_with_too_few_classes_in_one_line() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    with pytest.raises(InputError, match=r"needs a model with at least 3 classes non-targeted .* this one has 2"):
+        min_anchors.run("alma_ssim", model, torch.rand(1, 3, 8, 8))

@@ -226,7 +226,8 @@ def _refuse(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--format", "jpeg", "--quality", "101"], "--quality"),
     (["--strength", "max"], "--strength"),
     (["--max-iter", "0"], "--max-iter"),
-    (["--model", "dlib_resnet_v1"], "--model"),
+    (["--model", "resnet_nonexistent"], "--model"),
+    (["--criterion", "verify"], "--criterion"),  # face models only
     (["--device", "gpu"], "--device"),
 ])
 def test_bad_options_are_one_line_and_status_2(tagged_png, tmp_path, capsys, monkeypatch, extra, where):

@@ -1,16 +1,23 @@
 """``mnd protect``: photos in, full-resolution protected photos and report.csv out.
 
     mnd protect PHOTO_OR_DIR... --out DIR [--model efficientnet_lite0] [--targeted]
+        [--gallery DIR] [--criterion verify|identify]
         [--format png|jpeg --quality Q] [--strength low|mid|high] [--survive jpeg:Q|resize:S ...]
         [--max-iter N] [--device cpu] [--quiet]
 
+Image classifiers: :mod:`mnd.experiments.protect`; face models (every face of
+each photo at once, ``--gallery`` and ``--criterion``):
+:mod:`mnd.experiments.protect_faces`.
+
 Checked first, in this order, each failure one :class:`mnd.errors.InputError`
-(exit status 2): the options, the output folder (never an input folder; the
-checks of ``mnd attack``), every output file (never an input photo, never a
-folder; an existing ``report.csv`` must be one ``mnd protect`` wrote), then
-every photo is read. Only then is the model loaded. Exit status 0 when every
-saved photo is adversarial (and survives every ``--survive`` transform), 1
-when some are not.
+(exit status 2): the options, the face gallery's layout, the output folder
+(never an input folder nor inside the gallery; the checks of ``mnd
+attack``), every output file (never an input photo, never a folder; an
+existing ``report.csv`` must be one ``mnd protect`` wrote), then every photo
+is read. Only then is the model loaded. Exit status 0 when every saved photo
+is adversarial (and survives every ``--survive`` transform), 1 when some are
+not; a photo in which no face is found is skipped (its row says so) and does
+not count.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import csv
 import os
 from pathlib import Path
 
+from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import models
 from mnd.cli.attack import check_device, check_out
 from mnd.core import robustness
+from mnd.data.faces import gallery_from_folder, gallery_photos
 from mnd.data.imageio import LoadedImage, atomic_open, check_writable_dir, list_images, load_rgb, remove_created
 from mnd.errors import InputError
 from mnd.experiments.protect import (
@@ -36,6 +45,7 @@ from mnd.experiments.protect import (
     parse_survive,
     protect_photo,
 )
+from mnd.experiments.protect_faces import CRITERIA, Criterion, protect_face_photo
 from mnd.experiments.rows import format_table
 
 REPORT_CSV = "report.csv"
@@ -47,12 +57,22 @@ strength levels (mnd/presets/protect.toml): low = 1000 iterations, no survive tr
 mid = 1000 iterations, must survive jpeg:85; high = 2000 iterations, must survive jpeg:75
 and resize:0.5. --survive and --max-iter replace the level's values.
 
+face models (dlib_resnet_v1; inception_resnet_v1_vggface2 where its weights are cached):
+every face MTCNN finds is protected at once, success when every face meets --criterion:
+  verify    (default without --gallery) a recogniser that enrolled the original photo no
+            longer matches it: descriptor distance above the model's threshold (dlib 0.6);
+            with --gallery: no longer within the threshold of its clean identity
+  identify  (default with --gallery DIR, one sub-folder of photos per identity) the
+            top-1 identity changes; with --targeted it becomes the least-likely one
+A photo with no face is skipped (its report row says so; nothing is written for it).
+
 outputs: DIR/<stem>.png (or .jpg) at the photo's full resolution, upright, with no
 metadata (no EXIF, GPS, ICC profile or text), and DIR/report.csv; DIR must not be a
 folder the photos are read from.
 
 exit status:
-  0    every saved photo is adversarial (and survives every --survive transform)
+  0    every saved photo is adversarial (and survives every --survive transform);
+       photos with no face (face models) are skipped and do not count
   1    some are not (their rows in report.csv say success=False or survived=False)
   2    bad input: a file, folder or option that cannot be used (one line on stderr)
   130  interrupted (Ctrl-C); photos and rows written so far are intact
@@ -62,16 +82,21 @@ exit status:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``protect`` command to ``subparsers``."""
     p = subparsers.add_parser(
-        "protect", help="protect whole photos at full resolution (classifiers)",
+        "protect", help="protect whole photos at full resolution (classifiers and face models)",
         description="Protect each photo at its full resolution: the model sees it through its own preprocessing, "
         "the perceptual loss is computed on the whole photo, and success is checked on the saved file read back.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (not an input folder)")
-    p.add_argument("--model", default="efficientnet_lite0", help="an image classifier from `mnd models` "
-                   "(default: %(default)s)")
-    p.add_argument("--targeted", action="store_true", help="aim at the least-likely class (eq. 5)")
+    p.add_argument("--model", default="efficientnet_lite0", help="an image classifier or face model from "
+                   "`mnd models` (default: %(default)s)")
+    p.add_argument("--targeted", action="store_true", help="aim at the least-likely class (eq. 5); "
+                   "for faces, the least-likely identity (--criterion identify)")
+    p.add_argument("--gallery", type=Path, metavar="DIR", help="face models: one sub-folder of photos per "
+                   "identity (at least two)")
+    p.add_argument("--criterion", choices=CRITERIA, help="face models: verify (default without --gallery) or "
+                   "identify (default with one)")
     p.add_argument("--format", choices=FORMATS, default="png", help="file format (default: %(default)s)")
     p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 with --format jpeg (default: 90)")
     p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid or high (default: %(default)s)")
@@ -86,9 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings, str]:
     """Validate the options before any photo or model is read: (model, settings, device)."""
     spec = models.spec(args.model)
-    if spec.task != "imagenet" or spec.face_crop is not None:
-        raise InputError("--model", f"{spec.name} is a face model; mnd protect handles image classifiers for now "
-                         "(use mnd attack for faces)")
+    criterion = check_face_options(spec, args)
     if args.quality is not None and args.format != "jpeg":
         raise InputError("--quality", "applies to --format jpeg only")
     quality = 90 if args.quality is None else args.quality
@@ -104,8 +127,28 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
     settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
-                        max_iter=args.max_iter or level.max_iter, progress=not args.quiet)
+                        max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion)
     return spec, settings, check_device(args.device)
+
+
+def check_face_options(spec: models.ModelSpec, args: argparse.Namespace) -> Criterion | None:
+    """The face criterion (None for an image classifier), after checking --gallery, --criterion and --targeted."""
+    if spec.task != "faces":
+        for option, given in (("--gallery", args.gallery is not None), ("--criterion", args.criterion is not None)):
+            if given:
+                raise InputError(option, f"applies to face models only; {spec.name} is an image classifier")
+        return None
+    if args.gallery is not None and not spec.embedding:
+        raise InputError("--gallery", f"{spec.name} names identities itself; --gallery applies to embedding models")
+    criterion: Criterion = args.criterion or ("identify" if args.gallery is not None or not spec.embedding
+                                              else "verify")
+    if criterion == "identify" and spec.embedding and args.gallery is None:
+        raise InputError("--criterion", "identify needs --gallery DIR (one sub-folder of photos per identity)")
+    if criterion == "verify" and not spec.embedding:
+        raise InputError("--criterion", f"verify needs an embedding model; {spec.name} is a classifier (use identify)")
+    if args.targeted and criterion != "identify":
+        raise InputError("--targeted", "applies to --criterion identify only (it aims at an identity)")
+    return criterion
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -150,50 +193,70 @@ def write_report(path: Path, rows: list[dict[str, object]]) -> None:
 
 def _summary(rows: list[dict[str, object]], report: Path, settings: Settings) -> int:
     """Print the one-screen summary; return the exit status."""
-    shown = ["image", "success", "survived", *robustness.TRANSFORMS, "psnr", "width", "height", "iterations",
-             "seconds"]
+    faces = settings.criterion is not None
+    shown = ["image", "success", "survived", *robustness.TRANSFORMS, *(["faces", "distances"] if faces else []),
+             "psnr", "width", "height", "iterations", "seconds"]
     if not settings.survive:
         shown.remove("survived")
     print(format_table(rows, shown))
-    protected = sum(bool(r["success"]) and r["survived"] is not False for r in rows)
-    print(f"\nwrote {len(rows)} photos ({settings.output.name}) and {report}")
+    done = [r for r in rows if r["success"] is not None]  # a photo with no face is skipped
+    protected = sum(bool(r["success"]) and r["survived"] is not False for r in done)
+    print(f"\nwrote {len(done)} photos ({settings.output.name}) and {report}")
     for name in robustness.TRANSFORMS:
-        print(f"  still adversarial after {name}: {sum(bool(r[name]) for r in rows)}/{len(rows)}")
+        print(f"  still adversarial after {name}: {sum(bool(r.get(name)) for r in done)}/{len(done)}")
+    if faces:
+        found = sum(int(r["faces"] or 0) for r in done)
+        met = sum(int(r["faces_protected"] or 0) for r in done)
+        print(f"{met}/{found} faces protected on the saved files (criterion: {settings.criterion})")
+        skipped = len(rows) - len(done)
+        if skipped:
+            print(f"{skipped} photo(s) skipped: no face found (see the note column)")
     wanted = f" and survive {', '.join(s.name for s in settings.survive)}" if settings.survive else ""
-    print(f"{protected}/{len(rows)} saved photos adversarial{wanted}")
-    return EXIT_ALL_PROTECTED if protected == len(rows) else EXIT_NOT_ALL_PROTECTED
+    print(f"{protected}/{len(done)} saved photos adversarial{wanted}")
+    return EXIT_ALL_PROTECTED if protected == len(done) else EXIT_NOT_ALL_PROTECTED
 
 
 def _load(paths: list[Path], spec: models.ModelSpec) -> list[LoadedImage]:
-    """Read every photo (upright) and refuse one smaller than the model's input, before any work."""
+    """Read every photo (upright) and refuse one smaller than a classifier's input, before any work."""
     photos = []
     for path in paths:
         photo = load_rgb(path)
         h, w = photo.pixels.shape[:2]
-        if min(h, w) < spec.input_size:
+        if spec.task != "faces" and min(h, w) < spec.input_size:
             raise InputError(path, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that "
                              f"{spec.name} needs")
         photos.append(photo)
     return photos
 
 
+def _build(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn.Module:
+    """The model: a classifier, a face embedding network, or one behind the face gallery enrolled from ``gallery``."""
+    model = models.load(spec.name)
+    if gallery is not None:
+        model = gallery_from_folder(model, spec, gallery)
+    return models.freeze(model.to(device))
+
+
 def protect_files(args: argparse.Namespace) -> int:
     """Run ``mnd protect`` (see ``mnd protect --help``); returns the exit status."""
     spec, settings, device = check_settings(args)
+    if args.gallery is not None:
+        gallery_photos(args.gallery)
     out: Path = args.out
     paths = list_images(args.inputs)
     if not paths:
         raise InputError(" ".join(map(str, args.inputs)), "no images found")
-    check_out(out, [Path(p) for p in args.inputs], paths, None)
+    check_out(out, [Path(p) for p in args.inputs], paths, args.gallery)
     targets = check_targets(out, paths, settings.output.suffix)
     created = check_writable_dir(out)
     rows: list[dict[str, object]] = []
     try:
         photos = _load(paths, spec)
-        model = models.freeze(models.load(spec.name).to(device))
+        model = _build(spec, args.gallery, device)
+        protect = protect_face_photo if settings.criterion is not None else protect_photo
         for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
                                   disable=args.quiet or len(photos) < 2):
-            rows.append(protect_photo(model, spec, photo, target, settings, device))
+            rows.append(protect(model, spec, photo, target, settings, device))
             write_report(out / REPORT_CSV, rows)
     except BaseException:
         if not rows:

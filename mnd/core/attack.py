@@ -535,6 +535,7 @@ def _iterate(
     at_clean: bool,
     bar: Any,
     observer: Observer | None,
+    region: torch.Tensor | None = None,
 ) -> list[_Running]:
     """Algorithm 1 on the ``running`` images until each is adversarial or out of steps.
 
@@ -554,6 +555,7 @@ def _iterate(
         at_clean: every image is at Z = X, known not to be adversarial (no
             check before the first step); else every image is classified first.
         observer: called once per iteration (see :class:`StepRecord`).
+        region: the pixels each step may change (see :func:`generate`), None: all.
     """
     dtype = _low_precision(running.z.device)
     autocast = torch.autocast(running.z.device.type, dtype=dtype) if low_precision else contextlib.nullcontext()
@@ -602,6 +604,9 @@ def _iterate(
             if not running.rows.numel():
                 break
         running.z = descent_step(running.z, grad, step_size=config.step_size, adam=running.adam)
+        if region is not None:  # the projection also holds Z = X outside the region
+            rows = region if region.shape[0] == 1 else region[running.rows]
+            running.z = torch.where(rows, running.z, running.reference.x)
         running.steps = running.steps + 1
         bar.update(1)
     return handed
@@ -627,6 +632,16 @@ def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, con
     return success, final_logits.argmax(1)
 
 
+def _check_region(region: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """``region`` as a bool tensor on ``x``'s device, after checking it fits the batch (see :func:`generate`)."""
+    if region is None:
+        return None
+    n, c, h, w = x.shape
+    if region.ndim != 4 or region.shape[0] not in (1, n) or region.shape[1] not in (1, c) or region.shape[2:] != (h, w):
+        raise ValueError(f"region must have shape (1 or {n}, 1 or {c}, {h}, {w}), got {tuple(region.shape)}")
+    return region.to(device=x.device, dtype=torch.bool)
+
+
 def generate(
     model: nn.Module,
     x: torch.Tensor,
@@ -634,6 +649,7 @@ def generate(
     *,
     config: AttackConfig | None = None,
     observer: Observer | None = None,
+    region: torch.Tensor | None = None,
 ) -> AttackResult:
     """Generate MND images for a batch (Algorithm 1).
 
@@ -661,10 +677,17 @@ def generate(
         config: the settings; default the paper's ImageNet non-targeted MND.
         observer: called once per iteration with a :class:`StepRecord` (what
             :mod:`mnd.experiments.trace` records); nothing extra is computed without one.
+        region: (1 or N, 1 or C, H, W) bool, the pixels the attack may change
+            (not in the paper; default: all). The feasible set becomes
+            {Z in [0, 1] : Z = X outside the region}: after each step the other
+            pixels are set back to their clean 8-bit values, so they never
+            change, while the loss still sees them (``mnd protect`` optimises
+            the pixels around the faces of a photo this way).
     """
     config = config or AttackConfig()
     device = next((p.device for p in model.parameters()), x.device)
     x = quantize(x.detach().to(device))
+    region = _check_region(region, x)
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     start = time.perf_counter()
@@ -675,10 +698,12 @@ def generate(
     adam = Adam.start(z, config.step_size) if config.optimizer == "adam" else None
     running = _Running.start(x, lab, rows, z, torch.zeros_like(rows), adam, at_clean=True)
     bar = tqdm(total=config.max_iter, desc="mnd", unit="it", disable=not config.progress, leave=False)
-    handed = _iterate(model, running, out, config, low_precision=config.amp, at_clean=True, bar=bar, observer=observer)
+    handed = _iterate(model, running, out, config, low_precision=config.amp, at_clean=True, bar=bar, observer=observer,
+                      region=region)
     if handed:  # amp: images that continue in float32
         rest = _Running.joined(handed, x, lab)
-        _iterate(model, rest, out, config, low_precision=False, at_clean=False, bar=bar, observer=observer)
+        _iterate(model, rest, out, config, low_precision=False, at_clean=False, bar=bar, observer=observer,
+                 region=region)
     bar.close()
     success, adv_label = _conclude(model, x, lab, out, config)
     extras = {"float32_fallback": int(sum(len(part.rows) for part in handed))} if config.amp else {}

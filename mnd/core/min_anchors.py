@@ -299,6 +299,22 @@ def settings_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str
     return {**BUDGETS[name], **(overrides or {})}
 
 
+MIN_CLASSES: dict[str, tuple[int, int]] = {"alma_ssim": (3, 4)}
+"""Attacks whose loss needs a number of classes (non-targeted, targeted): ALMA's difference of logits ratio
+takes the top 3 logits (top 4 targeted), so it cannot attack a two-person face gallery."""
+
+
+@torch.no_grad()
+def _check_classes(name: str, model: nn.Module, x: torch.Tensor, targeted: bool) -> None:
+    """InputError when the model has fewer classes than :data:`MIN_CLASSES` asks for ``name``."""
+    need = MIN_CLASSES[name][int(targeted)]
+    have = int(model(x[:1]).shape[1])
+    if have < need:
+        setting = "targeted" if targeted else "non-targeted"
+        raise InputError(name, f"{LABELS[name]} needs a model with at least {need} classes {setting} (its loss, the "
+                         f"difference of logits ratio, uses the top {need} logits); this one has {have}")
+
+
 def run(
     name: str,
     model: nn.Module,
@@ -336,6 +352,8 @@ def run(
     x = quantize(x.detach().to(device))
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=targeted)
+    if name in MIN_CLASSES:
+        _check_classes(name, model, x, targeted)
     adversarial, found = x.clone(), {}
     for i in lab.attacked.nonzero().flatten().tolist():
         goal = Goal(lab.goal[i:i + 1], targeted, margin)

@@ -22,6 +22,9 @@ logit, until the real transforms agree).
 After the attack the photo is written (no metadata), read back from disk and
 checked again from scratch (:func:`verify`): the report's ``success`` is that
 check, never the iterate's.
+
+Face models: :mod:`mnd.experiments.protect_faces` (every face of a photo at
+once, through the same :class:`Verdict`, :class:`Settings` and report).
 """
 
 from __future__ import annotations
@@ -58,11 +61,15 @@ SUFFIX: dict[str, str] = {"png": ".png", "jpeg": ".jpg"}
 
 REPORT_COLUMNS: list[str] = [
     "image", "model", "targeted", "format", "survive", "success", "survived", *robustness.TRANSFORMS,
-    "clean_label", "adv_label", "target_label", "psnr", "ssim", "width", "height", "iterations", "seconds", "note",
+    "clean_label", "adv_label", "target_label", "faces", "faces_protected", "criterion", "distances", "psnr", "ssim",
+    "width", "height", "iterations", "seconds", "note",
 ]
 """Columns of ``report.csv``: ``success`` is the re-read saved file; ``survived`` after every ``--survive``
 transform as well (empty without one); then still adversarial after each transform of
-:data:`mnd.core.robustness.TRANSFORMS`; PSNR and SSIM at full resolution."""
+:data:`mnd.core.robustness.TRANSFORMS`; PSNR and SSIM at full resolution. Face models
+(:mod:`mnd.experiments.protect_faces`) also fill ``faces`` (found on the clean photo),
+``faces_protected`` (meeting the criterion on the saved file), ``criterion`` and ``distances``
+(per face, space-separated); their labels are identities, one per face."""
 
 
 # --- what to survive and how hard to try --------------------------------------------
@@ -208,11 +215,13 @@ class Verdict(nn.Module):
         goal: (1,) the label attacked away from (non-targeted) or the target.
         targeted: which criterion.
         read_back: the saved file's pixels as read back (:meth:`OutputFormat.as_read_back`).
-        survive: the transforms the saved file must survive.
+        survive: the transforms the saved file must survive (:class:`Survive`, or any
+            function of (N, 3, H, W) 8-bit images).
     """
 
     def __init__(self, model: nn.Module, view: nn.Module, goal: torch.Tensor, *, targeted: bool,
-                 read_back: Callable[[torch.Tensor], torch.Tensor], survive: Sequence[Survive] = ()) -> None:
+                 read_back: Callable[[torch.Tensor], torch.Tensor],
+                 survive: Sequence[Callable[[torch.Tensor], torch.Tensor]] = ()) -> None:
         super().__init__()
         self.model, self.view = model, view
         self.register_buffer("goal", goal.detach().long().view(-1), persistent=False)
@@ -248,6 +257,8 @@ class Settings:
     survive: tuple[Survive, ...] = ()
     max_iter: int = 1000
     progress: bool = False
+    criterion: Literal["verify", "identify"] | None = None
+    """Face models only (:mod:`mnd.experiments.protect_faces`); None for classifiers."""
 
 
 @dataclass(frozen=True)
