@@ -278,3 +278,23 @@ def test_real_model_protects_an_upscaled_photo_on_disk(tmp_path, photos, effnet)
         clean = effnet(prepare_image(load_rgb(path), SPEC)[None]).argmax(1).item()
         adv = effnet(prepare_image(saved, SPEC)[None]).argmax(1).item()
     assert clean == row["clean_label"] and adv != clean
+
+
+def test_survive_follows_the_gradient_through_stand_ins_unless_told_not_to(photos):
+    from mnd.core.eot import Expectation
+
+    x = to_tensor(photos["chelsea"])[None]
+    settings = protect.Settings(survive=(protect.parse_survive("jpeg:75"),))
+    assert [(s.kind, s.value) for s in settings.standins()] == [("jpeg", 75.0)]
+    assert protect.Settings(survive=settings.survive, eot=False).standins() == ()
+    model = models.freeze(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                                              torch.nn.Linear(48, 3)))
+    view = protect.ClassifierView(SPEC)
+    verdict = protect.Verdict(model, view, torch.tensor([1]), targeted=False, read_back=lambda t: t,
+                              standins=settings.standins(), seed=4)
+    expected = Expectation(model, settings.standins(), view=view, seed=4)
+    with torch.enable_grad():
+        torch.testing.assert_close(verdict(x), expected(x))  # the EOT average, for the gradient
+        assert not torch.allclose(verdict.gradient(x), model(view(x)))
+    with torch.no_grad():  # the success check: the saved file itself, never a stand-in
+        torch.testing.assert_close(verdict(x), model(view(x)))

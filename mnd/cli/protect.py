@@ -102,6 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid or high (default: %(default)s)")
     p.add_argument("--survive", action="append", metavar="T",
                    help="jpeg:Q or resize:S: the saved photo must stay adversarial after it too (repeatable)")
+    p.add_argument("--no-eot", dest="eot", action="store_false",
+                   help="with --survive: follow the plain image's gradient only, not random differentiable "
+                   "stand-ins of the transforms (expectation over transformation, the default)")
     p.add_argument("--max-iter", type=int, metavar="N", help="iteration budget per photo, at least 1")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -127,7 +130,8 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
     settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
-                        max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion)
+                        max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion,
+                        eot=getattr(args, "eot", True))
     return spec, settings, check_device(args.device)
 
 

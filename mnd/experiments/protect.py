@@ -14,10 +14,12 @@ that, when ``generate`` classifies an 8-bit iterate (without gradients), the
 model sees the file as it will be read back (the 8-bit PNG, or the decoded
 JPEG at the chosen quality) and then each ``survive`` transform of it (a real
 Pillow JPEG or resize, :mod:`mnd.core.robustness`); ``generate`` keeps
-iterating until every one of them is adversarial, or the budget ends. The
-gradient is that of the plain view (no differentiable stand-in of JPEG: the
-iteration continues on the plain loss, which keeps lowering the true class's
-logit, until the real transforms agree).
+iterating until every one of them is adversarial, or the budget ends. With
+``survive`` transforms the gradient is, by default, that of the logits
+averaged over the plain view and random differentiable stand-ins of the
+transforms (kornia's JPEG, an antialiased resize, drawn around the target:
+expectation over transformation, :mod:`mnd.core.eot`); ``Settings(eot=False)``
+(``--no-eot``) keeps the plain view's gradient and only iterates longer.
 
 After the attack the photo is written (no metadata), read back from disk and
 checked again from scratch (:func:`verify`): the report's ``success`` is that
@@ -46,6 +48,7 @@ from torchvision.transforms import functional as TF
 
 from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult, generate, is_adversarial
+from mnd.core.eot import Expectation, StandIn
 from mnd.core.config import config_for
 from mnd.core.losses import least_likely_target
 from mnd.core.pixels import quantize
@@ -217,21 +220,25 @@ class Verdict(nn.Module):
         read_back: the saved file's pixels as read back (:meth:`OutputFormat.as_read_back`).
         survive: the transforms the saved file must survive (:class:`Survive`, or any
             function of (N, 3, H, W) 8-bit images).
+        standins: differentiable stand-ins whose random draws the gradient is averaged over
+            (:class:`mnd.core.eot.Expectation`; ``samples`` draws each, seeded by ``seed``).
     """
 
     def __init__(self, model: nn.Module, view: nn.Module, goal: torch.Tensor, *, targeted: bool,
                  read_back: Callable[[torch.Tensor], torch.Tensor],
-                 survive: Sequence[Callable[[torch.Tensor], torch.Tensor]] = ()) -> None:
+                 survive: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
+                 standins: Sequence[StandIn] = (), samples: int = 1, seed: int = 0) -> None:
         super().__init__()
         self.model, self.view = model, view
         self.register_buffer("goal", goal.detach().long().view(-1), persistent=False)
         self.targeted, self.read_back, self.survive = targeted, read_back, tuple(survive)
+        self.gradient = Expectation(model, standins, view=view, samples=samples, seed=seed)
         self.armed = False
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or not self.armed:
             self.armed = self.armed or torch.is_grad_enabled()
-            return self.model(self.view(z))
+            return self.gradient(z)  # with stand-ins: the EOT average (with gradients only)
         if z.shape[0] != 1:
             raise ValueError(f"the verdict checks one image at a time, got {z.shape[0]}")
         saved = self.read_back(z).to(z.device)
@@ -259,6 +266,15 @@ class Settings:
     progress: bool = False
     criterion: Literal["verify", "identify"] | None = None
     """Face models only (:mod:`mnd.experiments.protect_faces`); None for classifiers."""
+    eot: bool = True
+    """With ``survive``: follow the gradient through random differentiable stand-ins of the transforms as well
+    (expectation over transformation, :mod:`mnd.core.eot`); False: the plain image's gradient only."""
+    eot_samples: int = 1
+    """Draws of each stand-in per iteration."""
+
+    def standins(self) -> tuple[StandIn, ...]:
+        """The differentiable stand-ins of the ``survive`` transforms the gradient goes through (none without EOT)."""
+        return tuple(StandIn(s.kind, float(s.value)) for s in self.survive) if self.eot else ()
 
 
 @dataclass(frozen=True)
@@ -291,7 +307,8 @@ def attack_photo(model: nn.Module, spec: ModelSpec, photo: torch.Tensor, setting
     x = photo.to(device)
     goal = clean_goal(model, view, x, settings.targeted)
     verdict = Verdict(model, view, torch.tensor([goal.goal], device=device), targeted=settings.targeted,
-                      read_back=settings.output.as_read_back, survive=settings.survive)
+                      read_back=settings.output.as_read_back, survive=settings.survive,
+                      standins=settings.standins(), samples=settings.eot_samples)
     config = config_for("mnd", task=spec.task, targeted=settings.targeted, max_iter=settings.max_iter,
                         progress=settings.progress, straight_through=False)
     return generate(verdict, x[None], torch.tensor([goal.clean], device=device), config=config), goal

@@ -568,7 +568,8 @@ def attack_faces(attack: FaceAttack, photo: torch.Tensor, settings: Settings,
     crop_view = FaceView(attack.faces.cuts, region.height, region.width, region.box.left, region.box.top)
     goal = torch.tensor([1 if settings.targeted else 0], device=device)
     verdict = Verdict(attack.judge, crop_view, goal, targeted=settings.targeted, read_back=settings.output.as_read_back,
-                      survive=[region.on_crop(s, photo) for s in settings.survive])
+                      survive=[region.on_crop(s, photo) for s in settings.survive],
+                      standins=settings.standins(), samples=settings.eot_samples)
     config = config_for("mnd", task="faces", targeted=settings.targeted, max_iter=settings.max_iter,
                         progress=settings.progress, straight_through=False)
     config = config.replace(betas=region.betas(config))
