@@ -236,3 +236,22 @@ def test_the_robustness_table_counts_successes_that_survive() -> None:
         "1/2", "1/2", "0/2", "0/2"]
     assert table["BIM"]["after JPEG 75"] == "–"  # a run from before the columns existed
     assert "still adversarial" in book.robustness_table_html(rows, "d", "s")
+
+
+def test_methods_that_could_not_run_are_named_with_why() -> None:
+    rows = make_rows()
+    for r in rows:
+        if r["method"] == "alma_ssim" and r["setting"] == "targeted":
+            r.update(success=False, psnr=math.nan, note="failed: InputError: alma_ssim: needs 4 classes")
+    assert book.failed_methods(rows) == {("imagenet", "targeted", "alma_ssim"): "InputError: alma_ssim: needs 4 classes"}
+    rows[0]["note"] = "failed: one image only"  # a method with one failed image among successes did run
+    assert ("imagenet", "non-targeted", rows[0]["method"]) not in book.failed_methods(rows)
+
+
+def test_mnd_refine_is_drawn_in_its_own_style() -> None:
+    rows = make_rows({**KNOWN, "mnd_refine": (65.0, 66.0, True, True)}, settings=("non-targeted",))
+    fig = book.tradeoff_figure(rows, "imagenet", "non-targeted")
+    labels = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    ours, no_norm = labels["MND + refinement (ours)"], labels["No norm"]
+    assert (ours.get_marker(), ours.get_color()) != (no_norm.get_marker(), no_norm.get_color())
+    assert "mnd_refine" in book.expected_methods(rows) and "mnd_refine" not in book.missing_methods(rows)

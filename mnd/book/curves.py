@@ -275,6 +275,8 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
             style: dict[str, Any] = dict(color="#d62728", linewidth=3.0, marker="o", markersize=8, zorder=5)
         elif kind == "fixed budget":
             style = dict(color=next(colours), linewidth=1.4, linestyle="--", marker="o", markersize=5)
+        elif family == "mnd_refine":  # ours: its own colour and marker, drawn over the others
+            style = dict(color="#ff7f0e", linestyle="none", marker="p", markersize=10, zorder=6)
         else:
             style = dict(color="black" if kind == "minimum norm" else "#7f7f7f", linestyle="none",
                          marker=next(markers), markersize=7, markerfacecolor="white" if kind == "minimum norm" else None)
@@ -574,6 +576,16 @@ def missing_text(names: Sequence[str]) -> str:
     return "; ".join(parts + ([", ".join(plain)] if plain else []))
 
 
+def failed_methods(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """(data set, setting, method) -> why, for the methods whose every row is an attack that raised (note ``failed:``)."""
+    notes: dict[tuple[str, str, str], list[str]] = {}
+    for r in rows:
+        notes.setdefault((str(r.get("dataset")), str(r.get("setting")), str(r["method"])), []).append(
+            str(r.get("note") or ""))
+    return {key: texts[0].removeprefix("failed: ") for key, texts in notes.items()
+            if texts and all(t.startswith("failed:") for t in texts)}
+
+
 def sweep_status_markdown(ctx: Context) -> str:
     """What this run has of the chapter's methods: the missing ones named, and data sets the grid skipped."""
     lines = []
@@ -586,6 +598,8 @@ def sweep_status_markdown(ctx: Context) -> str:
         lines.append(f"- This run has no results for {len(missing)} of the chapter's {len(expected_methods(ctx.rows))} "
                      f"methods and sweep points: {missing_text(missing)}. The figures and tables below show what it "
                      "has; a preset that lists them fills them in.")
+    for (dataset, setting, method), why in failed_methods(ctx.rows).items():
+        lines.append(f"- {point_label(method)} could not run on {dataset} {setting}: {why}")
     counts = []
     for dataset, setting in sweep_sections(ctx):
         total = len({str(r["image"]) for r in ctx.rows if (r.get("dataset"), r.get("setting")) == (dataset, setting)})
@@ -600,5 +614,5 @@ def sweep_status_markdown(ctx: Context) -> str:
     if not lines:
         return "This run has every method and sweep point of the chapter."
     if not missing:
-        lines.insert(0, "This run has every method and sweep point of the chapter.")
+        lines.insert(0, "This run has every method and sweep point of the chapter (rows for every one).")
     return "\n".join(lines)
