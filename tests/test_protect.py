@@ -17,6 +17,7 @@ from mnd.cli.main import main
 from mnd.core.attack import is_adversarial
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
+from mnd.errors import InputError
 from mnd.experiments import protect
 
 SPEC = models.spec("efficientnet_lite0")  # its preprocessing (256, then 224); the network is replaced below
@@ -261,6 +262,16 @@ def test_strength_levels_are_data():
     assert list(levels) == ["low", "mid", "high"]
     assert levels["low"].survive == () and [s.name for s in levels["high"].survive] == ["jpeg:75", "resize:0.5"]
     assert all(level.max_iter >= 1 for level in levels.values())
+    assert [level.margin for level in levels.values()] == [0.0, 1.0, 2.0]  # stronger levels need a clearer win
+
+
+def test_a_bad_margin_is_refused_in_a_levels_file_and_on_the_command_line(tmp_path, capsys):
+    bad = tmp_path / "levels.toml"
+    bad.write_text('[x]\nmargin = -1\n')
+    with pytest.raises(InputError, match=r"\[x\] margin = -1: must be a number >= 0"):
+        protect.load_strengths(bad)
+    assert main(["protect", str(tmp_path), "--out", str(tmp_path / "out"), "--margin", "-2"]) == 2
+    assert "--margin" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -105,6 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-eot", dest="eot", action="store_false",
                    help="with --survive: follow the plain image's gradient only, not random differentiable "
                    "stand-ins of the transforms (expectation over transformation, the default)")
+    p.add_argument("--margin", type=float, metavar="M", help="the logit lead the saved photo's wrong answer needs, "
+                   "after every --survive transform too (default: the level's; 0 is any win)")
     p.add_argument("--max-iter", type=int, metavar="N", help="iteration budget per photo, at least 1")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -129,9 +131,12 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
     if args.max_iter is not None and args.max_iter < 1:
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
+    margin = level.margin if getattr(args, "margin", None) is None else args.margin
+    if not 0 <= margin < float("inf"):
+        raise InputError("--margin", f"must be a number >= 0, got {margin}")
     settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
                         max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion,
-                        eot=getattr(args, "eot", True))
+                        eot=getattr(args, "eot", True), margin=margin)
     return spec, settings, check_device(args.device)
 
 

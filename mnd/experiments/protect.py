@@ -116,11 +116,12 @@ def parse_survive(text: str, where: str = "--survive") -> Survive:
 
 @dataclass(frozen=True)
 class Strength:
-    """One level of ``--strength``: the iteration budget and the transforms to survive."""
+    """One level of ``--strength``: the iteration budget, the transforms to survive and the logit margin."""
 
     name: str
     max_iter: int
     survive: tuple[Survive, ...]
+    margin: float = 0.0
 
 
 def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
@@ -134,14 +135,18 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
         raise InputError(where, f"cannot read the strength levels ({exc})") from None
     levels: dict[str, Strength] = {}
     for name, table in data.items():
-        if not isinstance(table, dict) or set(table) - {"max_iter", "survive"}:
-            raise InputError(where, f"[{name}] must be a table with max_iter and survive only")
+        if not isinstance(table, dict) or set(table) - {"max_iter", "survive", "margin"}:
+            raise InputError(where, f"[{name}] must be a table with max_iter, survive and margin only")
+        margin = table.get("margin", 0.0)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < float("inf"):
+            raise InputError(where, f"[{name}] margin = {margin!r}: must be a number >= 0")
         budget, survive = table.get("max_iter", 1000), table.get("survive", [])
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise InputError(where, f"[{name}] max_iter = {budget!r}: must be an integer >= 1")
         if not isinstance(survive, list):
             raise InputError(where, f"[{name}] survive = {survive!r}: must be a list")
-        levels[name] = Strength(name, budget, tuple(parse_survive(s, f"{where} [{name}]") for s in survive))
+        levels[name] = Strength(name, budget, tuple(parse_survive(s, f"{where} [{name}]") for s in survive),
+                                float(margin))
     return levels
 
 
@@ -227,11 +232,11 @@ class Verdict(nn.Module):
     def __init__(self, model: nn.Module, view: nn.Module, goal: torch.Tensor, *, targeted: bool,
                  read_back: Callable[[torch.Tensor], torch.Tensor],
                  survive: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
-                 standins: Sequence[StandIn] = (), samples: int = 1, seed: int = 0) -> None:
+                 standins: Sequence[StandIn] = (), samples: int = 1, seed: int = 0, margin: float = 0.0) -> None:
         super().__init__()
         self.model, self.view = model, view
         self.register_buffer("goal", goal.detach().long().view(-1), persistent=False)
-        self.targeted, self.read_back, self.survive = targeted, read_back, tuple(survive)
+        self.targeted, self.read_back, self.survive, self.margin = targeted, read_back, tuple(survive), margin
         self.gradient = Expectation(model, standins, view=view, samples=samples, seed=seed)
         self.armed = False
 
@@ -243,11 +248,11 @@ class Verdict(nn.Module):
             raise ValueError(f"the verdict checks one image at a time, got {z.shape[0]}")
         saved = self.read_back(z).to(z.device)
         first = self.model(self.view(saved)).float()
-        if not bool(is_adversarial(first, self.goal, targeted=self.targeted)[0]):
+        if not bool(is_adversarial(first, self.goal, targeted=self.targeted, margin=self.margin)[0]):
             return first
         for transform in self.survive:
             logits = self.model(self.view(transform(saved.cpu()).to(z.device))).float()
-            if not bool(is_adversarial(logits, self.goal, targeted=self.targeted)[0]):
+            if not bool(is_adversarial(logits, self.goal, targeted=self.targeted, margin=self.margin)[0]):
                 return logits
         return first
 
@@ -271,6 +276,9 @@ class Settings:
     (expectation over transformation, :mod:`mnd.core.eot`); False: the plain image's gradient only."""
     eot_samples: int = 1
     """Draws of each stand-in per iteration."""
+    margin: float = 0.0
+    """The logit lead success needs, on the saved file and after each ``survive`` transform (0: any win;
+    the attack-strength knob, not in the paper)."""
 
     def standins(self) -> tuple[StandIn, ...]:
         """The differentiable stand-ins of the ``survive`` transforms the gradient goes through (none without EOT)."""
@@ -308,9 +316,9 @@ def attack_photo(model: nn.Module, spec: ModelSpec, photo: torch.Tensor, setting
     goal = clean_goal(model, view, x, settings.targeted)
     verdict = Verdict(model, view, torch.tensor([goal.goal], device=device), targeted=settings.targeted,
                       read_back=settings.output.as_read_back, survive=settings.survive,
-                      standins=settings.standins(), samples=settings.eot_samples)
+                      standins=settings.standins(), samples=settings.eot_samples, margin=settings.margin)
     config = config_for("mnd", task=spec.task, targeted=settings.targeted, max_iter=settings.max_iter,
-                        progress=settings.progress, straight_through=False)
+                        progress=settings.progress, straight_through=False, margin=settings.margin)
     return generate(verdict, x[None], torch.tensor([goal.clean], device=device), config=config), goal
 
 

@@ -569,9 +569,9 @@ def attack_faces(attack: FaceAttack, photo: torch.Tensor, settings: Settings,
     goal = torch.tensor([1 if settings.targeted else 0], device=device)
     verdict = Verdict(attack.judge, crop_view, goal, targeted=settings.targeted, read_back=settings.output.as_read_back,
                       survive=[region.on_crop(s, photo) for s in settings.survive],
-                      standins=settings.standins(), samples=settings.eot_samples)
+                      standins=settings.standins(), samples=settings.eot_samples, margin=settings.margin)
     config = config_for("mnd", task="faces", targeted=settings.targeted, max_iter=settings.max_iter,
-                        progress=settings.progress, straight_through=False)
+                        progress=settings.progress, straight_through=False, margin=settings.margin)
     config = config.replace(betas=region.betas(config))
     recognised = torch.tensor([0], device=device)
     return generate(verdict, region.crop(photo)[None].to(device), recognised, config=config,
