@@ -39,6 +39,7 @@ from mnd.data.faces import cut_faces, gallery_from_folder
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
 from mnd.experiments.protect import Settings
 from mnd.experiments.protect_faces import FaceView, find_faces, prepare_attack, protect_face_photo
+from parts import time_parts  # benchmarks/parts.py (these scripts run from this folder's path)
 
 SPEC = models.spec("dlib_resnet_v1")
 PEOPLE = ("astronaut", "grace_hopper")
@@ -98,13 +99,7 @@ def profile_one_iteration(recogniser: torch.nn.Module, photo: LoadedImage) -> No
         "perceptual loss on D (l1 + SSIM + Sobel)": lambda: losses.perceptual_loss(z, x, betas=region.betas(config),
                                                                                    reference=reference),
     }
-    for name, part in parts.items():
-        start = time.perf_counter()
-        loss = part()
-        middle = time.perf_counter()
-        torch.autograd.grad(loss.sum(), z)
-        end = time.perf_counter()
-        print(f"  {name}: forward {middle - start:.2f} s, backward {end - middle:.2f} s")
+    time_parts(parts, z)
     with torch.no_grad():
         seconds, _ = _timed(lambda: attack.judge(view(z)))
     print(f"  the success check (view + ResNet, no gradient): {seconds:.2f} s")

@@ -28,6 +28,7 @@ from mnd.data import embedded
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
 from mnd.experiments import protect
+from parts import time_parts  # benchmarks/parts.py (these scripts run from this folder's path)
 
 
 def _timed(label: str, fn) -> tuple[float, object]:
@@ -54,13 +55,7 @@ def profile_one_iteration(model: torch.nn.Module, spec: models.ModelSpec, photo:
         "perceptual loss (l1 + SSIM + Sobel)": lambda: losses.perceptual_loss(z, x, betas=cfg.betas,
                                                                               reference=ref),
     }
-    for name, part in parts.items():
-        start = time.perf_counter()
-        loss = part()
-        middle = time.perf_counter()
-        torch.autograd.grad(loss.sum(), z)
-        end = time.perf_counter()
-        print(f"  {name}: forward {middle - start:.2f} s, backward {end - middle:.2f} s")
+    time_parts(parts, z)
 
 
 def main() -> None:

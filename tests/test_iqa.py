@@ -11,9 +11,17 @@ import torch
 from mnd import experiments
 from mnd.errors import InputError, ModelUnavailableError
 from mnd.models import iqa
-from tests.test_grid import tiny_model, write_preset  # noqa: F401 (tiny_model is a fixture)
+from mnd import models
+from tests.test_grid import TEST_MODEL, tiny_spec, write_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def tiny_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The grid tests' tiny CNN, registered for this test."""
+    monkeypatch.setitem(models.REGISTRY, TEST_MODEL, tiny_spec())
+    return TEST_MODEL
 
 
 @pytest.fixture

@@ -378,8 +378,18 @@ def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: s
     result, goal = attack_photo(model, spec, clean, settings, device)
     write_photo(result.adversarial[0], path, settings.output)
     row = verify(model, spec, path, clean, goal, settings, device)
-    notes = [n for n in (photo.note, result.reason[0]) if n]
-    if result.success[0] and not row["success"]:
+    return report_row(photo, spec, settings, row, result, [photo.note, result.reason[0]], start)
+
+
+def report_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, checked: dict[str, Any], result: AttackResult,
+               notes: Sequence[str | None], start: float) -> dict[str, Any]:
+    """One row of ``report.csv``: the photo, the settings, what the re-read file ``checked`` gave, the attack's cost.
+
+    ``notes`` are joined (empty ones left out), plus a warning when the attack
+    succeeded on its iterate but not on the saved file read back.
+    """
+    notes = [n for n in notes if n]
+    if result.success[0] and not checked["success"]:
         notes.append("adversarial during the attack but not as re-read from the saved file")
     return {
         "image": Path(photo.path).name,
@@ -387,7 +397,7 @@ def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: s
         "targeted": settings.targeted,
         "format": settings.output.name,
         "survive": " ".join(s.name for s in settings.survive),
-        **row,
+        **checked,
         "iterations": int(result.iterations[0]),
         "seconds": round(time.perf_counter() - start, 2),
         "note": "; ".join(notes),

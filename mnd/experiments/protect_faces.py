@@ -90,7 +90,7 @@ from mnd.core.pixels import quantize
 from mnd.data.faces import detect_faces, dlib_chip_details_from_eyes
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
 from mnd.errors import InputError
-from mnd.experiments.protect import Settings, Survive, Verdict, write_photo
+from mnd.experiments.protect import Settings, Survive, Verdict, report_row, write_photo
 from mnd.models.dlib_resnet import CHIP_SIZE, ChipDetails, chip_box, extract_chip
 from mnd.models.gallery import Gallery
 from mnd.models.registry import ModelSpec
@@ -680,17 +680,5 @@ def protect_face_photo(recogniser: nn.Module, spec: ModelSpec, photo: LoadedImag
     write_photo(protected, path, settings.output)
     row = verify_faces(attack, path, clean, settings, device)
     reason = result.reason[0]
-    notes = [n for n in (photo.note, ALREADY_MET if reason == NOT_ATTACKED_MISCLASSIFIED else reason) if n]
-    if result.success[0] and not row["success"]:
-        notes.append("adversarial during the attack but not as re-read from the saved file")
-    return {
-        "image": Path(photo.path).name,
-        "model": spec.name,
-        "targeted": settings.targeted,
-        "format": settings.output.name,
-        "survive": " ".join(s.name for s in settings.survive),
-        **row,
-        "iterations": int(result.iterations[0]),
-        "seconds": round(time.perf_counter() - start, 2),
-        "note": "; ".join(notes),
-    }
+    why = ALREADY_MET if reason == NOT_ATTACKED_MISCLASSIFIED else reason
+    return report_row(photo, spec, settings, row, result, [photo.note, why], start)
