@@ -34,6 +34,18 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+class MeanAbove(nn.Module):
+    """Two classes: 0 when the mean pixel is above ``threshold`` (logit 100 x distance), else 1."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = nn.Parameter(torch.tensor(threshold), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([100 * (m - self.threshold), torch.zeros_like(m)], dim=1)
+
+
 class Linear(nn.Module):
     """An analytic classifier: logits = W . flatten(x) + b."""
 

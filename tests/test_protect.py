@@ -19,20 +19,9 @@ from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
 from mnd.errors import InputError
 from mnd.experiments import protect
+from tests.conftest import MeanAbove
 
 SPEC = models.spec("efficientnet_lite0")  # its preprocessing (256, then 224); the network is replaced below
-
-
-class MeanAbove(nn.Module):
-    """Two classes: 0 when the mean input pixel is above ``threshold`` (logit 100 x distance), else 1."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold = nn.Parameter(torch.tensor(threshold), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.mean(dim=(1, 2, 3))
-        return torch.stack([100 * (m - self.threshold), torch.zeros_like(m)], dim=1)
 
 
 def _model_for(path: Path) -> nn.Module:

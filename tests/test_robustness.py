@@ -12,6 +12,7 @@ from torch import nn
 
 from mnd.core import robustness
 from mnd.data.imageio import to_tensor
+from tests.conftest import MeanAbove
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +74,6 @@ def test_bad_parameters_are_refused():
             robustness.resize(x, scale)
     with pytest.raises(ValueError, match="RGB"):
         robustness.jpeg(torch.zeros(1, 1, 8, 8), 75)
-
-
-class MeanAbove(nn.Module):
-    """Two classes: 0 when the mean pixel is above ``threshold`` (logit 100 x distance), else 1."""
-
-    def __init__(self, threshold: float) -> None:
-        super().__init__()
-        self.threshold = nn.Parameter(torch.tensor(threshold), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.mean(dim=(1, 2, 3))
-        return torch.stack([100 * (m - self.threshold), torch.zeros_like(m)], dim=1)
 
 
 class PixelAbove(nn.Module):
