@@ -304,11 +304,9 @@ MIN_CLASSES: dict[str, tuple[int, int]] = {"alma_ssim": (3, 4)}
 takes the top 3 logits (top 4 targeted), so it cannot attack a two-person face gallery."""
 
 
-@torch.no_grad()
-def _check_classes(name: str, model: nn.Module, x: torch.Tensor, targeted: bool) -> None:
-    """InputError when the model has fewer classes than :data:`MIN_CLASSES` asks for ``name``."""
+def _check_classes(name: str, have: int, targeted: bool) -> None:
+    """InputError when a model with ``have`` classes has fewer than :data:`MIN_CLASSES` asks for ``name``."""
     need = MIN_CLASSES[name][int(targeted)]
-    have = int(model(x[:1]).shape[1])
     if have < need:
         setting = "targeted" if targeted else "non-targeted"
         raise InputError(name, f"{LABELS[name]} needs a model with at least {need} classes {setting} (its loss, the "
@@ -353,7 +351,7 @@ def run(
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=targeted)
     if name in MIN_CLASSES:
-        _check_classes(name, model, x, targeted)
+        _check_classes(name, int(lab.logits.shape[1]), targeted)
     adversarial, found = x.clone(), {}
     for i in lab.attacked.nonzero().flatten().tolist():
         goal = Goal(lab.goal[i:i + 1], targeted, margin)
