@@ -309,17 +309,14 @@ def objective(
     seen = quantize(z).detach() + (z - z.detach()) if config.straight_through else z
     logits = model(seen)
     adv = losses.adversarial_loss(logits.float(), goal, targeted=config.targeted, r=config.r)
-    pqp = losses.perceptual_loss(
-        seen,
-        reference.x,
-        betas=config.betas,
-        deviation=config.deviation,
-        gradient=config.gradient,
-        reduction=config.reduction,
-        l2_form=config.l2_form,
-        reference=reference,
-    )
-    return adv + pqp, logits
+    return adv + perceptual_term(seen, reference, config), logits
+
+
+def perceptual_term(z: torch.Tensor, reference: losses.CleanReference, config: AttackConfig) -> torch.Tensor:
+    """Eq. (7) per image, ``L_pqp(Z, X)``, with the weights and norms of ``config`` and X's cached statistics."""
+    return losses.perceptual_loss(z, reference.x, betas=config.betas, deviation=config.deviation,
+                                  gradient=config.gradient, reduction=config.reduction, l2_form=config.l2_form,
+                                  reference=reference)
 
 
 @dataclass(frozen=True)

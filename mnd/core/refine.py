@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from mnd.core import losses, metrics
-from mnd.core.attack import AttackResult, Labels, StepRecord, generate, is_adversarial, prepare_labels
+from mnd.core.attack import AttackResult, StepRecord, generate, is_adversarial, perceptual_term
 from mnd.core.config import AttackConfig
 from mnd.core.pixels import quantize
 from mnd.errors import InputError
@@ -172,10 +172,7 @@ def refine_loss(model: nn.Module, z: torch.Tensor, reference: losses.CleanRefere
     logits = model(image + (z - z.detach())).float()
     adversarial = is_adversarial(logits.detach(), goal, targeted=config.targeted, margin=config.margin)
     adv = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
-    pqp = losses.perceptual_loss(z, reference.x, betas=config.betas, deviation=config.deviation,
-                                 gradient=config.gradient, reduction=config.reduction, l2_form=config.l2_form,
-                                 reference=reference)
-    return pqp + torch.where(adversarial, torch.zeros_like(adv), adv), image, adversarial
+    return perceptual_term(z, reference, config) + torch.where(adversarial, torch.zeros_like(adv), adv), image, adversarial
 
 
 def quality(image: torch.Tensor, reference: losses.CleanReference, config: AttackConfig, keep: Keep) -> torch.Tensor:
@@ -183,9 +180,7 @@ def quality(image: torch.Tensor, reference: losses.CleanReference, config: Attac
     with torch.no_grad():
         if keep == "psnr":
             return (image - reference.x).pow(2).flatten(1).mean(1)
-        return losses.perceptual_loss(image, reference.x, betas=config.betas, deviation=config.deviation,
-                                      gradient=config.gradient, reduction=config.reduction,
-                                      l2_form=config.l2_form, reference=reference)
+        return perceptual_term(image, reference, config)
 
 
 def keep_better(best: torch.Tensor, best_quality: torch.Tensor, image: torch.Tensor, image_quality: torch.Tensor,
@@ -223,12 +218,13 @@ def refine(model: nn.Module, z: torch.Tensor, start: torch.Tensor, x: torch.Tens
     return best
 
 
-def _final_check(model: nn.Module, refined: torch.Tensor, fallback: torch.Tensor, lab: Labels, rows: torch.Tensor,
+def _final_check(model: nn.Module, refined: torch.Tensor, fallback: torch.Tensor, goal: torch.Tensor,
                  config: AttackConfig) -> torch.Tensor:
-    """``refined`` where the float32 model still finds it adversarial, else MND's ``fallback``."""
+    """``refined`` where the float32 model still finds it adversarial (towards or away from ``goal``), else MND's
+    ``fallback``."""
     with torch.no_grad():
         logits = model(refined).float()
-    ok = is_adversarial(logits, lab.goal[rows], targeted=config.targeted, margin=config.margin)
+    ok = is_adversarial(logits, goal, targeted=config.targeted, margin=config.margin)
     return torch.where(ok.view(-1, 1, 1, 1), refined, fallback)
 
 
@@ -249,14 +245,15 @@ def generate_refined(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | N
     result = generate(model, x, labels, config=config, observer=seen)
     device = next((p.device for p in model.parameters()), x.device)
     clean = quantize(x.detach().to(device))
-    lab = prepare_labels(model, clean, labels, targeted=config.targeted)
+    # the label eq. (3) or (4) uses, as MND decided it: the target when targeted, else the true label
+    goal = (result.target_label if config.targeted else result.true_label).to(device)
     mnd_out = result.adversarial.to(device)
     output, iterations = mnd_out.clone(), result.iterations.clone()
     rows = result.success.nonzero().flatten().to(device)
     if rows.numel() and refine_config.steps:
         z = seen.start(rows.tolist(), mnd_out[rows])
-        best = refine(model, z, mnd_out[rows], clean[rows], lab.goal[rows], config, refine_config)
-        output[rows] = _final_check(model, best, mnd_out[rows], lab, rows, config)
+        best = refine(model, z, mnd_out[rows], clean[rows], goal[rows], config, refine_config)
+        output[rows] = _final_check(model, best, mnd_out[rows], goal[rows], config)
         iterations[rows.cpu()] += refine_config.steps
     extras = dict(result.extras, mnd_iterations=result.iterations.tolist(),
                   mnd_psnr=metrics.psnr(mnd_out, clean).tolist())
