@@ -348,8 +348,7 @@ def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Ten
     target = torch.tensor([goal.goal])
     view = ClassifierView(spec)
     logits = model(prepare_image(loaded, spec)[None].to(device)).float().cpu()
-    changed = bool((saved != quantize(clean[None].cpu())).any())
-    success = bool(is_adversarial(logits, target, targeted=settings.targeted)[0]) and changed
+    success = bool(is_adversarial(logits, target, targeted=settings.targeted)[0]) and differs(saved, clean)
     survived = None
     if settings.survive:
         kept = robustness.survival(model, saved, target, target, settings.targeted, view=view,
@@ -363,6 +362,19 @@ def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Ten
         "clean_label": goal.clean,
         "adv_label": int(logits.argmax(1)),
         "target_label": goal.target,
+        **file_columns(saved, clean),
+    }
+
+
+def differs(saved: torch.Tensor, clean: torch.Tensor) -> bool:
+    """Whether the (1, 3, H, W) saved file's pixels differ from the (3, H, W) clean photo's 8-bit pixels."""
+    return bool((saved != quantize(clean[None].cpu())).any())
+
+
+def file_columns(saved: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
+    """The report's quality and size of a (1, 3, H, W) saved file against the (3, H, W) clean photo, at full
+    resolution: PSNR, SSIM (:mod:`mnd.core.metrics`), width and height."""
+    return {
         "psnr": float(metrics.psnr(saved, clean[None].cpu())[0]),
         "ssim": float(metrics.ssim(saved, clean[None].cpu())[0]),
         "width": int(saved.shape[-1]),
@@ -381,6 +393,12 @@ def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: s
     return report_row(photo, spec, settings, row, result, [photo.note, result.reason[0]], start)
 
 
+def photo_columns(photo: LoadedImage, spec: ModelSpec, settings: Settings) -> dict[str, Any]:
+    """The report's first columns: which photo, which model, and how it was asked to be protected."""
+    return {"image": Path(photo.path).name, "model": spec.name, "targeted": settings.targeted,
+            "format": settings.output.name, "survive": " ".join(s.name for s in settings.survive)}
+
+
 def report_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, checked: dict[str, Any], result: AttackResult,
                notes: Sequence[str | None], start: float) -> dict[str, Any]:
     """One row of ``report.csv``: the photo, the settings, what the re-read file ``checked`` gave, the attack's cost.
@@ -392,11 +410,7 @@ def report_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, checked:
     if result.success[0] and not checked["success"]:
         notes.append("adversarial during the attack but not as re-read from the saved file")
     return {
-        "image": Path(photo.path).name,
-        "model": spec.name,
-        "targeted": settings.targeted,
-        "format": settings.output.name,
-        "survive": " ".join(s.name for s in settings.survive),
+        **photo_columns(photo, spec, settings),
         **checked,
         "iterations": int(result.iterations[0]),
         "seconds": round(time.perf_counter() - start, 2),

@@ -82,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnd.core import metrics, robustness
+from mnd.core import robustness
 from mnd.core.attack import NOT_ATTACKED_MISCLASSIFIED, AttackResult, generate
 from mnd.core.config import AttackConfig, config_for
 from mnd.core.losses import L2Form, Norm, Reduction
@@ -90,7 +90,16 @@ from mnd.core.pixels import quantize
 from mnd.data.faces import detect_faces, dlib_chip_details_from_eyes
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
 from mnd.errors import InputError
-from mnd.experiments.protect import Settings, Survive, Verdict, report_row, write_photo
+from mnd.experiments.protect import (
+    Settings,
+    Survive,
+    Verdict,
+    differs,
+    file_columns,
+    photo_columns,
+    report_row,
+    write_photo,
+)
 from mnd.models.dlib_resnet import CHIP_SIZE, ChipDetails, chip_box, extract_chip
 from mnd.models.gallery import Gallery
 from mnd.models.registry import ModelSpec
@@ -602,8 +611,7 @@ def verify_faces(attack: FaceAttack, path: str | Path, clean: torch.Tensor, sett
     faces = view(saved.to(device))
     margins = judge.margins(faces)[0].float().cpu()
     met = margins > 0
-    changed = bool((saved != quantize(clean[None].cpu())).any())
-    success = bool(met.all()) and changed
+    success = bool(met.all()) and differs(saved, clean)
     label = torch.tensor([1 if settings.targeted else 0])
     crop_view = FaceView(attack.faces.cuts, region.height, region.width, region.box.left, region.box.top)
 
@@ -627,10 +635,7 @@ def verify_faces(attack: FaceAttack, path: str | Path, clean: torch.Tensor, sett
         "faces_protected": int(met.sum()),
         "criterion": goal.criterion,
         "distances": " ".join(f"{d:.3f}" for d in distances) if distances is not None else "",
-        "psnr": float(metrics.psnr(saved, clean[None].cpu())[0]),
-        "ssim": float(metrics.ssim(saved, clean[None].cpu())[0]),
-        "width": int(saved.shape[-1]),
-        "height": int(saved.shape[-2]),
+        **file_columns(saved, clean),
     }
 
 
@@ -653,9 +658,7 @@ def _face_details(judge: FaceJudge, faces: torch.Tensor,
 
 def skipped_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, why: str, seconds: float) -> dict[str, Any]:
     """The report row of a photo that was not protected (no face found): nothing is written for it."""
-    return {"image": Path(photo.path).name, "model": spec.name, "targeted": settings.targeted,
-            "format": settings.output.name, "survive": " ".join(s.name for s in settings.survive),
-            "success": None, "faces": 0, "criterion": settings.criterion, "seconds": round(seconds, 2),
+    return {**photo_columns(photo, spec, settings), "success": None, "faces": 0, "criterion": settings.criterion, "seconds": round(seconds, 2),
             "note": "; ".join(n for n in (photo.note, f"{why}: skipped, nothing written") if n)}
 
 
