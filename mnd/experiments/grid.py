@@ -163,7 +163,7 @@ def open_dataset(preset: Preset, spec: DatasetSpec) -> OpenDataset:
     items: list[DatasetImage] = []
     for name, px, label in pixels:
         if spec.task == "faces" or mspec.task == "faces":
-            tensor = faces.cut_faces(px, mspec, where=name).faces[0].float()  # the most prominent face
+            tensor = main_face(px, mspec, name)
         else:
             tensor = data.prepare_image(px, mspec, where=Path(name))
         items.append(DatasetImage(name, quantize(tensor), label))
@@ -196,8 +196,13 @@ def enroll_mirrored(net: nn.Module, spec: ModelSpec, photos: list[tuple[str, Any
     gallery = Gallery(net)
     for name, px in photos:
         mirrored = np.ascontiguousarray(np.asarray(px)[:, ::-1])
-        gallery.enroll(name, quantize(faces.cut_faces(mirrored, spec, where=f"{name} (mirrored)").faces[0].float())[None])
+        gallery.enroll(name, quantize(main_face(mirrored, spec, f"{name} (mirrored)"))[None])
     return gallery
+
+
+def main_face(pixels: Any, spec: ModelSpec, where: str) -> torch.Tensor:
+    """The most prominent (largest) face of a photo, cut as the model ``spec`` takes it: (3, S, S) float."""
+    return faces.cut_faces(pixels, spec, where=where).faces[0].float()
 
 
 def png_path(results: Path, dataset: str, setting: str, method: str, image: str) -> Path:
