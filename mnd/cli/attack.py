@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mnd import data, experiments, models
 from mnd.core import anchors
-from mnd.core.config import HPARAMS_FILE, config_for
+from mnd.core.config import HPARAMS_FILE, config_for, valid_margin
 from mnd.data import faces
 from mnd.data.faces import gallery_photos
 from mnd.data.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
@@ -67,6 +67,12 @@ _NEEDS_GALLERY = "{} returns embeddings: give --gallery DIR (one sub-folder of p
 
 def _warn(message: str) -> None:
     print(f"mnd: note: {message}", file=sys.stderr)
+
+
+def check_margin(margin: float | None) -> None:
+    """InputError naming ``--margin`` unless it is absent or a finite number >= 0."""
+    if margin is not None and not valid_margin(margin):
+        raise InputError("--margin", f"must be a number >= 0, got {margin}")
 
 
 def check_device(name: str) -> str:
@@ -133,8 +139,7 @@ def check_options(args: argparse.Namespace) -> Options:
     if args.max_iter is not None and args.max_iter < 1:
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
     margin = getattr(args, "margin", None)
-    if margin is not None and not 0 <= margin < float("inf"):
-        raise InputError("--margin", f"must be a number >= 0, got {margin}")
+    check_margin(margin)
     device = check_device(args.device)
     task = args.task or spec.task
     overrides: dict[str, object] = {"progress": not args.quiet, "straight_through": args.straight_through}

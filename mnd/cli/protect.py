@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import models
-from mnd.cli.attack import check_device, check_out
+from mnd.cli.attack import check_device, check_margin, check_out
 from mnd.core import robustness
 from mnd.data.faces import gallery_from_folder, gallery_photos
 from mnd.data.imageio import LoadedImage, atomic_open, check_writable_dir, list_images, load_rgb, remove_created
@@ -131,9 +131,8 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
     if args.max_iter is not None and args.max_iter < 1:
         raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
+    check_margin(getattr(args, "margin", None))
     margin = level.margin if getattr(args, "margin", None) is None else args.margin
-    if not 0 <= margin < float("inf"):
-        raise InputError("--margin", f"must be a number >= 0, got {margin}")
     settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
                         max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion,
                         eot=getattr(args, "eot", True), margin=margin)

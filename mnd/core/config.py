@@ -44,6 +44,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def valid_margin(value: Any) -> bool:
+    """The rule for the attack-strength margin everywhere it is given: a finite number >= 0, not a bool."""
+    return _is_number(value) and value >= 0
+
+
 def _is_count(value: Any) -> bool:
     """An integer >= 0, not a bool (numpy integers count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
@@ -122,7 +127,7 @@ class AttackConfig:
             raise ValueError(f"step_size must be a number > 0, got {self.step_size!r}")
         if not _is_number(self.r) or self.r <= 0:
             raise ValueError(f"r must be a number > 0, got {self.r!r}")
-        if not _is_number(self.margin) or self.margin < 0:
+        if not valid_margin(self.margin):
             raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
         if len(self.betas) != 3 or not all(_is_number(b) for b in self.betas):
             raise ValueError(f"betas must be three numbers, got {self.betas!r}")
@@ -184,7 +189,7 @@ def _check_default(where: str, key: str, value: Any) -> None:
         problem = "an integer >= 0"
     elif key == "step_size" and (not _is_number(value) or value <= 0):
         problem = "a number > 0"
-    elif key == "margin" and (not _is_number(value) or value < 0):
+    elif key == "margin" and not valid_margin(value):
         problem = "a number >= 0"
     if problem:
         raise InputError(where, f"[defaults] {key} = {value!r}: must be {problem}")

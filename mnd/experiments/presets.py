@@ -20,7 +20,7 @@ import tomllib
 import torch
 
 from mnd import models
-from mnd.core.config import TASKS, Task, config_for
+from mnd.core.config import TASKS, Task, config_for, valid_margin
 from mnd.errors import InputError
 from mnd.experiments.methods import METHODS, check_method
 from mnd.models.iqa import check_names
@@ -411,8 +411,7 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     tradeoff_methods, tradeoff_images = _tradeoff(data.get("tradeoff", {}), where)
     hparams = data.get("hparams") or None
     margin = data.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
-                               or not 0 <= margin < float("inf")):
+    if margin is not None and not valid_margin(margin):
         raise InputError(where, f"margin must be a number >= 0, got {margin!r}")
     return Preset(
         name=str(data.get("name", Path(where).stem)),

@@ -49,7 +49,7 @@ from torchvision.transforms import functional as TF
 from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult, generate, is_adversarial
 from mnd.core.eot import Expectation, StandIn
-from mnd.core.config import config_for
+from mnd.core.config import config_for, valid_margin
 from mnd.core.losses import least_likely_target
 from mnd.core.pixels import quantize
 from mnd.data.imageio import LoadedImage, atomic_open, load_rgb, to_tensor
@@ -138,7 +138,7 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
         if not isinstance(table, dict) or set(table) - {"max_iter", "survive", "margin"}:
             raise InputError(where, f"[{name}] must be a table with max_iter, survive and margin only")
         margin = table.get("margin", 0.0)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < float("inf"):
+        if not valid_margin(margin):
             raise InputError(where, f"[{name}] margin = {margin!r}: must be a number >= 0")
         budget, survive = table.get("max_iter", 1000), table.get("survive", [])
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
