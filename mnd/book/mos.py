@@ -38,6 +38,7 @@ from mnd.core.metrics import sample_std
 from mnd.data.imageio import atomic_open
 from mnd.data.paths import paper_dir
 from mnd.errors import InputError
+from mnd.experiments.rows import write_rows
 
 SCALE: dict[str, int] = {
     "Left image is much better": 3,
@@ -169,14 +170,6 @@ def choose_images(
     return (good + rest)[:count]
 
 
-def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-
-
 def write_sheet(pairs: Sequence[Pair], folder: str | Path, *, image_root: str | Path | None = None) -> dict[str, Path]:
     """Write the rating material into ``folder``.
 
@@ -193,10 +186,10 @@ def write_sheet(pairs: Sequence[Pair], folder: str | Path, *, image_root: str | 
     folder.mkdir(parents=True, exist_ok=True)
     out = {"sheet_csv": folder / "sheet.csv", "key": folder / "key.csv", "html": folder / "sheet.html",
            "ratings": folder / "ratings.csv"}
-    _write_csv(out["sheet_csv"], (asdict(p) for p in pairs), SHEET_COLUMNS)
-    _write_csv(out["key"], (asdict(p) for p in pairs), KEY_COLUMNS)
+    write_rows(out["sheet_csv"], [asdict(p) for p in pairs], SHEET_COLUMNS)
+    write_rows(out["key"], [asdict(p) for p in pairs], KEY_COLUMNS)
     if not out["ratings"].exists():  # never overwrite collected ratings
-        _write_csv(out["ratings"], [], RATING_COLUMNS)
+        write_rows(out["ratings"], [], RATING_COLUMNS)
     root = Path(image_root) if image_root is not None else folder
 
     def link(p: str) -> str:
