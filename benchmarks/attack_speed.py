@@ -10,10 +10,14 @@ On the same batch, for each batch size and model, it times
       (objective, gradient, step and a second forward pass to re-classify it),
   (c) one torchattacks BIM iteration,
   (d) a full MND run (default settings) on the embedded photos, tiled to the batch size,
-and prints the ratios. Times are medians over repeats, with the spread (min-max).
+and prints the ratios. Every part is timed once per round, the parts in turn, and each
+ratio is the median over rounds of the ratio within a round, so a machine that slows
+down for a while (shared or throttled) slows both sides of a ratio alike. Times are
+medians over rounds, with the spread (min-max).
 Models: efficientnet_lite0 (real, embedded weights) and VGG19 with random
 weights (the paper's architecture; weights do not change the cost).
-The last line is machine-readable and is for efficientnet_lite0:
+The last line is machine-readable, is for efficientnet_lite0 at batch 32 and takes
+each side at its fastest round (noise only ever adds time):
   mnd_iter/bare_fwd_bwd=<x> mnd_iter/bim_iter=<y> batch32/batch1_throughput=<z>
 --quick uses 128x128 inputs and fewer repeats so the whole run stays near a
 minute on a 2-core CPU; ratios, not seconds, are what it is for.
@@ -43,16 +47,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> list[float]:
-    if warmup:
+def timed_once(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def rounds(parts: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Each part timed once per round, the parts in turn (after one warm-up call each).
+
+    A shared or throttled machine can run 20-50% slower for seconds at a time;
+    parts timed back to back in the same round see the same slowdown, so the
+    ratios are taken within each round and their median is reported.
+    """
+    for fn in parts.values():
         fn()  # allocator, kernels, oneDNN primitives
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(time.perf_counter() - t)
+        for name, fn in parts.items():
+            out[name].append(timed_once(fn, device))
     return out
 
 
@@ -62,6 +77,16 @@ def med(ts: list[float]) -> float:
 
 def spread(ts: list[float]) -> str:
     return f"{med(ts) * 1e3:8.1f} ms [{min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}]"
+
+
+def ratio(num: list[float], den: list[float]) -> float:
+    """The median over rounds of num / den (paired: both from the same round)."""
+    return statistics.median(n / d for n, d in zip(num, den))
+
+
+def best_ratio(num: list[float], den: list[float]) -> float:
+    """min(num) / min(den): each side at its fastest round (noise only ever adds time)."""
+    return min(num) / min(den)
 
 
 def batch_of(size: int, side: int, device: torch.device) -> torch.Tensor:
@@ -85,11 +110,14 @@ def never_finishing(config: AttackConfig) -> AttackConfig:
     return config.replace(step_size=1e-12, optimizer="gd")
 
 
-def per_iteration(run: Callable[[int], object], k: int, device: torch.device, repeats: int) -> list[float]:
-    """(T(k) - T(0)) / k: the fixed costs (clean prediction, final check) cancel."""
-    zero = timed(lambda: run(0), device, repeats)
-    many = timed(lambda: run(k), device, repeats)
-    return [max(m - z, 0.0) / k for m, z in zip(sorted(many), sorted(zero))]
+def per_iteration(times: dict[str, list[float]], name: str, k: int) -> list[float]:
+    """(T(k) - T(0)) / k per round: the fixed costs (clean prediction, final check) cancel."""
+    return [max(m - z, 0.0) / k for m, z in zip(times[f"{name} x{k}"], times[f"{name} x0"])]
+
+
+def best_per_iteration(times: dict[str, list[float]], name: str, k: int) -> float:
+    """(min T(k) - min T(0)) / k."""
+    return max(min(times[f"{name} x{k}"]) - min(times[f"{name} x0"]), 0.0) / k
 
 
 def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int, repeats: int, device: torch.device, full: bool) -> dict[int, dict[str, float]]:
@@ -105,10 +133,6 @@ def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int
             logits = model(xx)
             torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), xx)
 
-        t_bare = timed(bare, device, repeats)
-        t_mnd = per_iteration(lambda n: attack.generate(model, x, labels, config=never_finishing(base).replace(max_iter=n)), k, device, repeats)
-        st = never_finishing(base).replace(straight_through=True)
-        t_st = per_iteration(lambda n: attack.generate(model, x, labels, config=st.replace(max_iter=n)), k, device, repeats)
         ref = losses.CleanReference(x)
 
         def mnd_worst() -> None:
@@ -119,23 +143,38 @@ def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int
             with torch.no_grad():
                 model(quantize(z - 2e-3 * g.sign()))
 
-        t_worst = timed(mnd_worst, device, repeats + 1)
-        t_bim = per_iteration(lambda n: anchors.run("bim", model, x, labels, steps=max(n, 1)) if n else anchors.run("bim", model, x, labels, steps=1), k, device, repeats)
-        # BIM's T(0) above is one step, so its difference covers k - 1 steps
-        t_bim = [t * k / max(k - 1, 1) for t in t_bim]
-        row = {"bare": med(t_bare), "mnd": med(t_mnd), "mnd_st": med(t_st), "bim": med(t_bim), "worst": med(t_worst)}
+        mnd, st = never_finishing(base), never_finishing(base).replace(straight_through=True)
+        parts: dict[str, Callable[[], object]] = {"bare": bare, "worst": mnd_worst}
+        for n in (0, k):
+            parts[f"mnd x{n}"] = lambda n=n: attack.generate(model, x, labels, config=mnd.replace(max_iter=n))
+            parts[f"mnd_st x{n}"] = lambda n=n: attack.generate(model, x, labels, config=st.replace(max_iter=n))
+            # BIM's T(0) is one step, so its difference covers k - 1 steps
+            parts[f"bim x{n}"] = lambda n=n: anchors.run("bim", model, x, labels, steps=max(n, 1))
+        times = rounds(parts, device, repeats)
+        t = {"bare": times["bare"], "worst": times["worst"], "mnd": per_iteration(times, "mnd", k),
+             "mnd_st": per_iteration(times, "mnd_st", k),
+             "bim": [v * k / max(k - 1, 1) for v in per_iteration(times, "bim", k)]}
+        row = {name: med(v) for name, v in t.items()}
+        r = {name: ratio(t[name], t["bare"]) for name in ("mnd", "mnd_st", "worst")}
+        r["mnd/bim"], r["mnd_st/bim"] = ratio(t["mnd"], t["bim"]), ratio(t["mnd_st"], t["bim"])
+        bim_steps = k / max(k - 1, 1)
+        best = {"mnd": best_per_iteration(times, "mnd", k), "mnd_st": best_per_iteration(times, "mnd_st", k),
+                "bim": best_per_iteration(times, "bim", k) * bim_steps}
+        fastest = {name: value / min(t["bare"]) for name, value in best.items()}
+        row["ratio"], row["ratio_bim"] = fastest["mnd"], best["mnd"] / best["bim"]
         print(flush=True)
-        print(f"{name:18s} batch {b:3d}  bare fwd+bwd {spread(t_bare)}  MND iter {spread(t_mnd)}  MND-ST iter {spread(t_st)}  BIM iter {spread(t_bim)}  MND iter with re-check {spread(t_worst)}")
-        print(f"{'':18s}            MND/bare {row['mnd'] / row['bare']:.2f}  MND-ST/bare {row['mnd_st'] / row['bare']:.2f}  MND/BIM {row['mnd'] / row['bim']:.2f}  MND-ST/BIM {row['mnd_st'] / row['bim']:.2f}  re-check/bare {row['worst'] / row['bare']:.2f}")
+        print(f"{name:18s} batch {b:3d}  bare fwd+bwd {spread(t['bare'])}  MND iter {spread(t['mnd'])}  MND-ST iter {spread(t['mnd_st'])}  BIM iter {spread(t['bim'])}  MND iter with re-check {spread(t['worst'])}")
+        print(f"{'':18s}            MND/bare {r['mnd']:.2f}  MND-ST/bare {r['mnd_st']:.2f}  MND/BIM {r['mnd/bim']:.2f}  MND-ST/BIM {r['mnd_st/bim']:.2f}  re-check/bare {r['worst']:.2f}  (medians of {repeats} paired rounds)")
+        print(f"{'':18s}            fastest rounds: MND/bare {fastest['mnd']:.2f}  MND-ST/bare {fastest['mnd_st']:.2f}  MND/BIM {row['ratio_bim']:.2f}  re-check/bare {best_ratio(t['worst'], t['bare']):.2f}")
         if full:
             cfg = base.replace(max_iter=200)
             sync(device)
             t0 = time.perf_counter()
             res = attack.generate(model, x, config=cfg)
             sync(device)
-            t = [time.perf_counter() - t0]
-            row["throughput"] = b / med(t)
-            print(f"{'':18s}            full MND run: {med(t):.2f} s, {row['throughput']:.2f} images/s, success {int(res.success.sum())}/{b}, mean iterations {res.iterations.float().mean():.1f}")
+            seconds = time.perf_counter() - t0
+            row["throughput"] = b / seconds
+            print(f"{'':18s}            full MND run: {seconds:.2f} s, {row['throughput']:.2f} images/s, success {int(res.success.sum())}/{b}, mean iterations {res.iterations.float().mean():.1f}")
         out[b] = row
     return out
 
@@ -147,7 +186,7 @@ def main() -> None:
     p.add_argument("--skip-vgg", action="store_true", help="only efficientnet_lite0")
     args = p.parse_args()
     device = torch.device(args.device)
-    side, k, repeats = (128, 3, 2) if args.quick else (224, 5, 5)
+    side, k, repeats = (128, 6, 5) if args.quick else (224, 8, 7)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), inputs {side}x{side}, torch {torch.__version__}")
     eff = models.load("efficientnet_lite0").to(device)
     r = bench_model("efficientnet_lite0", eff, [1, 8, 32], side, k, repeats, device, full=True)
@@ -157,7 +196,7 @@ def main() -> None:
         bench_model("vgg19 (random)", vgg, sizes, side, k, repeats, device, full=False)
     b32, b1 = r[32], r[1]
     print(
-        f"mnd_iter/bare_fwd_bwd={b32['mnd'] / b32['bare']:.3f} mnd_iter/bim_iter={b32['mnd'] / b32['bim']:.3f} "
+        f"mnd_iter/bare_fwd_bwd={b32['ratio']:.3f} mnd_iter/bim_iter={b32['ratio_bim']:.3f} "
         f"batch32/batch1_throughput={b32['throughput'] / b1['throughput']:.3f}"
     )
 

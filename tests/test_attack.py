@@ -434,6 +434,17 @@ def test_l2_form_from_the_file_and_from_overrides(tmp_path):
 # --- eq. (21) and the observer hook -------------------------------------------------------
 
 
+def test_non_finite_rows_are_exactly_the_rows_with_a_nan_or_an_inf():
+    t = torch.zeros(5, 2, 3, 3)
+    t[0, 1, 2, 2] = float("nan")
+    t[2, 0, 0, 0] = float("inf")
+    t[3, 0, 0, 0], t[3, 1, 1, 1] = float("inf"), float("-inf")  # their sum is NaN
+    t[4] = 3e38  # finite values whose float32 sum would overflow: still finite
+    assert attack._non_finite(t).tolist() == [True, False, True, True, False]
+    loss = torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0])
+    assert attack._non_finite(loss, t).tolist() == [True, True, True, True, False]
+
+
 def test_descent_step_is_eq_21_projected_and_adam_is_per_image():
     z = torch.tensor([0.5, 0.5, 0.5, 0.125]).view(1, 1, 2, 2)
     grad = torch.tensor([1.0, -1.0, 4.0, 0.0]).view(1, 1, 2, 2)

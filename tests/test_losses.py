@@ -93,6 +93,58 @@ def test_sobel_gradcheck():
     assert torch.autograd.gradcheck(losses.sobel_magnitude, (x,))
 
 
+SOBEL_AS_PRINTED = torch.tensor([
+    [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],  # eq. (15)
+    [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]],  # eq. (16)
+])
+
+
+def _sobel_by_convolution(x: torch.Tensor) -> torch.Tensor:
+    """Eqs. (15)-(17) as a grouped convolution with the printed kernels, through autograd."""
+    c = x.shape[1]
+    kernel = SOBEL_AS_PRINTED.to(x.dtype).unsqueeze(1).repeat(c, 1, 1, 1)
+    g = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+    return (g[:, 0::2].pow(2) + g[:, 1::2].pow(2) + losses.SOBEL_EPS).sqrt()
+
+
+def test_sobel_equals_the_printed_kernels_in_value_and_gradient():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 9, 12, generator=g, dtype=torch.float64)
+    weights = torch.randn(2, 3, 9, 12, generator=g, dtype=torch.float64)
+    ours = x.clone().requires_grad_(True)
+    printed = x.clone().requires_grad_(True)
+    a, b = losses.sobel_magnitude(ours), _sobel_by_convolution(printed)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    (ga,) = torch.autograd.grad((a * weights).sum(), ours)
+    (gb,) = torch.autograd.grad((b * weights).sum(), printed)
+    assert torch.allclose(ga, gb, rtol=0, atol=1e-10)
+    assert gb.abs().max() > 0.1
+
+
+def test_cached_ssim_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 2, 12, 13, generator=g, dtype=torch.float64)
+    z = (x + 0.05 * torch.randn(2, 2, 12, 13, generator=g, dtype=torch.float64)).clamp(0, 1).requires_grad_(True)
+    ref = losses.CleanReference(x)
+    assert torch.autograd.gradcheck(ref.ssim, (z,))
+
+
+def test_cached_ssim_stays_float32_under_autocast():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 24, 24, generator=g)
+    z = (x + 0.02 * torch.randn(2, 3, 24, 24, generator=g)).clamp(0, 1)
+    ref = losses.CleanReference(x)
+    plain_z = z.clone().requires_grad_(True)
+    plain = ref.ssim(plain_z)
+    (plain_grad,) = torch.autograd.grad(plain.sum(), plain_z)
+    auto_z = z.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = ref.ssim(auto_z)
+    (auto_grad,) = torch.autograd.grad(auto.sum(), auto_z)
+    assert auto.dtype == torch.float32 and auto_grad.dtype == torch.float32
+    assert torch.equal(auto, plain) and torch.equal(auto_grad, plain_grad)
+
+
 def test_ssim_matches_skimage_gaussian_ssim():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 32, 32, generator=g)

@@ -241,15 +241,21 @@ class Adam:
         return cls(step_size, torch.zeros_like(like), torch.zeros_like(like), t)
 
     def step(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``z`` moved by one Adam step on ``grad``; updates the moments and step counts."""
+        """``z`` moved by one Adam step on ``grad``; updates the moments and step counts.
+
+        ``z - alpha * (m / c1) / (sqrt(v) / sqrt(c2) + eps)`` with per-image bias
+        corrections ``c1``, ``c2``, written as torch.optim.Adam writes it, in
+        eight element-wise passes.
+        """
         self.t += 1
-        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        self.m.lerp_(grad, 1 - self.b1)
         self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
         shape = (-1,) + (1,) * (z.ndim - 1)
         # bias corrections in float64 as Python would compute them, one per image
-        c1 = (1 - self.b1 ** self.t.double()).to(z.dtype).view(shape)
-        c2 = (1 - self.b2 ** self.t.double()).to(z.dtype).view(shape)
-        return z - self.step_size * (self.m / c1) / ((self.v / c2).sqrt() + self.eps)
+        c1 = (1 - self.b1 ** self.t.double()).view(shape)
+        c2 = (1 - self.b2 ** self.t.double()).view(shape)
+        denom = self.v.sqrt().div_(c2.sqrt().to(z.dtype)).add_(self.eps).mul_((c1 / self.step_size).to(z.dtype))
+        return torch.addcdiv(z, self.m, denom, value=-1)
 
     def keep(self, rows: torch.Tensor) -> Adam:
         """The state of ``rows`` only."""
@@ -288,7 +294,7 @@ def descent_step(z: torch.Tensor, grad: torch.Tensor, *, step_size: float, adam:
     """
     with torch.no_grad():
         moved = adam.step(z, grad) if adam is not None else z - step_size * grad
-        return moved.clamp(0, 1)
+        return moved.clamp_(0, 1)
 
 
 def objective(
@@ -454,10 +460,15 @@ def _low_precision(device: torch.device) -> torch.dtype:
 
 
 def _non_finite(*tensors: torch.Tensor) -> torch.Tensor:
-    """Rows (dim 0) in which any of the tensors holds a NaN or inf."""
+    """Rows (dim 0) in which any of the tensors holds a NaN or inf.
+
+    A row's sum, accumulated in float64, is NaN or infinite exactly when the
+    row holds a NaN or an inf (float32 values cannot add up beyond float64's
+    range): one reduction instead of four element-wise passes.
+    """
     bad = torch.zeros(tensors[0].shape[0], dtype=torch.bool, device=tensors[0].device)
     for t in tensors:
-        bad |= ~torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(1)
+        bad |= ~torch.isfinite(t.detach().reshape(t.shape[0], -1).sum(1, dtype=torch.float64))
     return bad
 
 

@@ -23,7 +23,7 @@ The literal equations are ``reduction="sum", l2_form="sum"``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import piq
 import torch
@@ -35,8 +35,6 @@ L2Form = Literal["rms", "mse", "sum"]
 REDUCTIONS: tuple[Reduction, ...] = ("mean", "sum")
 L2_FORMS: tuple[L2Form, ...] = ("rms", "mse", "sum")
 
-_SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
-_SOBEL_Y = torch.tensor([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
 SOBEL_EPS = 1e-8
 """Added under the square root of eq. (17) so its gradient exists where G = 0."""
 
@@ -192,6 +190,44 @@ def ssim_global(z: torch.Tensor, x: torch.Tensor, *, covariance_factor: float = 
     return numerator / ((mu_z**2 + mu_x**2 + c1) * (var_z + var_x + c2))  # eq. (10)
 
 
+def _sobel_x(padded: torch.Tensor) -> torch.Tensor:
+    """Valid correlation with eq. (15)'s kernel: [1, 2, 1] down the rows, then [1, 0, -1] along them."""
+    smooth = (padded[..., :-2, :] + padded[..., 2:, :]).add_(padded[..., 1:-1, :], alpha=2)
+    return smooth[..., :-2] - smooth[..., 2:]
+
+
+def _sobel_y(padded: torch.Tensor) -> torch.Tensor:
+    """Valid correlation with eq. (16)'s kernel: [1, 2, 1] along the rows, then [1, 0, -1] down them."""
+    smooth = (padded[..., :-2] + padded[..., 2:]).add_(padded[..., 1:-1], alpha=2)
+    return smooth[..., :-2, :] - smooth[..., 2:, :]
+
+
+class _SobelMagnitude(torch.autograd.Function):
+    """Eq. (17) on a padded image, with its gradient written out.
+
+    The kernels of eqs. (15) and (16) are separable, so each is two shifted
+    sums (a few element-wise passes, no convolution), and the adjoint of a
+    valid correlation is the full correlation with the flipped kernel, which
+    for both Sobel kernels is the kernel negated. This is 2x faster on a CPU
+    than a grouped convolution and autograd, and equal to it in value and
+    gradient (tests/test_losses.py, gradcheck in float64).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, padded: torch.Tensor) -> torch.Tensor:
+        gx, gy = _sobel_x(padded), _sobel_y(padded)
+        g = torch.addcmul(gx * gx, gy, gy).add_(SOBEL_EPS).sqrt_()
+        ctx.save_for_backward(gx, gy, g)
+        return g
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        gx, gy, g = ctx.saved_tensors
+        w = grad / g
+        border = (2, 2, 2, 2)
+        return -(_sobel_x(F.pad(gx * w, border)) + _sobel_y(F.pad(gy * w, border)))
+
+
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Sobel gradient magnitude g(X), eqs. (15)-(17), per channel.
 
@@ -207,13 +243,7 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     8.0
     """
     _check_images("x", x)
-    channels = x.shape[1]
-    kernel = torch.stack([_SOBEL_X, _SOBEL_Y]).to(dtype=x.dtype, device=x.device)
-    kernel = kernel.unsqueeze(1).repeat(channels, 1, 1, 1)  # (2C, 1, 3, 3)
-    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    g = F.conv2d(padded, kernel, groups=channels)  # (N, 2C, H, W): gx, gy per channel
-    gx, gy = g[:, 0::2], g[:, 1::2]
-    return (gx.pow(2) + gy.pow(2) + SOBEL_EPS).sqrt()
+    return _SobelMagnitude.apply(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
 def gradient_loss(
@@ -243,15 +273,91 @@ def _gaussian_1d(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     return g / g.sum()
 
 
+def _depthwise(t: torch.Tensor, kernel: torch.Tensor, *, adjoint: bool = False) -> torch.Tensor:
+    """The separable Gaussian window over every channel of ``t``: valid filtering, or its adjoint.
+
+    The adjoint of a valid correlation is the full correlation with the
+    flipped kernel; the Gaussian is symmetric, so that is the same kernel with
+    ``k - 1`` zeros of padding. The convolutions run in channels-last memory
+    order, which a CPU computes about 2x faster for depthwise kernels.
+    """
+    c, k = t.shape[1], kernel.numel()
+    horizontal = kernel.view(1, 1, 1, k).expand(c, 1, 1, k).contiguous()
+    vertical = kernel.view(1, 1, k, 1).expand(c, 1, k, 1).contiguous()
+    pad_h, pad_v = ((0, k - 1), (k - 1, 0)) if adjoint else ((0, 0), (0, 0))
+    t = t.contiguous(memory_format=torch.channels_last)
+    t = F.conv2d(t, horizontal, padding=pad_h, groups=c)
+    return F.conv2d(t, vertical, padding=pad_v, groups=c).contiguous()
+
+
+class _Window:
+    """Eq. (10) at every window position, from the local statistics of eqs. (11)-(14).
+
+    ``lum`` is the luminance factor ``(2 mu_z mu_x + C1) / (mu_z^2 + mu_x^2 + C1)``
+    and ``cs`` the contrast-structure factor ``(2 sigma_zx + C2) / (sigma_z^2 + sigma_x^2 + C2)``,
+    with X's terms cached in the :class:`CleanReference`.
+    """
+
+    def __init__(self, z: torch.Tensor, ref: CleanReference) -> None:
+        c = z.shape[1]
+        mu_z, second_z, cross = _depthwise(torch.cat([z, z * z, z * ref.x], dim=1), ref.kernel).split(c, dim=1)
+        mu_zx = mu_z * ref.mu_x
+        self.mu_z = mu_z
+        self.lum_den = torch.addcmul(ref.lum_x, mu_z, mu_z)  # mu_z^2 + mu_x^2 + C1
+        self.cs_den = torch.addcmul(second_z + ref.contrast_x, mu_z, mu_z, value=-1)  # sigma_z^2 + sigma_x^2 + C2
+        self.lum = mu_zx.mul(2).add_(ref.K1**2).div_(self.lum_den)
+        self.cs = (cross - mu_zx).mul_(2).add_(ref.K2**2).div_(self.cs_den)
+
+    def ssim(self) -> torch.Tensor:
+        """Eq. (10) at every window position."""
+        return self.lum * self.cs
+
+
+class _MeanSSIM(torch.autograd.Function):
+    """Mean local SSIM per image (eqs. 10-14) with its gradient written out.
+
+    SSIM depends on Z only through the windowed mean ``mu_z``, second moment
+    ``E[z^2]`` and cross moment ``E[z x]``; the backward pass forms those three
+    partial derivatives element-wise and takes them back through the window's
+    adjoint in one pass (about 15 element-wise passes instead of autograd's 40).
+    With ``lum = A1 / B1`` and ``cs = A2 / B2`` (:class:`_Window`):
+    ``d/dE[zx] = 2 lum / B2``, ``d/dE[z^2] = -lum cs / B2`` and
+    ``d/dmu_z = 2 cs (mu_x - mu_z lum) / B1 + (mu_z cs - mu_x) d/dE[zx]``.
+    Runs in the input's precision even under autocast.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, ref: CleanReference) -> torch.Tensor:  # type: ignore[override]
+        with torch.autocast(z.device.type, enabled=False):
+            w = _Window(z, ref)
+            ctx.ref, ctx.n = ref, w.mu_z[0].numel()
+            ctx.save_for_backward(z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
+            return w.ssim().flatten(1).mean(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        z, mu_z, lum, cs, lum_den, cs_den = ctx.saved_tensors
+        ref: CleanReference = ctx.ref
+        with torch.autocast(z.device.type, enabled=False):
+            weight = (grad * (2 / ctx.n)).view(-1, 1, 1, 1)  # 2 / n: the factor 2 of A1 and A2, the mean's 1 / n
+            d_cross = (lum * weight).div_(cs_den)
+            d_second = (d_cross * cs).mul_(-0.5)
+            d_mu = torch.addcmul(ref.mu_x, mu_z, lum, value=-1).mul_(cs).mul_(weight).div_(lum_den)
+            d_mu.addcmul_(torch.mul(mu_z, cs).sub_(ref.mu_x), d_cross)
+            back = _depthwise(torch.cat([d_mu, d_second, d_cross], dim=1), ref.kernel, adjoint=True)
+            back_mu, back_second, back_cross = back.split(z.shape[1], dim=1)
+            return torch.addcmul(back_mu, z, back_second, value=2).addcmul_(ref.x, back_cross), None
+
+
 class CleanReference:
     """What the perceptual loss needs of the clean batch X, computed once.
 
     The clean image never changes during an attack, so its Sobel map (eq. 17)
     and its SSIM statistics (mu_x and sigma_x^2 of eqs. 11 and 13) are
     computed here once instead of every iteration. :meth:`ssim` is SSIM with
-    the same 11x11 Gaussian window as piq, applied as two 1-D passes, and
-    equals ``piq.ssim(z, x, downsample=False)`` in value and gradient
-    (tests/test_losses.py checks both to 1e-6).
+    the same 11x11 Gaussian window as piq, applied as two 1-D passes, with its
+    gradient written out; it equals ``piq.ssim(z, x, downsample=False)`` in
+    value and gradient (tests/test_losses.py checks both to 1e-6).
     """
 
     K1, K2 = 0.01, 0.03
@@ -261,20 +367,20 @@ class CleanReference:
         self.x = x.detach()
         self.kernel = _gaussian_1d(kernel_size, sigma, self.x)
         self._sobel: torch.Tensor | None = None
-        mu, second = self._filter(torch.cat([self.x, self.x * self.x], dim=1)).chunk(2, dim=1)
+        mu, second = _depthwise(torch.cat([self.x, self.x * self.x], dim=1), self.kernel).chunk(2, dim=1)
         self.mu_x = mu
-        self.var_x = second - mu * mu
-
-    @classmethod
-    def _from(cls, x: torch.Tensor, kernel: torch.Tensor, sobel: torch.Tensor | None, mu: torch.Tensor, var: torch.Tensor) -> CleanReference:
-        ref = cls.__new__(cls)
-        ref.x, ref.kernel, ref._sobel, ref.mu_x, ref.var_x = x, kernel, sobel, mu, var
-        return ref
+        self.lum_x = mu * mu + self.K1**2
+        """``mu_x^2 + C1``, X's part of the luminance denominator."""
+        self.contrast_x = second - mu * mu + self.K2**2
+        """``sigma_x^2 + C2``, X's part of the contrast-structure denominator."""
 
     def subset(self, rows: torch.Tensor) -> CleanReference:
         """The reference of some images of the batch (rows: index or mask)."""
-        sobel = self._sobel[rows] if self._sobel is not None else None
-        return CleanReference._from(self.x[rows], self.kernel, sobel, self.mu_x[rows], self.var_x[rows])
+        ref = CleanReference.__new__(CleanReference)
+        ref.x, ref.kernel = self.x[rows], self.kernel
+        ref._sobel = self._sobel[rows] if self._sobel is not None else None
+        ref.mu_x, ref.lum_x, ref.contrast_x = self.mu_x[rows], self.lum_x[rows], self.contrast_x[rows]
+        return ref
 
     @property
     def sobel(self) -> torch.Tensor:
@@ -283,30 +389,14 @@ class CleanReference:
             self._sobel = sobel_magnitude(self.x)
         return self._sobel
 
-    def _filter(self, t: torch.Tensor) -> torch.Tensor:
-        """Valid separable Gaussian filtering of every channel of ``t``."""
-        c, k = t.shape[1], self.kernel.numel()
-        horizontal = self.kernel.view(1, 1, 1, k).expand(c, 1, 1, k)
-        vertical = self.kernel.view(1, 1, k, 1).expand(c, 1, k, 1)
-        return F.conv2d(F.conv2d(t, horizontal, groups=c), vertical, groups=c)
-
     def ssim_map(self, z: torch.Tensor) -> torch.Tensor:
-        """Local SSIM of eq. (10) at every valid window position: (N, C, H - k + 1, W - k + 1).
-
-        One filtering pass of [z, z^2, z x]; :meth:`ssim` is its mean.
-        """
-        c = z.shape[1]
-        mu_z, second_z, cross = self._filter(torch.cat([z, z * z, z * self.x], dim=1)).split(c, dim=1)
-        mu_zx = mu_z * self.mu_x
-        var_z = second_z - mu_z * mu_z
-        cov = cross - mu_zx
-        c1, c2 = self.K1**2, self.K2**2
-        cs = (2 * cov + c2) / (var_z + self.var_x + c2)
-        return (2 * mu_zx + c1) / (mu_z * mu_z + self.mu_x * self.mu_x + c1) * cs
+        """Local SSIM of eq. (10) at every valid window position: (N, C, H - k + 1, W - k + 1)."""
+        return _Window(z, self).ssim()
 
     def ssim(self, z: torch.Tensor) -> torch.Tensor:
-        """SSIM(Z, X), eqs. (10)-(14), per image: the mean of :meth:`ssim_map`."""
-        return self.ssim_map(z).mean(dim=(-1, -2)).mean(1)
+        """SSIM(Z, X), eqs. (10)-(14), per image: the mean of :meth:`ssim_map`, differentiable in Z."""
+        _check_images("z", z)
+        return _MeanSSIM.apply(z, self)
 
 
 def perceptual_loss(

@@ -11,4 +11,4 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     >>> quantize(torch.tensor([-0.5, 0.25, 0.75, 2.0])).mul(255).tolist()
     [0.0, 64.0, 191.0, 255.0]
     """
-    return x.clamp(0, 1).mul(255).round().div(255)
+    return x.clamp(0, 1).mul_(255).round_().div_(255)
