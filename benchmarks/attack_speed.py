@@ -1,6 +1,6 @@
 """How much does one MND iteration cost beyond the model's own forward and backward?
 
-Run: .venv/bin/python benchmarks/attack_speed.py [--device cpu|cuda] [--quick]
+Run: .venv/bin/python benchmarks/attack_speed.py [--device cpu|cuda] [--quick] [--parts]
 
 On the same batch, for each batch size and model, it times
   (a) the bare model: forward + backward with respect to the input,
@@ -19,6 +19,9 @@ weights (the paper's architecture; weights do not change the cost).
 The last line is machine-readable, is for efficientnet_lite0 at batch 32 and takes
 each side at its fastest round (noise only ever adds time):
   mnd_iter/bare_fwd_bwd=<x> mnd_iter/bim_iter=<y> batch32/batch1_throughput=<z>
+--parts prints instead what an iteration spends beyond the model, part by part
+(perceptual loss and its terms, also SSIM through piq and autograd, the Adam step,
+the 8-bit bookkeeping), as shares of the bare model at batch 32.
 --quick uses 128x128 inputs and fewer repeats so the whole run stays near a
 minute on a 2-core CPU; ratios, not seconds, are what it is for.
 """
@@ -179,16 +182,59 @@ def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int
     return out
 
 
+def bench_parts(model: nn.Module, size: int, side: int, repeats: int, device: torch.device) -> None:
+    """What one MND iteration spends beyond the model, part by part, as a share of the bare model."""
+    x = batch_of(size, side, device)
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    cfg = config_for("mnd")
+    ref = losses.CleanReference(x)
+    _ = ref.sobel
+    z0 = (x + 1e-3 * torch.randn_like(x)).clamp(0, 1)
+
+    def loss_part(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        def run() -> None:
+            z = z0.clone().requires_grad_(True)
+            torch.autograd.grad(fn(z).sum(), z)
+        return run
+
+    def bare() -> None:
+        xx = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xx).gather(1, labels[:, None]).sum(), xx)
+
+    adam = attack.Adam.start(x, cfg.step_size)
+    grad = torch.randn_like(x)
+    parts: dict[str, Callable[[], object]] = {
+        "bare model fwd+bwd": bare,
+        "perceptual loss, eq. (7)": loss_part(lambda z: attack.perceptual_term(z, ref, cfg)),
+        "  SSIM term (ours)": loss_part(ref.ssim),
+        "  SSIM term through piq + autograd": loss_part(lambda z: losses.ssim_similarity(z, x)),
+        "  Sobel term": loss_part(lambda z: losses.gradient_loss(z, x, x_gradient=ref.sobel)),
+        "  l1 deviation": loss_part(lambda z: losses.deviation_loss(z, x)),
+        "Adam step + projection": lambda: attack.descent_step(z0, grad, step_size=cfg.step_size, adam=adam),
+        "8-bit image + changed rows": lambda: (quantize(z0) != x).flatten(1).any(1).nonzero(),
+    }
+    times = rounds(parts, device, repeats)
+    print(f"\nparts of one MND iteration, efficientnet_lite0, batch {size}, {side}x{side} (fastest of {repeats} rounds, share of the bare model):")
+    base = min(times["bare model fwd+bwd"])
+    for name, ts in times.items():
+        print(f"  {name:36s} {min(ts) * 1e3:8.1f} ms  {min(ts) / base:6.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="128x128 inputs, fewer repeats (about a minute on CPU)")
     p.add_argument("--skip-vgg", action="store_true", help="only efficientnet_lite0")
+    p.add_argument("--parts", action="store_true", help="only the parts of one iteration at batch 32")
     args = p.parse_args()
     device = torch.device(args.device)
     side, k, repeats = (128, 6, 5) if args.quick else (224, 8, 7)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), inputs {side}x{side}, torch {torch.__version__}")
     eff = models.load("efficientnet_lite0").to(device)
+    if args.parts:
+        bench_parts(eff, 32, side, max(repeats, 7), device)
+        return
     r = bench_model("efficientnet_lite0", eff, [1, 8, 32], side, k, repeats, device, full=True)
     if not args.skip_vgg:
         vgg = vgg19_random().to(device)

@@ -295,16 +295,18 @@ class _Window:
 
     ``lum`` is the luminance factor ``(2 mu_z mu_x + C1) / (mu_z^2 + mu_x^2 + C1)``
     and ``cs`` the contrast-structure factor ``(2 sigma_zx + C2) / (sigma_z^2 + sigma_x^2 + C2)``,
-    with X's terms cached in the :class:`CleanReference`.
+    with X's terms cached in the :class:`CleanReference`. At Z = X both are
+    exactly 1 (the terms are grouped so that both sides round alike).
     """
 
     def __init__(self, z: torch.Tensor, ref: CleanReference) -> None:
         c = z.shape[1]
         mu_z, second_z, cross = _depthwise(torch.cat([z, z * z, z * ref.x], dim=1), ref.kernel).split(c, dim=1)
+        # Grouped as written so that at Z = X both factors are exactly 1: 2a + c and (a + a) + c round alike.
         mu_zx = mu_z * ref.mu_x
         self.mu_z = mu_z
-        self.lum_den = torch.addcmul(ref.lum_x, mu_z, mu_z)  # mu_z^2 + mu_x^2 + C1
-        self.cs_den = torch.addcmul(second_z + ref.contrast_x, mu_z, mu_z, value=-1)  # sigma_z^2 + sigma_x^2 + C2
+        self.lum_den = (mu_z * mu_z + ref.mu_x_sq).add_(ref.K1**2)  # mu_z^2 + mu_x^2 + C1
+        self.cs_den = (second_z - mu_z * mu_z).add_(ref.var_x).add_(ref.K2**2)  # sigma_z^2 + sigma_x^2 + C2
         self.lum = mu_zx.mul(2).add_(ref.K1**2).div_(self.lum_den)
         self.cs = (cross - mu_zx).mul_(2).add_(ref.K2**2).div_(self.cs_den)
 
@@ -367,19 +369,20 @@ class CleanReference:
         self.x = x.detach()
         self.kernel = _gaussian_1d(kernel_size, sigma, self.x)
         self._sobel: torch.Tensor | None = None
-        mu, second = _depthwise(torch.cat([self.x, self.x * self.x], dim=1), self.kernel).chunk(2, dim=1)
+        # the stack Z's statistics use, at Z = X, so that X's come out of the same lanes of the same kernel
+        c = self.x.shape[1]
+        square = self.x * self.x
+        mu, second, _ = _depthwise(torch.cat([self.x, square, square], dim=1), self.kernel).split(c, dim=1)
         self.mu_x = mu
-        self.lum_x = mu * mu + self.K1**2
-        """``mu_x^2 + C1``, X's part of the luminance denominator."""
-        self.contrast_x = second - mu * mu + self.K2**2
-        """``sigma_x^2 + C2``, X's part of the contrast-structure denominator."""
+        self.mu_x_sq = mu * mu
+        self.var_x = second - self.mu_x_sq
 
     def subset(self, rows: torch.Tensor) -> CleanReference:
         """The reference of some images of the batch (rows: index or mask)."""
         ref = CleanReference.__new__(CleanReference)
         ref.x, ref.kernel = self.x[rows], self.kernel
         ref._sobel = self._sobel[rows] if self._sobel is not None else None
-        ref.mu_x, ref.lum_x, ref.contrast_x = self.mu_x[rows], self.lum_x[rows], self.contrast_x[rows]
+        ref.mu_x, ref.mu_x_sq, ref.var_x = self.mu_x[rows], self.mu_x_sq[rows], self.var_x[rows]
         return ref
 
     @property
