@@ -135,3 +135,35 @@ def test_a_skipped_dataset_degrades_gracefully(built: dict, tmp_path: Path) -> N
              for o in c.get("outputs", [])]
     assert any("was not run" in t and "no face model here" in t for t in texts)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def test_notebooks_run_side_by_side_and_a_failure_names_the_first_failed_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from mnd.errors import MndError
+
+    build = importlib.import_module("mnd.book.build")  # the module (mnd.book.build is also a function's name)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+
+    def meet(mine: str, other: str) -> str:
+        """Each notebook says it started and waits for the other: only notebooks run at once both finish."""
+        return (f"import pathlib, time\npathlib.Path({str(tmp_path / mine)!r}).touch()\n"
+                f"for _ in range(600):\n    if pathlib.Path({str(tmp_path / other)!r}).exists(): break\n"
+                f"    time.sleep(0.1)\nelse:\n    raise TimeoutError('not run side by side')")
+
+    for name, code in (("01_losses", meet("a", "b") + "\nraise ValueError('boom')"), ("04_heatmaps", meet("b", "a"))):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                "display_name": "Python 3"}})
+        nb.cells = [nbformat.v4.new_code_cell("preset = ''", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(code)]
+        nbformat.write(nb, templates / f"{build.page(name).template}.ipynb")
+    monkeypatch.setattr(build, "notebook_dir", lambda: templates)
+    lines: list[str] = []
+    with pytest.raises(MndError, match=r"^notebook 01_losses failed \(ValueError: boom\)"):
+        book.execute_notebooks(experiments.load_preset("tiny"), tmp_path / "results", tmp_path / "source",
+                               names=["01_losses", "04_heatmaps"], log=lines.append)
+    # both ran at once, the good one to the end, and the failed one kept its executed copy with the error
+    assert [line.split(" in ")[0] for line in lines] == ["executed 04_heatmaps"]
+    assert (tmp_path / "source" / "notebooks" / "01_losses.ipynb").is_file()

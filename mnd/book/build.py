@@ -16,6 +16,7 @@ from the results folder.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -34,6 +35,10 @@ from mnd.book.pages import GENERATED_PAGE, KERNEL, NOTEBOOKS, STATIC_PAGES, book
 from mnd.data.imageio import atomic_open
 from mnd.data.paths import project_root
 from mnd.errors import InputError, MndError
+
+
+NOTEBOOK_WORKERS = 2
+"""Notebooks executed at once (each in its own kernel process)."""
 
 
 @contextlib.contextmanager
@@ -197,25 +202,29 @@ def execute_notebooks(
     pages = [page(name) for name in names]
     out_dir = source / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    with _kernel_environment():
-        for item in pages:
-            name = item.name
-            start = time.perf_counter()
-            target = out_dir / f"{name}.ipynb"
-            try:
-                papermill.execute_notebook(
-                    str(notebook_dir() / f"{item.template}.ipynb"), str(target),
-                    parameters=parameters(preset, results, name),
-                    kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
-                )
-            except papermill.PapermillExecutionError as exc:
-                raise MndError(f"notebook {name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
-            publish_notebook(target, public_paths(preset, results, source))
-            written.append(target)
-            log(f"executed {name} in {time.perf_counter() - start:.0f} s")
-    return written
+
+    def run(item: Any) -> Path:
+        start = time.perf_counter()
+        target = out_dir / f"{item.name}.ipynb"
+        try:
+            papermill.execute_notebook(
+                str(notebook_dir() / f"{item.template}.ipynb"), str(target),
+                parameters=parameters(preset, results, item.name),
+                kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise MndError(f"notebook {item.name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
+        publish_notebook(target, public_paths(preset, results, source))
+        log(f"executed {item.name} in {time.perf_counter() - start:.0f} s")
+        return target
+
+    # Each notebook runs in its own kernel process; two at a time keep two cores busy (a kernel spends
+    # most of its time starting Python and importing torch, on one core).
+    with _kernel_environment(), concurrent.futures.ThreadPoolExecutor(max_workers=NOTEBOOK_WORKERS) as pool:
+        futures = [pool.submit(run, item) for item in pages]
+        concurrent.futures.wait(futures)
+    return [future.result() for future in futures]  # the first failure, in page order, is raised
 
 
 def build_html(source: Path, out: Path, *, quiet: bool = True) -> Path:
