@@ -153,7 +153,9 @@ def test_notebooks_run_side_by_side_and_a_failure_names_the_first_failed_page(
                 f"for _ in range(600):\n    if pathlib.Path({str(tmp_path / other)!r}).exists(): break\n"
                 f"    time.sleep(0.1)\nelse:\n    raise TimeoutError('not run side by side')")
 
-    for name, code in (("01_losses", meet("a", "b") + "\nraise ValueError('boom')"), ("04_heatmaps", meet("b", "a"))):
+    pages = (("01_losses", meet("a", "b") + "\nraise ValueError('boom')"),
+             ("04_heatmaps", meet("b", "a") + "\ntime.sleep(2)"), ("08_tradeoff", "1"))
+    for name, code in pages:
         nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                                 "display_name": "Python 3"}})
         nb.cells = [nbformat.v4.new_code_cell("preset = ''", metadata={"tags": ["parameters"]}),
@@ -163,7 +165,9 @@ def test_notebooks_run_side_by_side_and_a_failure_names_the_first_failed_page(
     lines: list[str] = []
     with pytest.raises(MndError, match=r"^notebook 01_losses failed \(ValueError: boom\)"):
         book.execute_notebooks(experiments.load_preset("tiny"), tmp_path / "results", tmp_path / "source",
-                               names=["01_losses", "04_heatmaps"], log=lines.append)
-    # both ran at once, the good one to the end, and the failed one kept its executed copy with the error
+                               names=["01_losses", "04_heatmaps", "08_tradeoff"], log=lines.append)
+    # the two ran at once, the good one to the end, and the failed one kept its executed copy with the
+    # error; the page queued behind them was not started after the failure
     assert [line.split(" in ")[0] for line in lines] == ["executed 04_heatmaps"]
     assert (tmp_path / "source" / "notebooks" / "01_losses.ipynb").is_file()
+    assert not (tmp_path / "source" / "notebooks" / "08_tradeoff.ipynb").exists()

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,7 +204,11 @@ def execute_notebooks(
     out_dir = source / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(item: Any) -> Path:
+    failed = threading.Event()  # after a failure, pages not started yet are not run; those running finish
+
+    def run(item: Any) -> Path | None:
+        if failed.is_set():
+            return None
         start = time.perf_counter()
         target = out_dir / f"{item.name}.ipynb"
         try:
@@ -214,7 +219,11 @@ def execute_notebooks(
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
             )
         except papermill.PapermillExecutionError as exc:
+            failed.set()
             raise MndError(f"notebook {item.name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
+        except BaseException:
+            failed.set()
+            raise
         publish_notebook(target, public_paths(preset, results, source))
         log(f"executed {item.name} in {time.perf_counter() - start:.0f} s")
         return target
@@ -223,8 +232,9 @@ def execute_notebooks(
     # most of its time starting Python and importing torch, on one core).
     with _kernel_environment(), concurrent.futures.ThreadPoolExecutor(max_workers=NOTEBOOK_WORKERS) as pool:
         futures = [pool.submit(run, item) for item in pages]
-        concurrent.futures.wait(futures)
-    return [future.result() for future in futures]  # the first failure, in page order, is raised
+    for future in futures:
+        future.result()  # the first failed page, in page order, is raised
+    return [path for future in futures if (path := future.result()) is not None]
 
 
 def build_html(source: Path, out: Path, *, quiet: bool = True) -> Path:
