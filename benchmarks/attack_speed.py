@@ -154,13 +154,13 @@ def bench_model(name: str, model: nn.Module, sizes: list[int], side: int, k: int
             # BIM's T(0) is one step, so its difference covers k - 1 steps
             parts[f"bim x{n}"] = lambda n=n: anchors.run("bim", model, x, labels, steps=max(n, 1))
         times = rounds(parts, device, repeats)
+        bim_steps = k / max(k - 1, 1)
         t = {"bare": times["bare"], "worst": times["worst"], "mnd": per_iteration(times, "mnd", k),
              "mnd_st": per_iteration(times, "mnd_st", k),
-             "bim": [v * k / max(k - 1, 1) for v in per_iteration(times, "bim", k)]}
+             "bim": [v * bim_steps for v in per_iteration(times, "bim", k)]}
         row = {name: med(v) for name, v in t.items()}
         r = {name: ratio(t[name], t["bare"]) for name in ("mnd", "mnd_st", "worst")}
         r["mnd/bim"], r["mnd_st/bim"] = ratio(t["mnd"], t["bim"]), ratio(t["mnd_st"], t["bim"])
-        bim_steps = k / max(k - 1, 1)
         best = {"mnd": best_per_iteration(times, "mnd", k), "mnd_st": best_per_iteration(times, "mnd_st", k),
                 "bim": best_per_iteration(times, "bim", k) * bim_steps}
         fastest = {name: value / min(t["bare"]) for name, value in best.items()}

@@ -232,9 +232,8 @@ def execute_notebooks(
     # most of its time starting Python and importing torch, on one core).
     with _kernel_environment(), concurrent.futures.ThreadPoolExecutor(max_workers=NOTEBOOK_WORKERS) as pool:
         futures = [pool.submit(run, item) for item in pages]
-    for future in futures:
-        future.result()  # the first failed page, in page order, is raised
-    return [path for future in futures if (path := future.result()) is not None]
+    written = [future.result() for future in futures]  # raises the first failed page, in page order
+    return [path for path in written if path is not None]  # None: skipped after a failure, raised above
 
 
 def build_html(source: Path, out: Path, *, quiet: bool = True) -> Path:
