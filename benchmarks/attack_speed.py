@@ -24,6 +24,8 @@ each side at its fastest round (noise only ever adds time):
 the 8-bit bookkeeping), as shares of the bare model at batch 32.
 --quick uses 128x128 inputs and fewer repeats so the whole run stays near a
 minute on a 2-core CPU; ratios, not seconds, are what it is for.
+Like the mnd command, it keeps freed memory in the process (mnd/core/memory.py);
+MND_KEEP_FREED_MEMORY=0 measures glibc's default instead.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torchvision.transforms import functional as TF
 from mnd import models
 from mnd.core import anchors, attack, losses
 from mnd.core.config import AttackConfig, config_for
+from mnd.core.memory import ENV, keep_freed_memory
 from mnd.core.pixels import quantize
 from mnd.data.embedded import embedded_images
 from mnd.data.imageio import to_tensor
@@ -229,8 +232,9 @@ def main() -> None:
     p.add_argument("--parts", action="store_true", help="only the parts of one iteration at batch 32")
     args = p.parse_args()
     device = torch.device(args.device)
+    kept = keep_freed_memory()  # as the mnd command does
     side, k, repeats = (128, 6, 5) if args.quick else (224, 8, 7)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), inputs {side}x{side}, torch {torch.__version__}")
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), inputs {side}x{side}, torch {torch.__version__}, freed memory {'kept' if kept else f'handed back ({ENV}=0 or no glibc)'}")
     eff = models.load("efficientnet_lite0").to(device)
     if args.parts:
         bench_parts(eff, 32, side, max(repeats, 7), device)

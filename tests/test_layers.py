@@ -33,7 +33,7 @@ import mnd
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),                                    # bottom: the exceptions every layer raises
-    ("core.pixels", "core.losses", "core.metrics"),  # core: the 8-bit grid, the equations, the measures
+    ("core.pixels", "core.losses", "core.metrics", "core.memory"),  # core: 8-bit grid, equations, measures, malloc
     ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
     ("core.attack",),                               # core: Algorithm 1
     ("core.refine",),                               # core: MND + refinement (ours, not in the paper)

@@ -11,6 +11,7 @@ from typing import Any
 from mnd import experiments
 from mnd.core import anchors
 from mnd.core.config import VARIANTS
+from mnd.core.memory import keep_freed_memory
 from mnd.data.paths import project_root
 from mnd.errors import InputError
 
@@ -221,7 +222,12 @@ def setup(preset: str | Path, results: str | Path, overrides: Sequence[str] = ()
             notebook's ``preset`` parameter).
         results: the results folder of the grid run (``results``).
         overrides: the run's ``--set`` options (``overrides``).
+
+    Like the ``mnd`` command, the notebook's kernel keeps freed memory
+    (:func:`mnd.core.memory.keep_freed_memory`): the attacks a page runs
+    reuse their pages instead of faulting them in every iteration.
     """
+    keep_freed_memory()
     folder = Path(results)
     return Context(experiments.load_preset(preset, overrides), folder, experiments.read_results(folder), folder / "figures")
 

@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version, or a usage error already printed
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+        from mnd.core.memory import keep_freed_memory
+
+        keep_freed_memory()  # attacks reuse freed pages instead of faulting them in every iteration
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mnd: interrupted; results written so far are intact", file=sys.stderr)
