@@ -273,21 +273,38 @@ def _gaussian_1d(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     return g / g.sum()
 
 
+CHANNELS_LAST = torch.channels_last
+
+
 def _depthwise(t: torch.Tensor, kernel: torch.Tensor, *, adjoint: bool = False) -> torch.Tensor:
     """The separable Gaussian window over every channel of ``t``: valid filtering, or its adjoint.
 
     The adjoint of a valid correlation is the full correlation with the
     flipped kernel; the Gaussian is symmetric, so that is the same kernel with
     ``k - 1`` zeros of padding. The convolutions run in channels-last memory
-    order, which a CPU computes about 2x faster for depthwise kernels.
+    order, which a CPU computes about 2x faster for depthwise kernels, and the
+    result stays in that order: the SSIM statistics are used there, and
+    converting them back would cost twice what the convolutions cost.
     """
     c, k = t.shape[1], kernel.numel()
     horizontal = kernel.view(1, 1, 1, k).expand(c, 1, 1, k).contiguous()
     vertical = kernel.view(1, 1, k, 1).expand(c, 1, k, 1).contiguous()
     pad_h, pad_v = ((0, k - 1), (k - 1, 0)) if adjoint else ((0, 0), (0, 0))
-    t = t.contiguous(memory_format=torch.channels_last)
+    t = t.contiguous(memory_format=CHANNELS_LAST)
     t = F.conv2d(t, horizontal, padding=pad_h, groups=c)
-    return F.conv2d(t, vertical, padding=pad_v, groups=c).contiguous()
+    return F.conv2d(t, vertical, padding=pad_v, groups=c).contiguous(memory_format=CHANNELS_LAST)
+
+
+def _stacked_windows(parts: list[torch.Tensor], kernel: torch.Tensor, *, adjoint: bool = False) -> tuple[
+        torch.Tensor, ...]:
+    """:func:`_depthwise` of same-shaped batches in one call, stacked along the batch axis.
+
+    Stacked along the batch rather than the channel axis, so that each result is a
+    compact channels-last tensor (a channel slice of a channels-last tensor is
+    strided: reading it touches the memory of every slice).
+    """
+    out = _depthwise(torch.cat(parts), kernel, adjoint=adjoint)
+    return out.unflatten(0, (len(parts), parts[0].shape[0])).unbind(0)
 
 
 class _Window:
@@ -300,8 +317,8 @@ class _Window:
     """
 
     def __init__(self, z: torch.Tensor, ref: CleanReference) -> None:
-        c = z.shape[1]
-        mu_z, second_z, cross = _depthwise(torch.cat([z, z * z, z * ref.x], dim=1), ref.kernel).split(c, dim=1)
+        self.z = z = z.contiguous(memory_format=CHANNELS_LAST)  # every statistic in channels-last order
+        mu_z, second_z, cross = _stacked_windows([z, z * z, z * ref.x_cl], ref.kernel)
         # Grouped as written so that at Z = X both factors are exactly 1: 2a + c and (a + a) + c round alike.
         mu_zx = mu_z * ref.mu_x
         self.mu_z = mu_z
@@ -333,12 +350,12 @@ class _MeanSSIM(torch.autograd.Function):
         with torch.autocast(z.device.type, enabled=False):
             w = _Window(z, ref)
             ctx.ref, ctx.n = ref, w.mu_z[0].numel()
-            ctx.save_for_backward(z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
-            return w.ssim().flatten(1).mean(1)
+            ctx.save_for_backward(z, w.z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
+            return w.ssim().mean(dim=(1, 2, 3))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        z, mu_z, lum, cs, lum_den, cs_den = ctx.saved_tensors
+        z, z_cl, mu_z, lum, cs, lum_den, cs_den = ctx.saved_tensors
         ref: CleanReference = ctx.ref
         with torch.autocast(z.device.type, enabled=False):
             weight = (grad * (2 / ctx.n)).view(-1, 1, 1, 1)  # 2 / n: the factor 2 of A1 and A2, the mean's 1 / n
@@ -346,9 +363,9 @@ class _MeanSSIM(torch.autograd.Function):
             d_second = (d_cross * cs).mul_(-0.5)
             d_mu = torch.addcmul(ref.mu_x, mu_z, lum, value=-1).mul_(cs).mul_(weight).div_(lum_den)
             d_mu.addcmul_(torch.mul(mu_z, cs).sub_(ref.mu_x), d_cross)
-            back = _depthwise(torch.cat([d_mu, d_second, d_cross], dim=1), ref.kernel, adjoint=True)
-            back_mu, back_second, back_cross = back.split(z.shape[1], dim=1)
-            return torch.addcmul(back_mu, z, back_second, value=2).addcmul_(ref.x, back_cross), None
+            back_mu, back_second, back_cross = _stacked_windows([d_mu, d_second, d_cross], ref.kernel, adjoint=True)
+            d_z = torch.addcmul(back_mu, z_cl, back_second, value=2).addcmul_(ref.x_cl, back_cross)
+            return torch.empty_like(z).copy_(d_z), None  # in z's memory order
 
 
 class CleanReference:
@@ -370,9 +387,9 @@ class CleanReference:
         self.kernel = _gaussian_1d(kernel_size, sigma, self.x)
         self._sobel: torch.Tensor | None = None
         # the stack Z's statistics use, at Z = X, so that X's come out of the same lanes of the same kernel
-        c = self.x.shape[1]
-        square = self.x * self.x
-        mu, second, _ = _depthwise(torch.cat([self.x, square, square], dim=1), self.kernel).split(c, dim=1)
+        self.x_cl = self.x.contiguous(memory_format=CHANNELS_LAST)
+        square = self.x_cl * self.x_cl
+        mu, second, _ = _stacked_windows([self.x_cl, square, square], self.kernel)
         self.mu_x = mu
         self.mu_x_sq = mu * mu
         self.var_x = second - self.mu_x_sq
@@ -382,7 +399,8 @@ class CleanReference:
         ref = CleanReference.__new__(CleanReference)
         ref.x, ref.kernel = self.x[rows], self.kernel
         ref._sobel = self._sobel[rows] if self._sobel is not None else None
-        ref.mu_x, ref.mu_x_sq, ref.var_x = self.mu_x[rows], self.mu_x_sq[rows], self.var_x[rows]
+        ref.x_cl, ref.mu_x, ref.mu_x_sq, ref.var_x = (
+            t[rows].contiguous(memory_format=CHANNELS_LAST) for t in (self.x_cl, self.mu_x, self.mu_x_sq, self.var_x))
         return ref
 
     @property
