@@ -5,7 +5,8 @@ protected at full resolution on the CPU (EfficientNet-Lite0, non-targeted,
 PNG); the same photo is then attacked as ``mnd attack`` does (its 224x224
 model input). Prints both wall times, the iterations each took and the ratio,
 then profiles one iteration of the full-resolution attack (which part of the
-loss costs what).
+loss costs what). Like the mnd command it keeps freed memory in the process
+(mnd/core/memory.py); MND_KEEP_FREED_MEMORY=0 measures glibc's default.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/protect_speed.py [--threads N] [--size 4000x3000]
 """
@@ -24,6 +25,7 @@ from mnd import models
 from mnd.core import losses
 from mnd.core.attack import generate
 from mnd.core.config import config_for
+from mnd.core.memory import ENV, keep_freed_memory
 from mnd.data import embedded
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as the mnd command does
     width, height = map(int, args.size.split("x"))
     spec = models.spec("efficientnet_lite0")
     model = models.freeze(models.load(spec.name))
@@ -73,7 +76,8 @@ def main() -> None:
         Image.fromarray(embedded.embedded_images(["chelsea"])[0].pixels).resize(
             (width, height), Image.Resampling.BICUBIC).save(path)
         photo = load_rgb(path)
-        print(f"photo {width}x{height} ({width * height / 1e6:.1f} MP), {args.threads} thread(s)")
+        print(f"photo {width}x{height} ({width * height / 1e6:.1f} MP), {args.threads} thread(s), freed memory "
+              f"{'kept' if kept else f'handed back ({ENV}=0 or no glibc)'}")
         small = prepare_image(photo, spec)[None]
         cfg = config_for("mnd", task="imagenet", max_iter=args.max_iter)
         attack_s, result = _timed("mnd attack (224x224 input)", lambda: generate(model, small, config=cfg))
