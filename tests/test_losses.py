@@ -207,6 +207,27 @@ def test_clean_reference_subset_keeps_rows():
     assert torch.equal(sub.sobel, losses.sobel_magnitude(x)[[2, 0]])
 
 
+def test_cached_ssim_in_either_memory_order_and_for_no_images():
+    """Channels-last Z gives the same value and gradient, each gradient in its Z's order; 0 images is no error."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    z = (x + 0.03 * torch.randn(2, 3, 16, 16, generator=g)).clamp(0, 1)
+    ref = losses.CleanReference(x)
+    grads = []
+    for order in (torch.contiguous_format, torch.channels_last):
+        zz = z.contiguous(memory_format=order).requires_grad_(True)
+        value = ref.ssim(zz)
+        (grad,) = torch.autograd.grad(value.sum(), zz)
+        assert grad.is_contiguous(memory_format=order)
+        grads.append((value, grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    none = losses.CleanReference(x[:0])
+    z0 = z[:0].clone().requires_grad_(True)
+    value = none.ssim(z0)
+    assert value.shape == (0,)
+    assert torch.autograd.grad(value.sum(), z0)[0].shape == z0.shape
+
+
 @pytest.mark.parametrize("l2_form", ["rms", "mse", "sum"])
 def test_l2_norms_have_a_finite_gradient_at_the_clean_image(l2_form):
     x = torch.rand(2, 3, 8, 8)

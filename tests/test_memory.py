@@ -40,9 +40,14 @@ print(int(kept), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _run(mode: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
+def _environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the switch (a developer may have exported it), plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if k != "MND_KEEP_FREED_MEMORY"}, "OMP_NUM_THREADS": "1", **extra}
+
+
+def _run(mode: str, **extra: str) -> tuple[bool, int]:
     out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                         env=_environment(**extra))
     kept, faults = out.stdout.split()
     return kept == "1", int(faults)
 
@@ -58,11 +63,33 @@ def test_a_freed_block_is_reused_without_page_faults() -> None:
 
 
 def test_the_environment_turns_it_off() -> None:
-    kept, _ = _run("keep", {"MND_KEEP_FREED_MEMORY": "0"})
+    kept, _ = _run("keep", MND_KEEP_FREED_MEMORY="0")
     assert not kept
+
+
+def test_the_settings_glibc_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly the documented mallopt calls: trimming off (-1, not a large number) and no mmap of its own."""
+    from mnd.core import memory
+
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    class FakeLibc:  # a function as its attribute, as ctypes gives (argtypes can be set on it)
+        pass
+
+    libc = FakeLibc()
+    libc.mallopt = mallopt  # type: ignore[attr-defined]
+    monkeypatch.setattr(memory, "_done", False)
+    monkeypatch.delenv(memory.ENV, raising=False)
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: libc)
+    assert memory.keep_freed_memory() and memory.keep_freed_memory()
+    assert calls == [(-1, -1), (-4, 0)]  # M_TRIM_THRESHOLD, M_MMAP_MAX from malloc.h; once only
 
 
 def test_the_command_line_keeps_freed_memory() -> None:
     code = "from mnd.cli.main import main; from mnd.core import memory; main(['models']); print(memory._done)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_environment())
     assert out.stdout.strip().splitlines()[-1] == "True"

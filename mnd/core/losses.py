@@ -23,6 +23,7 @@ The literal equations are ``reduction="sum", l2_form="sum"``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import piq
@@ -349,7 +350,7 @@ class _MeanSSIM(torch.autograd.Function):
     def forward(ctx: Any, z: torch.Tensor, ref: CleanReference) -> torch.Tensor:  # type: ignore[override]
         with torch.autocast(z.device.type, enabled=False):
             w = _Window(z, ref)
-            ctx.ref, ctx.n = ref, w.mu_z[0].numel()
+            ctx.ref, ctx.n = ref, math.prod(w.mu_z.shape[1:])  # window positions x channels (also for 0 images)
             ctx.save_for_backward(z, w.z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
             return w.ssim().mean(dim=(1, 2, 3))
 
@@ -365,7 +366,8 @@ class _MeanSSIM(torch.autograd.Function):
             d_mu.addcmul_(torch.mul(mu_z, cs).sub_(ref.mu_x), d_cross)
             back_mu, back_second, back_cross = _stacked_windows([d_mu, d_second, d_cross], ref.kernel, adjoint=True)
             d_z = torch.addcmul(back_mu, z_cl, back_second, value=2).addcmul_(ref.x_cl, back_cross)
-            return torch.empty_like(z).copy_(d_z), None  # in z's memory order
+            # in z's memory order (no copy when z is channels-last already)
+            return (d_z if z.is_contiguous(memory_format=CHANNELS_LAST) else d_z.contiguous()), None
 
 
 class CleanReference:

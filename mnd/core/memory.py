@@ -16,8 +16,9 @@ to keep what is freed, so the next iteration reuses pages that are already
 mapped. The process then holds on to its peak memory until it exits, which
 suits the command line and the book's runs; a library user opts in by
 calling it. It changes nothing elsewhere (macOS, Windows, musl, or another
-allocator preloaded in glibc's place), and ``MND_KEEP_FREED_MEMORY=0`` turns it
-off.
+allocator preloaded in glibc's place, though it then still reports True), and
+``MND_KEEP_FREED_MEMORY=0`` turns it off. Calling ``mnd.cli.main.main`` in a
+process (as the tests do) switches it on for that whole process.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ M_TRIM_THRESHOLD = -1
 """mallopt's parameter: free memory at the top of the heap beyond this many bytes goes back to the OS."""
 M_MMAP_MAX = -4
 """mallopt's parameter: at most this many blocks get an mmap of their own (0: none; the heap serves all)."""
-KEEP_ALL = 2**31 - 1
-"""The largest trim threshold mallopt takes (an int): in practice, never trim."""
+NEVER_TRIM = -1
+"""mallopt(3): "Setting M_TRIM_THRESHOLD to -1 disables trimming completely" (any positive int still trims above 2 GB)."""
 ENV = "MND_KEEP_FREED_MEMORY"
 
 _done = False
@@ -62,5 +63,5 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; the trim threshold first (it also stops the adaptive mmap threshold)
-    _done = bool(mallopt(M_TRIM_THRESHOLD, KEEP_ALL)) and bool(mallopt(M_MMAP_MAX, 0))
+    _done = bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)) and bool(mallopt(M_MMAP_MAX, 0))
     return _done
