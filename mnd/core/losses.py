@@ -351,14 +351,15 @@ class _MeanSSIM(torch.autograd.Function):
         with torch.autocast(z.device.type, enabled=False):
             w = _Window(z, ref)
             ctx.ref, ctx.n = ref, math.prod(w.mu_z.shape[1:])  # window positions x channels (also for 0 images)
-            ctx.save_for_backward(z, w.z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
+            ctx.channels_last = z.is_contiguous(memory_format=CHANNELS_LAST)  # the order the gradient goes back in
+            ctx.save_for_backward(w.z, w.mu_z, w.lum, w.cs, w.lum_den, w.cs_den)
             return w.ssim().mean(dim=(1, 2, 3))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        z, z_cl, mu_z, lum, cs, lum_den, cs_den = ctx.saved_tensors
+        z_cl, mu_z, lum, cs, lum_den, cs_den = ctx.saved_tensors
         ref: CleanReference = ctx.ref
-        with torch.autocast(z.device.type, enabled=False):
+        with torch.autocast(z_cl.device.type, enabled=False):
             weight = (grad * (2 / ctx.n)).view(-1, 1, 1, 1)  # 2 / n: the factor 2 of A1 and A2, the mean's 1 / n
             d_cross = (lum * weight).div_(cs_den)
             d_second = (d_cross * cs).mul_(-0.5)
@@ -366,8 +367,7 @@ class _MeanSSIM(torch.autograd.Function):
             d_mu.addcmul_(torch.mul(mu_z, cs).sub_(ref.mu_x), d_cross)
             back_mu, back_second, back_cross = _stacked_windows([d_mu, d_second, d_cross], ref.kernel, adjoint=True)
             d_z = torch.addcmul(back_mu, z_cl, back_second, value=2).addcmul_(ref.x_cl, back_cross)
-            # in z's memory order (no copy when z is channels-last already)
-            return (d_z if z.is_contiguous(memory_format=CHANNELS_LAST) else d_z.contiguous()), None
+            return (d_z if ctx.channels_last else d_z.contiguous()), None  # in z's memory order
 
 
 class CleanReference:
