@@ -24,7 +24,6 @@ process (as the tests do) switches it on for that whole process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -55,10 +54,8 @@ def keep_freed_memory() -> bool:
         return True
     if os.environ.get(ENV, "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None)
+    # the symbols already loaded in this process: its own libc, found without searching the disk
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
