@@ -331,11 +331,15 @@ def _hparams(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--max-iter", "-5", "--max-iter: must be at least 1, got -5"),
-        ("--max-iter", "0", "--max-iter: must be at least 1, got 0"),
+        ("--max-iter", "-5", "--max-iter: must be an integer from 1 to 1000000, got -5"),
+        ("--max-iter", "0", "--max-iter: must be an integer from 1 to 1000000, got 0"),
+        ("--max-iter", "99999999999999999999", "--max-iter: must be an integer from 1 to 1000000, "
+                                               "got 99999999999999999999"),
+        ("--max-iter", str(2**63), f"--max-iter: must be an integer from 1 to 1000000, got {2**63}"),
+        ("--batch-size", "100000", "--batch-size: must be from 1 to 4096, got 100000"),
         ("--seed", "-1", "--seed: must be between 0 and 4294967295, got -1"),
         ("--seed", str(2**32), "--seed: must be between 0 and 4294967295, got 4294967296"),
-        ("--batch-size", "0", "--batch-size: must be at least 1, got 0"),
+        ("--batch-size", "0", "--batch-size: must be from 1 to 4096, got 0"),
         ("--device", "tpu9", "--device: not a device: 'tpu9' (use cpu, cuda, cuda:N or mps)"),
         ("--device", "xla", "--device: unsupported device type 'xla' (use cpu, cuda, cuda:N or mps)"),
         ("--method", "fgsm", "--method: unknown method 'fgsm'; known: no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd, "
@@ -373,8 +377,11 @@ def test_unavailable_devices_are_refused(photos_dir, tmp_path, capsys, no_model,
         ("betas = [100.0, 100.0, 100.0]\n", "", "[tasks.imagenet.non-targeted] has no betas"),
         ("step_size =", "step_sise =", "unknown key 'step_sise' in [defaults]"),
         ('optimizer = "adam"', 'optimizer = "sgd"', "optimizer = 'sgd'"),
+        ("max_iter = 1000", "max_iter = 0", "[defaults] max_iter = 0: must be an integer from 1 to 1000000"),
+        ("max_iter = 1000", "max_iter = 99999999999999999999",
+         "[defaults] max_iter = 99999999999999999999: must be an integer from 1 to 1000000"),
     ],
-    ids=["missing-betas", "misspelt-key", "unknown-optimizer"],
+    ids=["missing-betas", "misspelt-key", "unknown-optimizer", "zero-iterations", "overflowing-iterations"],
 )
 def test_bad_hparams_files_name_the_file_and_the_key(photos_dir, tmp_path, capsys, no_model, old, new, message):
     path = _hparams(tmp_path, old, new)
@@ -384,11 +391,30 @@ def test_bad_hparams_files_name_the_file_and_the_key(photos_dir, tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("make", [lambda t: t / "absent.toml", lambda t: t], ids=["missing", "a-folder"])
-def test_unreadable_hparams_file_is_one_line(photos_dir, tmp_path, capsys, no_model, make):
+def _fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "pipe.toml")
+    return folder / "pipe.toml"
+
+
+def _loop(folder: Path) -> Path:
+    (folder / "loop.toml").symlink_to(folder / "loop.toml")
+    return folder / "loop.toml"
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda t: t / "absent.toml", "no such file"),
+        (lambda t: t, "is a folder, expected a file"),
+        (_fifo, "not a regular file (a FIFO)"),
+        (_loop, "a symbolic link loop (the link points back at itself)"),
+    ],
+    ids=["missing", "a-folder", "a-fifo", "a-link-loop"],
+)
+def test_unreadable_hparams_file_is_one_line(photos_dir, tmp_path, capsys, no_model, make, problem):
     path = make(tmp_path)
     assert main(["attack", str(photos_dir), "--out", str(tmp_path / "o"), "--hparams", str(path)]) == 2
-    assert _one_line(capsys).startswith(f"mnd: error: {path}: cannot read (")
+    assert _one_line(capsys) == f"mnd: error: {path}: {problem}"
 
 
 # --- 10. anchors refuse what they cannot use ---------------------------------------------

@@ -302,9 +302,10 @@ def test_read_results_types_the_columns(tmp_path: Path) -> None:
     "override, problem",
     [
         ("max_iter=abc", "max_iter must be a whole number, got 'abc'"),
-        ("max_iter=-5", "max_iter must be at least 1, got -5"),
-        ("batch_size=0", "batch_size must be at least 1, got 0"),
-        ("seed=-1", "seed must be at least 0, got -1"),
+        ("max_iter=-5", "max_iter must be from 1 to 1000000, got -5"),
+        ("max_iter=99999999999999999999", "max_iter must be from 1 to 1000000, got 99999999999999999999"),
+        ("batch_size=0", "batch_size must be from 1 to 4096, got 0"),
+        ("seed=-1", "seed must be from 0 to 4294967295, got -1"),
         ("threads=[2]", "threads must be a whole number"),
     ],
 )
@@ -463,7 +464,8 @@ def test_tradeoff_methods_run_on_the_first_images_and_are_compared_on_them(tmp_p
     assert common_image_count(rows, "photos", "non-targeted") == 1
     again = experiments.run_grid(preset, tmp_path / "r", progress=False)
     assert again.computed == 0 and again.reused == 3
-    for bad, why in (('[tradeoff]\nmethods = ["nope"]', "unknown method"), ("[tradeoff]\nimages = 0", "at least 1"),
+    for bad, why in (('[tradeoff]\nmethods = ["nope"]', "unknown method"),
+                     ("[tradeoff]\nimages = 0", "images must be from 1 to 1000000, got 0"),
                      ('[tradeoff]\nmethod = ["bim"]', "methods and images only")):
         with pytest.raises(InputError, match=why):
             experiments.load_preset(write_preset(tmp_path, extra=bad))

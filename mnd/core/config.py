@@ -13,7 +13,7 @@ from typing import Any, Literal
 import tomllib
 
 from mnd.core.losses import L2_FORMS, REDUCTIONS, L2Form, Norm, Reduction
-from mnd.errors import InputError
+from mnd.errors import InputError, read_text_file
 
 Task = Literal["imagenet", "faces"]
 """``imagenet``: logits over the 1000 ImageNet classes; ``faces``: over identities (or face embeddings)."""
@@ -50,8 +50,35 @@ def valid_margin(value: Any) -> bool:
 
 
 def _is_count(value: Any) -> bool:
-    """An integer >= 0, not a bool (numpy integers count)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+    """An integer from 0 to :data:`MAX_ITER`, not a bool (numpy integers count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_ITER
+
+
+MAX_ITER = 1_000_000
+"""The largest iteration budget anywhere (the paper's is 1000; a million MND iterations of a 224 px image take
+about a day on a CPU core)."""
+
+
+def valid_max_iter(value: Any) -> bool:
+    """The rule for an iteration budget a user gives (option, hyper-parameter file, preset, strength level):
+    an integer from 1 to :data:`MAX_ITER`, not a bool.
+
+    >>> valid_max_iter(1000), valid_max_iter(0), valid_max_iter(10**20), valid_max_iter(True)
+    (True, False, False, False)
+    """
+    return _is_count(value) and value >= 1
+
+
+MAX_ITER_RULE = f"an integer from 1 to {MAX_ITER}"
+
+SEED_MAX = 2**32 - 1
+"""The largest seed (numpy's seeding accepts 0 .. 2**32 - 1)."""
+
+BATCH_MAX = 4096
+"""The largest number of images attacked together."""
+
+THREADS_MAX = 1024
+"""The largest number of CPU threads a run may ask for."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +149,7 @@ class AttackConfig:
             if getattr(self, name) not in NORMS:
                 raise ValueError(f"{name} must be 'l1' or 'l2', got {getattr(self, name)!r}")
         if not _is_count(self.max_iter):
-            raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
+            raise ValueError(f"max_iter must be an integer from 0 to {MAX_ITER}, got {self.max_iter!r}")
         if not _is_number(self.step_size) or self.step_size <= 0:
             raise ValueError(f"step_size must be a number > 0, got {self.step_size!r}")
         if not _is_number(self.r) or self.r <= 0:
@@ -185,8 +212,8 @@ def _check_default(where: str, key: str, value: Any) -> None:
         problem = f"one of {', '.join(map(repr, _CHOICES[key]))}"
     elif key in _FLAGS and not isinstance(value, bool):
         problem = "true or false"
-    elif key == "max_iter" and not _is_count(value):
-        problem = "an integer >= 0"
+    elif key == "max_iter" and not valid_max_iter(value):
+        problem = MAX_ITER_RULE
     elif key == "step_size" and (not _is_number(value) or value <= 0):
         problem = "a number > 0"
     elif key == "margin" and not valid_margin(value):
@@ -256,10 +283,7 @@ def load_hparams(path: str | Path | None = None) -> dict[str, Any]:
         where = HPARAMS_FILE
     else:
         where = str(path)
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(path, f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        text = read_text_file(path, "hyper-parameter file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -49,7 +49,7 @@ from mnd.core import losses, metrics
 from mnd.core.attack import AttackResult, StepRecord, generate, is_adversarial, perceptual_term
 from mnd.core.config import AttackConfig
 from mnd.core.pixels import quantize
-from mnd.errors import InputError
+from mnd.errors import InputError, read_text_file
 
 Keep = Literal["psnr", "perceptual"]
 
@@ -107,7 +107,7 @@ def load_refine(path: str | Path | None = None) -> RefineConfig:
     """
     where = str(path) if path is not None else REFINE_FILE
     try:
-        text = (Path(path).read_text() if path is not None
+        text = (read_text_file(path) if path is not None
                 else resources.files("mnd.presets").joinpath(REFINE_FILE).read_text())
         data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as exc:

@@ -20,8 +20,8 @@ import tomllib
 import torch
 
 from mnd import models
-from mnd.core.config import TASKS, Task, config_for, valid_margin
-from mnd.errors import InputError
+from mnd.core.config import BATCH_MAX, MAX_ITER, SEED_MAX, TASKS, THREADS_MAX, Task, config_for, valid_margin
+from mnd.errors import InputError, read_text_file
 from mnd.experiments.methods import METHODS, check_method
 from mnd.models.iqa import check_names
 
@@ -226,6 +226,9 @@ class Preset:
         return asdict(self)
 
 
+IMAGES_MAX = 1_000_000
+"""The largest ``[tradeoff] images`` (a cap on the images per data set)."""
+
 _PRESET_KEYS = {
     "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
     "hparams", "straight_through", "threads", "notes", "notebooks", "margin", "tradeoff",
@@ -249,10 +252,7 @@ def _preset_text(name_or_path: str | Path) -> tuple[str, str]:
     text_name = str(name_or_path)
     path = Path(text_name)
     if text_name.endswith(".toml") or path.exists() or os.sep in text_name:
-        try:
-            return path.read_text(), str(path)
-        except OSError as exc:
-            raise InputError(path, f"cannot read preset ({exc.strerror or exc})") from None
+        return read_text_file(path, "preset"), str(path)
     if text_name not in preset_names():
         raise InputError("--preset", f"unknown preset {text_name!r}; packaged: {', '.join(preset_names())} "
                          "(or give the path of a .toml file)")
@@ -353,11 +353,11 @@ def _dataset(name: str, spec: dict[str, Any], where: str) -> DatasetSpec:
     )
 
 
-def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int, maximum: int) -> int | None:
     """The whole-number setting ``key`` of a preset (None when unset, empty or 0 for a cap).
 
     Raises:
-        InputError: naming the preset file and the key: not a whole number, or below ``minimum``.
+        InputError: naming the preset file and the key: not a whole number, or outside ``minimum`` to ``maximum``.
     """
     value = data.get(key)
     if value in (None, "") or (value == 0 and key in ("max_iter", "threads")):
@@ -368,8 +368,8 @@ def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int) -> int |
         number = int(value)
     except ValueError:
         raise InputError(where, f"{key} must be a whole number, got {value!r}") from None
-    if number < minimum:
-        raise InputError(where, f"{key} must be at least {minimum}, got {number}")
+    if not minimum <= number <= maximum:
+        raise InputError(where, f"{key} must be from {minimum} to {maximum}, got {number}")
     return number
 
 
@@ -401,10 +401,10 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     settings = tuple(data.get("settings", SETTINGS))
     if not settings or set(settings) - set(SETTINGS):
         raise InputError(where, f"settings must be a non-empty list of {', '.join(SETTINGS)}, got {list(settings)}")
-    max_iter = _whole(data, "max_iter", where, minimum=1)
-    batch_size = _whole(data, "batch_size", where, minimum=1)
-    threads = _whole(data, "threads", where, minimum=1)
-    seed = _whole(data, "seed", where, minimum=0)
+    max_iter = _whole(data, "max_iter", where, minimum=1, maximum=MAX_ITER)
+    batch_size = _whole(data, "batch_size", where, minimum=1, maximum=BATCH_MAX)
+    threads = _whole(data, "threads", where, minimum=1, maximum=THREADS_MAX)
+    seed = _whole(data, "seed", where, minimum=0, maximum=SEED_MAX)
     notebooks = data.get("notebooks", {})
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
@@ -453,7 +453,7 @@ def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None]:
         raise InputError(where, f"[tradeoff] methods must be a list of method names, got {methods!r}")
     for method in methods:
         check_method(method)
-    images = _whole(table, "images", f"{where} [tradeoff]", minimum=1)
+    images = _whole(table, "images", f"{where} [tradeoff]", minimum=1, maximum=IMAGES_MAX)
     return tuple(methods), images
 
 
