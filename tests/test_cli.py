@@ -13,7 +13,7 @@ from mnd.cli import attack as attack_cli
 from mnd.cli.main import main
 from mnd.data import faces
 from mnd.data.imageio import load_rgb, to_tensor
-from mnd.experiments.rows import COLUMNS
+from mnd.experiments.rows import COLUMNS, ORIGINAL_COLUMNS
 
 
 def _write(path, pixels, **kw):
@@ -142,7 +142,7 @@ def test_existing_results_survive_bad_input_and_are_merged(tmp_path, two_photos,
     out = tmp_path / "out"
     out.mkdir()
     old = out / "metrics.csv"
-    old.write_text(",".join(COLUMNS) + "\nolder,mnd,efficientnet_lite0,False,True,1,2,,50,0.99,0.1,20,1.0,\n")
+    old.write_text(",".join(ORIGINAL_COLUMNS) + "\nolder,mnd,efficientnet_lite0,False,True,1,2,,50,0.99,0.1,20,1.0,\n")
     before = old.read_bytes()
     gray = _write(two_photos / "gray.png", np.full((230, 230), 77, np.uint8))
     assert main(["attack", str(two_photos / "nope.png"), "--out", str(out)]) == 2

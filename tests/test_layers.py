@@ -48,6 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models.iqa",),                                # models: LPIPS and DISTS (downloaded weights)
     ("models",),
     ("data.paths", "data.imageio"),                 # data: the project's folders, 8-bit image files
+    ("data.outputs",),                              # data: output folders whose files and rows change together
     ("data.faces",),                                # data: face detection, the one face-crop choice
     ("data.prepare",),                              # data: the one preprocessing
     ("data.testsets", "data.embedded"),             # data: the paper's test sets, the embedded photos

@@ -13,6 +13,7 @@ attack run. Exit status: 0 when every attacked image was made adversarial,
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import warnings
@@ -25,20 +26,19 @@ from tqdm.auto import tqdm
 
 from mnd import data, experiments, models
 from mnd.core import anchors
-from mnd.core.config import HPARAMS_FILE, config_for, valid_margin
+from mnd.core.config import BATCH_MAX, HPARAMS_FILE, MAX_ITER_RULE, SEED_MAX, config_for, valid_margin, valid_max_iter
 from mnd.data import faces
 from mnd.data.faces import gallery_photos
-from mnd.data.imageio import check_writable_dir, list_images, load_rgb, remove_created, save_png
+from mnd.data.imageio import check_writable_dir, list_images, load_rgb, png_bytes, remove_created
+from mnd.data.outputs import OutputFolder
 from mnd.errors import InputError
 from mnd.experiments.methods import mnd_variant
-from mnd.experiments.rows import COLUMNS, RowContext
+from mnd.experiments.rows import COLUMNS, METRICS_CSV, RowContext
 
 EXIT_ALL_ADVERSARIAL = 0
 EXIT_NOT_ALL_ADVERSARIAL = 1
-METRICS_CSV = "metrics.csv"
 ANCHOR_IGNORED = ("--hparams", "--max-iter", "--straight-through", "--task")
 """Options of MND that the anchors (fixed budgets or their own) cannot use."""
-SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,12 @@ def check_margin(margin: float | None) -> None:
     """InputError naming ``--margin`` unless it is absent or a finite number >= 0."""
     if margin is not None and not valid_margin(margin):
         raise InputError("--margin", f"must be a number >= 0, got {margin}")
+
+
+def check_max_iter(max_iter: int | None) -> None:
+    """InputError naming ``--max-iter`` unless it is absent or an integer from 1 to the stated maximum."""
+    if max_iter is not None and not valid_max_iter(max_iter):
+        raise InputError("--max-iter", f"must be {MAX_ITER_RULE}, got {max_iter}")
 
 
 def check_device(name: str) -> str:
@@ -132,12 +138,11 @@ def check_options(args: argparse.Namespace) -> Options:
                     f"does not apply to the anchor {args.method!r}, which runs {runs}; "
                     "it applies to the MND methods only",
                 )
-    if args.batch_size < 1:
-        raise InputError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= BATCH_MAX:
+        raise InputError("--batch-size", f"must be from 1 to {BATCH_MAX}, got {args.batch_size}")
     if not 0 <= args.seed <= SEED_MAX:
         raise InputError("--seed", f"must be between 0 and {SEED_MAX}, got {args.seed}")
-    if args.max_iter is not None and args.max_iter < 1:
-        raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
+    check_max_iter(args.max_iter)
     margin = getattr(args, "margin", None)
     check_margin(margin)
     device = check_device(args.device)
@@ -251,7 +256,12 @@ def build_model(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn
 
 
 def attack_files(args: argparse.Namespace) -> int:
-    """Run ``mnd attack`` (see ``mnd attack --help``); returns the exit status."""
+    """Run ``mnd attack`` (see ``mnd attack --help``); returns the exit status.
+
+    Each batch's PNGs are staged under temporary names and published with
+    their rows (:class:`mnd.data.outputs.OutputFolder`): no interruption
+    leaves a row beside a file it does not describe.
+    """
     options = check_options(args)
     spec = options.spec
     out: Path = args.out
@@ -261,33 +271,45 @@ def attack_files(args: argparse.Namespace) -> int:
         raise InputError(" ".join(map(str, args.inputs)), "no images found")
     check_out(out, [Path(p) for p in args.inputs], paths, args.gallery)
     csv_path = out / METRICS_CSV
-    existing = experiments.read_rows(csv_path, COLUMNS)
+    existing: list[dict[str, object]] = list(experiments.read_rows(csv_path, COLUMNS))
     created = check_writable_dir(out)
     written = False
     try:
-        items = load_items(paths, spec)
-        check_targets(out, items, paths)
-        model = build_model(spec, args.gallery, options.device)
-        ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
-        rows: list[dict[str, object]] = []
-        attacked = won = 0
-        batches = range(0, len(items), args.batch_size)
-        for start in tqdm(batches, desc="batches", disable=args.quiet or len(items) <= args.batch_size):
-            batch = items[start : start + args.batch_size]
-            x = torch.stack([it.tensor for it in batch]).to(options.device)
-            result = experiments.run_method(
-                model, x, None, args.method, task=options.task, targeted=args.targeted, seed=args.seed,
-                hparams=args.hparams, margin=options.margin,
-                **(options.overrides if experiments.is_mnd(args.method) else {}),
-            )
-            for it, adv in zip(batch, result.adversarial):
-                save_png(adv, out / f"{it.name}.png")
+        with OutputFolder(out) as folder:
+            items = load_items(paths, spec)
+            check_targets(out, items, paths)
+            experiments.check_replaceable(out, [f"{it.name}.png" for it in items], experiments.METRICS,
+                                          {"method": args.method, "model": spec.name, "targeted": args.targeted},
+                                          {METRICS_CSV: COLUMNS})
+            model = build_model(spec, args.gallery, options.device)
+            ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
+            rows: list[dict[str, object]] = []
+            attacked = won = 0
+            batches = range(0, len(items), args.batch_size)
+            for start in tqdm(batches, desc="batches", disable=args.quiet or len(items) <= args.batch_size):
+                batch = items[start : start + args.batch_size]
+                x = torch.stack([it.tensor for it in batch]).to(options.device)
+                result = experiments.run_method(
+                    model, x, None, args.method, task=options.task, targeted=args.targeted, seed=args.seed,
+                    hparams=args.hparams, margin=options.margin,
+                    **(options.overrides if experiments.is_mnd(args.method) else {}),
+                )
+                staged = [folder.stage(f"{it.name}.png", png_bytes(adv)) for it, adv in zip(batch, result.adversarial)]
+                new = experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch],
+                                              model=model)
+                for row, file in zip(new, staged):
+                    row.update(file=file.name, sha256=file.sha256)
+                names = [file.name for file in staged]
+                kept = experiments.without_files(existing, names)
+                withdraw = (None if len(kept) == len(existing)
+                            else functools.partial(experiments.write_rows, csv_path, kept + rows))
+                rows += new
+                existing = kept
+                folder.publish(staged, withdraw=withdraw,
+                               record=functools.partial(experiments.write_rows, csv_path, existing + rows))
                 written = True
-            rows += experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch],
-                                             model=model)
-            experiments.write_rows(csv_path, experiments.merge_rows(existing, rows))
-            attacked += int(result.attacked.sum())
-            won += int((result.success & result.attacked).sum())
+                attacked += int(result.attacked.sum())
+                won += int((result.success & result.attacked).sum())
     except BaseException:
         if not written:
             remove_created(out, created)

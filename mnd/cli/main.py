@@ -36,9 +36,13 @@ our refinement along the decision boundary; its knobs in mnd/presets/refine.toml
 --hparams, --max-iter, --straight-through and --task apply to the MND methods only (to
 mnd_refine's MND phase) and are refused with an anchor; --margin applies to every method.
 
-outputs: DIR/<stem>.png and DIR/metrics.csv; DIR must not be a folder the photos are
-read from (outputs never overwrite inputs), and an existing metrics.csv there must be
-one that mnd wrote (its rows are kept; a rerun replaces only its own rows).
+outputs: DIR/<stem>.png and DIR/metrics.csv, one row per PNG naming it (file) and its
+content (sha256); DIR must not be a folder the photos are read from (outputs never
+overwrite inputs), and an existing metrics.csv there must be one that mnd wrote (its rows
+are kept). A rerun of the same method, model and setting replaces its own PNGs and rows;
+a PNG that another method or setting (or mnd protect) made is never replaced: give each
+its own --out. An interrupted run (Ctrl-C, or a kill) never leaves a row beside a file it
+does not describe: the old row is withdrawn before its PNG is replaced.
 
 exit status:
   0    every attacked image was made adversarial (an image that cannot be

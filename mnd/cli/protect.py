@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import models
-from mnd.cli.attack import check_device, check_margin, check_out
+from mnd.cli.attack import check_device, check_margin, check_max_iter, check_out
 from mnd.core import robustness
 from mnd.data.faces import gallery_from_folder, gallery_photos
 from mnd.data.imageio import LoadedImage, atomic_open, check_writable_dir, list_images, load_rgb, remove_created
+from mnd.data.outputs import OutputFolder, Staged
 from mnd.errors import InputError
 from mnd.experiments.protect import (
     FORMATS,
@@ -46,9 +49,8 @@ from mnd.experiments.protect import (
     protect_photo,
 )
 from mnd.experiments.protect_faces import CRITERIA, Criterion, protect_face_photo
-from mnd.experiments.rows import format_table
+from mnd.experiments.rows import REPORT, REPORT_CSV, check_replaceable, format_table, read_rows, without_files
 
-REPORT_CSV = "report.csv"
 EXIT_ALL_PROTECTED = 0
 EXIT_NOT_ALL_PROTECTED = 1
 
@@ -67,8 +69,12 @@ every face MTCNN finds is protected at once, success when every face meets --cri
 A photo with no face is skipped (its report row says so; nothing is written for it).
 
 outputs: DIR/<stem>.png (or .jpg) at the photo's full resolution, upright, with no
-metadata (no EXIF, GPS, ICC profile or text), and DIR/report.csv; DIR must not be a
-folder the photos are read from.
+metadata (no EXIF, GPS, ICC profile or text), and DIR/report.csv, one row per saved
+file naming it (file) and its content (sha256); DIR must not be a folder the photos are
+read from. Rows of other photos (and of the same photo in another format) are kept; a
+rerun with the same model and setting replaces its own file and row; a file that another
+model or setting (or mnd attack) made is never replaced. An interrupted run never
+leaves a row beside a file it does not describe.
 
 exit status:
   0    every saved photo is adversarial (and survives every --survive transform);
@@ -101,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 with --format jpeg (default: 90)")
     p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid or high (default: %(default)s)")
     p.add_argument("--survive", action="append", metavar="T",
-                   help="jpeg:Q or resize:S: the saved photo must stay adversarial after it too (repeatable)")
+                   help="jpeg:Q (Q from 1 to 100) or resize:S (S from 0.1 to below 1): the saved photo must stay "
+                   "adversarial after it too (repeatable)")
     p.add_argument("--no-eot", dest="eot", action="store_false",
                    help="with --survive: follow the plain image's gradient only, not random differentiable "
                    "stand-ins of the transforms (expectation over transformation, the default)")
@@ -128,8 +135,7 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
     if args.strength not in strengths:
         raise InputError("--strength", f"unknown level {args.strength!r}; known: {', '.join(strengths)}")
     level = strengths[args.strength]
-    if args.max_iter is not None and args.max_iter < 1:
-        raise InputError("--max-iter", f"must be at least 1, got {args.max_iter}")
+    check_max_iter(args.max_iter)
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
     check_margin(getattr(args, "margin", None))
     margin = level.margin if getattr(args, "margin", None) is None else args.margin
@@ -167,8 +173,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def check_targets(out: Path, paths: list[Path], suffix: str) -> list[Path]:
-    """The output file of each photo; refused: two photos with one stem, a folder or an input photo in the way,
-    and a ``report.csv`` that ``mnd protect`` did not write."""
+    """The output file of each photo; refused: two photos with one stem, a folder or an input photo in the way."""
     targets = [out / f"{p.stem}{suffix}" for p in paths]
     stems = [t.name for t in targets]
     twice = sorted({s for s in stems if stems.count(s) > 1})
@@ -179,20 +184,11 @@ def check_targets(out: Path, paths: list[Path], suffix: str) -> list[Path]:
             raise InputError(target, "is a folder where an output file goes; move it or choose another --out")
         if target.exists() and any(_same(target, p) for p in paths):
             raise InputError(target, "is one of the input photos: outputs must never overwrite inputs")
-    report = out / REPORT_CSV
-    if report.exists():
-        try:
-            header = report.read_text(encoding="utf-8").splitlines()[:1]
-        except (OSError, UnicodeDecodeError):
-            header = []
-        if header != [",".join(REPORT_COLUMNS)]:
-            raise InputError(report, "exists and is not a report that mnd protect wrote; move it or choose another "
-                             "--out")
     return targets
 
 
-def write_report(path: Path, rows: list[dict[str, object]]) -> None:
-    """``report.csv``, atomically (written after every photo, so an interrupted run keeps its rows)."""
+def write_report(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """``report.csv``, atomically (written with every photo, so an interrupted run keeps its rows)."""
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -246,7 +242,13 @@ def _build(spec: models.ModelSpec, gallery: Path | None, device: str) -> nn.Modu
 
 
 def protect_files(args: argparse.Namespace) -> int:
-    """Run ``mnd protect`` (see ``mnd protect --help``); returns the exit status."""
+    """Run ``mnd protect`` (see ``mnd protect --help``); returns the exit status.
+
+    Rows of photos this run does not protect are kept. Each protected photo
+    is staged under a temporary name, checked as re-read from there, and
+    published with its row (:class:`mnd.data.outputs.OutputFolder`): no
+    interruption leaves a row beside a file it does not describe.
+    """
     spec, settings, device = check_settings(args)
     if args.gallery is not None:
         gallery_photos(args.gallery)
@@ -256,18 +258,39 @@ def protect_files(args: argparse.Namespace) -> int:
         raise InputError(" ".join(map(str, args.inputs)), "no images found")
     check_out(out, [Path(p) for p in args.inputs], paths, args.gallery)
     targets = check_targets(out, paths, settings.output.suffix)
+    report = out / REPORT_CSV
+    try:
+        existing: list[dict[str, object]] = list(read_rows(report, REPORT_COLUMNS))
+    except InputError:
+        raise InputError(report, "exists and is not a report that mnd protect wrote (or is damaged); move it or "
+                         "choose another --out") from None
+    experiment = {"model": spec.name, "targeted": settings.targeted, "criterion": settings.criterion or ""}
+    check_replaceable(out, [t.name for t in targets], REPORT, experiment, {REPORT_CSV: REPORT_COLUMNS})
     created = check_writable_dir(out)
     rows: list[dict[str, object]] = []
     try:
-        photos = _load(paths, spec)
-        model = _build(spec, args.gallery, device)
-        protect = protect_face_photo if settings.criterion is not None else protect_photo
-        for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
-                                  disable=args.quiet or len(photos) < 2):
-            rows.append(protect(model, spec, photo, target, settings, device))
-            write_report(out / REPORT_CSV, rows)
+        with OutputFolder(out) as folder:
+            photos = _load(paths, spec)
+            model = _build(spec, args.gallery, device)
+            protect = protect_face_photo if settings.criterion is not None else protect_photo
+            for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
+                                      disable=args.quiet or len(photos) < 2):
+                staged: list[Staged] = []
+
+                def stage(path: Path, data: bytes) -> Path:
+                    staged.append(folder.stage(path.name, data))
+                    return staged[-1].temporary
+
+                row = protect(model, spec, photo, target, settings, device, stage=stage)
+                kept = without_files(existing, [target.name], REPORT)
+                withdraw = (None if len(kept) == len(existing)
+                            else functools.partial(write_report, report, kept + rows))
+                rows.append(row)
+                existing = kept
+                folder.publish(staged, withdraw=withdraw, record=functools.partial(write_report, report,
+                                                                                   existing + rows))
     except BaseException:
         if not rows:
             remove_created(out, created)
         raise
-    return _summary(rows, out / REPORT_CSV, settings)
+    return _summary(rows, report, settings)

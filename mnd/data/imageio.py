@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import re
 import stat
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnd.errors import InputError
+from mnd.errors import InputError, check_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 
@@ -104,10 +105,9 @@ def load_rgb(path: str | Path) -> LoadedImage:
     than Pillow will decode raise InputError naming the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a folder, expected an image file")
+    check_regular_file(path)
     notes: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -170,39 +170,68 @@ def current_umask() -> int:
     return _umask_by_swapping()
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", **kwargs: object) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; rename it onto ``path`` on success only.
-
-    The file gets the permissions of the file it replaces, or, for a new
-    file, those the umask gives (0644 under umask 022), as ``open`` would.
-    """
-    path = Path(path)
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (``.<name>.XXXXXXXX.tmp``), open, with the permissions ``path``
+    has, or for a new file those the umask gives (0644 under umask 022), as ``open`` would."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         permissions = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         permissions = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, permissions)
+    return fd, tmp
+
+
+def naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path`` when it names no file (a full disk or a file size limit while writing)."""
+    if exc.filename is None:
+        return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    return exc
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: object) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it onto ``path`` on success only.
+
+    The file gets the permissions of the file it replaces, or, for a new
+    file, those the umask gives (0644 under umask 022), as ``open`` would.
+    An error while writing names ``path`` (never the temporary file).
+    """
+    path = Path(path)
+    fd, tmp = temporary_beside(path)
     try:
-        os.fchmod(fd, permissions)
         with os.fdopen(fd, mode, **kwargs) as handle:  # type: ignore[call-overload]
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise naming(exc, path) from None
         raise
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """A (3, H, W) [0, 1] image as the bytes of an 8-bit RGB PNG with no metadata."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_file(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_open`)."""
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return path
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Write a (3, H, W) [0, 1] image as an 8-bit RGB PNG, atomically, with no metadata."""
-    path = Path(path)
-    with atomic_open(path, "wb") as handle:
-        Image.fromarray(to_uint8(image), mode="RGB").save(handle, format="PNG")
-    return path
+    return write_file(path, png_bytes(image))
 
 
 def check_writable_dir(folder: str | Path, what: str = "output folder") -> Path | None:

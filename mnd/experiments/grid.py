@@ -25,6 +25,7 @@ resumes where it stopped and ends with the same table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from mnd import __version__, data, models
 from mnd.core.config import Task
 from mnd.core.pixels import quantize
 from mnd.data import faces
-from mnd.data.imageio import atomic_open, list_images, load_rgb, save_png
+from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, write_file
 from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
@@ -609,13 +610,16 @@ def _run_batch(
     )
     if not bool(torch.isfinite(result.adversarial).all()):
         raise FloatingPointError("the attack returned non-finite pixels (NaN or inf)")
+    files = []
     for it, adv in zip(chunk, result.adversarial):
-        save_png(adv, png_path(results, spec.name, setting, method, it.name))
+        data = png_bytes(adv)
+        path = write_file(png_path(results, spec.name, setting, method, it.name), data)
+        files.append((path.relative_to(Path(results)).as_posix(), hashlib.sha256(data).hexdigest()))
     ctx = RowContext(method=method, model=spec.model, targeted=targeted)
     rows = result_rows(result, x, [it.name for it in chunk], ctx, model=opened.model, weighted=weighted)
-    for row, attacked in zip(rows, result.attacked.tolist()):
+    for row, attacked, (file, digest) in zip(rows, result.attacked.tolist(), files):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
-                   max_iter=_max_iter_for(preset, method, spec.task))
+                   max_iter=_max_iter_for(preset, method, spec.task), file=file, sha256=digest)
     return rows
 
 

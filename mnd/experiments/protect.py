@@ -31,6 +31,7 @@ once, through the same :class:`Verdict`, :class:`Settings` and report).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import tomllib
@@ -49,12 +50,12 @@ from torchvision.transforms import functional as TF
 from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult, generate, is_adversarial
 from mnd.core.eot import Expectation, StandIn
-from mnd.core.config import config_for, valid_margin
+from mnd.core.config import MAX_ITER_RULE, config_for, valid_margin, valid_max_iter
 from mnd.core.losses import least_likely_target
 from mnd.core.pixels import quantize
-from mnd.data.imageio import LoadedImage, atomic_open, load_rgb, to_tensor
+from mnd.data.imageio import LoadedImage, load_rgb, to_tensor, write_file
 from mnd.data.prepare import prepare_image
-from mnd.errors import InputError
+from mnd.errors import InputError, read_text_file
 from mnd.models.registry import ModelSpec
 
 STRENGTHS_FILE = "protect.toml"
@@ -65,14 +66,16 @@ SUFFIX: dict[str, str] = {"png": ".png", "jpeg": ".jpg"}
 REPORT_COLUMNS: list[str] = [
     "image", "model", "targeted", "format", "survive", "success", "survived", *robustness.TRANSFORMS,
     "clean_label", "adv_label", "target_label", "faces", "faces_protected", "criterion", "distances", "psnr", "ssim",
-    "width", "height", "iterations", "seconds", "note",
+    "width", "height", "iterations", "seconds", "note", "file", "sha256",
 ]
 """Columns of ``report.csv``: ``success`` is the re-read saved file; ``survived`` after every ``--survive``
 transform as well (empty without one); then still adversarial after each transform of
 :data:`mnd.core.robustness.TRANSFORMS`; PSNR and SSIM at full resolution. Face models
 (:mod:`mnd.experiments.protect_faces`) also fill ``faces`` (found on the clean photo),
 ``faces_protected`` (meeting the criterion on the saved file), ``criterion`` and ``distances``
-(per face, space-separated); their labels are identities, one per face."""
+(per face, space-separated); their labels are identities, one per face. ``file`` and ``sha256``: the
+saved file the row describes (its name in the output folder, empty when nothing was written) and the
+SHA-256 of its bytes."""
 
 
 # --- what to survive and how hard to try --------------------------------------------
@@ -97,21 +100,26 @@ class Survive:
         return robustness.resize(images, self.value)
 
 
+RESIZE_MIN = 0.1
+"""The smallest ``resize:S`` scale: a tenth of each side (a 4000x3000 photo shared as a 400x300 thumbnail)."""
+
+
 def parse_survive(text: str, where: str = "--survive") -> Survive:
-    """``jpeg:Q`` (Q an integer 1-100) or ``resize:S`` (0 < S < 1) as a :class:`Survive`.
+    """``jpeg:Q`` (Q an integer 1-100) or ``resize:S`` (:data:`RESIZE_MIN` <= S < 1) as a :class:`Survive`.
 
     >>> parse_survive("jpeg:75").name, parse_survive("resize:0.5").name
     ('jpeg:75', 'resize:0.5')
     """
     kind, _, value = str(text).partition(":")
     try:
-        if kind == "jpeg" and value.isdigit() and 1 <= int(value) <= 100:
+        if kind == "jpeg" and value.isascii() and value.isdigit() and 1 <= int(value) <= 100:
             return Survive("jpeg", int(value))
-        if kind == "resize" and 0 < float(value) < 1:
+        if kind == "resize" and RESIZE_MIN <= float(value) < 1:
             return Survive("resize", float(value))
     except ValueError:
         pass
-    raise InputError(where, f"{text!r}: expected jpeg:Q (Q from 1 to 100) or resize:S (S between 0 and 1)")
+    raise InputError(where, f"{text!r}: expected jpeg:Q (Q an integer from 1 to 100) or resize:S (S from "
+                     f"{RESIZE_MIN:g} to below 1)")
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
     """The strength levels of a TOML file (default: the packaged ``protect.toml``); every key is checked."""
     where = str(path) if path is not None else STRENGTHS_FILE
     try:
-        text = Path(path).read_text() if path is not None else resources.files("mnd.presets").joinpath(
+        text = read_text_file(path, "strength levels") if path is not None else resources.files("mnd.presets").joinpath(
             STRENGTHS_FILE).read_text()
         data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -141,8 +149,8 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
         if not valid_margin(margin):
             raise InputError(where, f"[{name}] margin = {margin!r}: must be a number >= 0")
         budget, survive = table.get("max_iter", 1000), table.get("survive", [])
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise InputError(where, f"[{name}] max_iter = {budget!r}: must be an integer >= 1")
+        if not valid_max_iter(budget):
+            raise InputError(where, f"[{name}] max_iter = {budget!r}: must be {MAX_ITER_RULE}")
         if not isinstance(survive, list):
             raise InputError(where, f"[{name}] survive = {survive!r}: must be a list")
         levels[name] = Strength(name, budget, tuple(parse_survive(s, f"{where} [{name}]") for s in survive),
@@ -322,13 +330,22 @@ def attack_photo(model: nn.Module, spec: ModelSpec, photo: torch.Tensor, setting
     return generate(verdict, x[None], torch.tensor([goal.clean], device=device), config=config), goal
 
 
-def write_photo(image: torch.Tensor, path: str | Path, output: OutputFormat) -> Path:
-    """Write the (3, H, W) protected photo atomically, pixels only (no EXIF, GPS, ICC profile or text)."""
-    path = Path(path)
+Stage = Callable[[Path, bytes], Path]
+"""Writes a photo file's bytes for its final path and returns where to read them back from (for example a
+staged temporary file, :meth:`mnd.data.outputs.OutputFolder.stage`, published later with the photo's row)."""
+
+
+def write_photo(image: torch.Tensor, path: str | Path, output: OutputFormat, stage: Stage | None = None
+                ) -> tuple[Path, str]:
+    """Write the (3, H, W) protected photo, pixels only (no EXIF, GPS, ICC profile or text).
+
+    Without ``stage`` the file is written atomically at ``path``; with it,
+    ``stage`` writes it. Returns the path to read the written bytes back from
+    and their SHA-256.
+    """
     data = output.encode(image)
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
-    return path
+    written = stage(Path(path), data) if stage is not None else write_file(path, data)
+    return written, hashlib.sha256(data).hexdigest()
 
 
 @torch.no_grad()
@@ -383,13 +400,15 @@ def file_columns(saved: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
 
 
 def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: str | Path, settings: Settings,
-                  device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Protect one photo, write it to ``path`` and return its report row (checked on the re-read file)."""
+                  device: str | torch.device = "cpu", *, stage: Stage | None = None) -> dict[str, Any]:
+    """Protect one photo, write it to ``path`` (or ``stage`` it) and return its report row, checked on the
+    file re-read from disk."""
     start = time.perf_counter()
     clean = to_tensor(photo.pixels)
     result, goal = attack_photo(model, spec, clean, settings, device)
-    write_photo(result.adversarial[0], path, settings.output)
-    row = verify(model, spec, path, clean, goal, settings, device)
+    written, digest = write_photo(result.adversarial[0], path, settings.output, stage)
+    row = verify(model, spec, written, clean, goal, settings, device)
+    row.update(file=Path(path).name, sha256=digest)
     return report_row(photo, spec, settings, row, result, [photo.note, result.reason[0]], start)
 
 

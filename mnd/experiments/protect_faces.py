@@ -92,6 +92,7 @@ from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
 from mnd.errors import InputError
 from mnd.experiments.protect import (
     Settings,
+    Stage,
     Survive,
     Verdict,
     differs,
@@ -658,7 +659,8 @@ def _face_details(judge: FaceJudge, faces: torch.Tensor,
 
 def skipped_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, why: str, seconds: float) -> dict[str, Any]:
     """The report row of a photo that was not protected (no face found): nothing is written for it."""
-    return {**photo_columns(photo, spec, settings), "success": None, "faces": 0, "criterion": settings.criterion, "seconds": round(seconds, 2),
+    return {**photo_columns(photo, spec, settings), "success": None, "faces": 0, "criterion": settings.criterion,
+            "file": "", "seconds": round(seconds, 2),
             "note": "; ".join(n for n in (photo.note, f"{why}: skipped, nothing written") if n)}
 
 
@@ -666,8 +668,10 @@ ALREADY_MET = "every face already meets the criterion on the clean photo: not at
 
 
 def protect_face_photo(recogniser: nn.Module, spec: ModelSpec, photo: LoadedImage, path: str | Path,
-                       settings: Settings, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Protect every face of one photo, write it to ``path`` and return its report row (checked on the re-read file).
+                       settings: Settings, device: str | torch.device = "cpu", *, stage: Stage | None = None
+                       ) -> dict[str, Any]:
+    """Protect every face of one photo, write it to ``path`` (or ``stage`` it) and return its report row, checked
+    on the file re-read from disk.
 
     A photo without a face is skipped: its row says so, and nothing is written.
     """
@@ -680,8 +684,9 @@ def protect_face_photo(recogniser: nn.Module, spec: ModelSpec, photo: LoadedImag
     attack = prepare_attack(recogniser, spec, clean, faces, settings)
     result = attack_faces(attack, clean, settings, device)
     protected = attack.region.paste(clean, result.adversarial[0])
-    write_photo(protected, path, settings.output)
-    row = verify_faces(attack, path, clean, settings, device)
+    written, digest = write_photo(protected, path, settings.output, stage)
+    row = verify_faces(attack, written, clean, settings, device)
+    row.update(file=Path(path).name, sha256=digest)
     reason = result.reason[0]
     why = ALREADY_MET if reason == NOT_ATTACKED_MISCLASSIFIED else reason
     return report_row(photo, spec, settings, row, result, [photo.note, why], start)

@@ -12,6 +12,7 @@ where and how the row was made) for a grid's ``results.csv``;
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult
 from mnd.core.pixels import quantize
 from mnd.data.imageio import atomic_open
-from mnd.errors import InputError
+from mnd.data.outputs import sha256_of
+from mnd.errors import InputError, check_regular_file
 
 COLUMNS = [
     "image",
@@ -53,6 +55,8 @@ COLUMNS = [
     "lpips",
     "dists",
     *robustness.TRANSFORMS,
+    "file",
+    "sha256",
 ]
 """Columns of metrics.csv. The first fourteen (to ``note``) are the original interface; after them,
 beyond the paper:
@@ -73,7 +77,11 @@ beyond the paper:
   is still adversarial after what sharing does to it (Pillow's JPEG at that
   quality with 4:2:0 chroma, a 0.5x down-and-up resize:
   :mod:`mnd.core.robustness`); False for an image that was not a success;
-  empty when the attacked model was not at hand.
+  empty when the attacked model was not at hand;
+- ``file``, ``sha256``: the image file the row describes (its name in the
+  output folder; in a grid's ``results.csv`` its path under the results
+  folder) and the SHA-256 of its bytes, so a reader can check that the file
+  on disk is the one the row was computed on (:func:`describes`).
 
 Files written before these columns existed read with them empty (NaN).
 """
@@ -179,11 +187,13 @@ def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str
     """
     if not path.exists():
         return []
+    check_regular_file(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            header = reader.fieldnames
+            text = handle.read()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        header = reader.fieldnames
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         problem = getattr(exc, "strerror", None) or exc
         raise InputError(path, f"cannot read the existing results ({problem})") from None
@@ -194,12 +204,50 @@ def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str
             f"exists but is not an mnd results file (its columns are {shown[:80]!r}"
             f"{'...' if len(shown) > 80 else ''}); move it away or choose another output folder",
         )
+    if header is not None:
+        _check_complete(path, header, rows)
+        if columns is not None and not text.endswith("\n"):  # mnd ends every file it writes with a line end
+            raise InputError(path, "truncated or damaged: its last row is cut short; move it away or choose another "
+                             "folder")
     return rows
 
 
+ADDED: tuple[tuple[str, ...], ...] = (
+    ("margin", "eps", "ms_ssim", "haarpsi", "vif", "gmsd", "fsim", "ciede2000", *robustness.TRANSFORMS),
+    ("lpips", "dists"),
+    ("file", "sha256"),
+)
+"""The columns each release of mnd added to :data:`ORIGINAL_COLUMNS`, oldest first (a new column goes into
+:data:`COLUMNS` and a new entry here)."""
+
+
+def known_headers(columns: Sequence[str]) -> list[list[str]]:
+    """Every header mnd has written for a file of ``columns`` (:data:`COLUMNS`, :data:`GRID_COLUMNS`, a
+    protect report's), oldest first: ``columns`` less the columns added after each release.
+
+    >>> [len(h) for h in known_headers(COLUMNS)] == [14, 14 + len(ADDED[0]), 16 + len(ADDED[0]), len(COLUMNS)]
+    True
+    """
+    later = [set().union(*ADDED[k:]) for k in range(len(ADDED) + 1)]
+    return [[c for c in columns if c not in missing] for missing in later]
+
+
 def _ours(header: list[str], columns: list[str]) -> bool:
-    """``header`` is ``columns``, or, for :data:`COLUMNS`, the older :data:`ORIGINAL_COLUMNS`."""
-    return header == columns or (columns == COLUMNS and header == ORIGINAL_COLUMNS)
+    """``header`` is one that mnd wrote for files of ``columns`` (now or in an earlier release).
+
+    >>> _ours(COLUMNS[:14], COLUMNS), _ours(COLUMNS, COLUMNS), _ours(COLUMNS[:-1], COLUMNS)
+    (True, True, False)
+    """
+    return header in known_headers(columns)
+
+
+def _check_complete(path: Path, header: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Every row has exactly the header's fields: a truncated or damaged file is refused, never half-read."""
+    for number, row in enumerate(rows, start=1):
+        if None in row or any(value is None for value in row.values()):
+            fields = "more" if None in row else sum(v is not None for v in row.values())
+            raise InputError(path, f"truncated or damaged: row {number} has {fields} fields where the header has "
+                             f"{len(header)}; move it away or choose another folder")
 
 
 def merge_rows(
@@ -241,6 +289,113 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+# --- which row describes which file -------------------------------------------------------
+
+
+METRICS_CSV = "metrics.csv"
+"""The rows of ``mnd attack``'s output folder (:data:`COLUMNS`)."""
+
+REPORT_CSV = "report.csv"
+"""The rows of ``mnd protect``'s output folder (:data:`mnd.experiments.protect.REPORT_COLUMNS`)."""
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A CSV file of an output folder whose rows each describe one image file of the folder.
+
+    ``experiment``: the columns that say how a file was made; a run never
+    replaces a file that another experiment made (:func:`check_replaceable`).
+    """
+
+    csv: str
+    experiment: tuple[str, ...]
+    command: str
+
+    def file_of(self, row: Mapping[str, Any]) -> str:
+        """The name of the file a row describes: its ``file`` column (empty when nothing was written), or in a
+        row written before that column, the name made from its image."""
+        if "file" in row:
+            return str(row["file"] or "")
+        image = str(row.get("image", ""))
+        if self.csv == REPORT_CSV:  # the photo's stem and the format's suffix (mnd.experiments.protect.SUFFIX)
+            return Path(image).stem + (".jpg" if str(row.get("format", "")).startswith("jpeg") else ".png")
+        return f"{image}.png"
+
+    def describe(self, row: Mapping[str, Any]) -> str:
+        """How the file of ``row`` was made, in words: ``mnd attack --method bim --model m --targeted``."""
+        words = [self.command]
+        for column in self.experiment:
+            value = str(row.get(column, ""))
+            if column == "targeted":
+                words += ["--targeted"] if value == "True" else []
+            elif value:
+                words += [f"--{column}", value]
+        return " ".join(words)
+
+
+METRICS = Ledger(METRICS_CSV, ("method", "model", "targeted"), "mnd attack")
+REPORT = Ledger(REPORT_CSV, ("model", "targeted", "criterion"), "mnd protect")
+LEDGERS = (METRICS, REPORT)
+
+
+def _ledger_rows(folder: Path, ledger: Ledger, columns: Sequence[str] | None) -> list[dict[str, str]]:
+    """The rows of ``folder``'s ledger file; a file of that name that mnd did not write counts as none here (the
+    command that owns it refuses it)."""
+    try:
+        return read_rows(folder / ledger.csv, columns)
+    except InputError:
+        return []
+
+
+def check_replaceable(folder: Path, names: Sequence[str], ledger: Ledger, experiment: Mapping[str, Any],
+                      columns: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Refuse, before any work, a run that would replace a file another experiment made.
+
+    One output folder holds one row per file: a rerun of the same experiment
+    (the ``experiment`` columns of ``ledger``) replaces its own files and
+    rows; a file that a row of another experiment, or of the other command,
+    describes is never replaced (its row would describe a file no longer
+    there).
+
+    Args:
+        folder: the output folder.
+        names: the files this run writes.
+        ledger: this run's ledger (:data:`METRICS` or :data:`REPORT`).
+        experiment: this run's values of ``ledger.experiment``.
+        columns: each ledger file's expected header, by file name (others are read unchecked).
+
+    Raises:
+        InputError: naming the file, the experiment that made it and what to do.
+    """
+    wanted = set(names)
+    mine = {c: str(experiment.get(c, "")) for c in ledger.experiment}
+    for other in LEDGERS:
+        for row in _ledger_rows(folder, other, (columns or {}).get(other.csv)):
+            name = other.file_of(row)
+            if name not in wanted:
+                continue
+            if other is ledger and all(str(row.get(c, "")) == v for c, v in mine.items()):
+                continue
+            raise InputError(
+                folder / name,
+                f"holds the output of '{other.describe(row)}' (its row is in {other.csv}); this run "
+                f"('{ledger.describe(mine)}') would replace it: give each method and setting its own --out",
+            )
+
+
+def describes(row: Mapping[str, Any], folder: str | Path, ledger: Ledger = METRICS) -> bool:
+    """Whether the file ``row`` names is in ``folder`` with the content the row records (its SHA-256)."""
+    path = Path(folder) / ledger.file_of(row)
+    return bool(row.get("sha256")) and path.is_file() and sha256_of(path) == row["sha256"]
+
+
+def without_files(rows: Iterable[dict[str, Any]], names: Iterable[str], ledger: Ledger = METRICS
+                  ) -> list[dict[str, Any]]:
+    """``rows`` less every row that describes one of the files ``names``."""
+    names = set(names)
+    return [r for r in rows if ledger.file_of(r) not in names]
 
 
 RESULTS_CSV = "results.csv"
