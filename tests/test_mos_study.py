@@ -289,3 +289,40 @@ def test_the_book_shows_a_study_and_checks_the_mos_claim_from_it(results: Path, 
 
 def test_the_book_says_when_there_is_no_study(tmp_path: Path) -> None:
     assert "No browser study" in book.study_tables_html(tmp_path)[0]
+
+
+# --- hostile input: formulas in the CSVs, bad options, damaged study files -------------------------------------
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)"]
+
+
+def test_export_neutralises_formulas_but_keeps_numbers(results: Path, study: mos_study.Study, tmp_path: Path) -> None:
+    for name in [*FORMULAS, "-1.5", "ann"]:
+        rater = study.add_rater(name)
+        while (shown := study.next_pair(rater)) is not None:
+            study.record(rater, shown.pair_id, -1)
+    out = tmp_path / "raw.csv"
+    assert mnd_main(["mos", "export", str(results), "--study", "s1", "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["rater"] for r in rows} == {"'" + f for f in FORMULAS} | {"-1.5", "ann"}
+    assert {r["score"] for r in rows} == {"-1"}  # numbers stay numbers
+    assert {r["mnd_score"] for r in rows} == {"-1", "1", ""}
+    assert not any(cell.startswith(("=", "+", "@")) for r in rows for cell in r.values())
+
+
+def test_tables_neutralise_text_but_keep_negative_means(results: Path, study: mos_study.Study, tmp_path: Path) -> None:
+    with sqlite3.connect(study.path) as db:  # an image whose file name reads as a formula
+        db.execute("UPDATE pairs SET image = '=1+2' WHERE image = 'a'")
+    rater = study.add_rater("=cmd|' /C calc'!A0")
+    while (shown := study.next_pair(rater)) is not None:
+        is_control = shown.left_content == shown.right_content
+        mnd_left = study.pairs()[int(shown.pair_id[1:]) - 1]["left_content"] == shown.left_content
+        study.record(rater, shown.pair_id, 0 if is_control else (-2 if mnd_left else 2))
+    out = tmp_path / "tables.csv"
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["image"] for r in rows} == {"'=1+2", "b", "c", ""}
+    assert {r["mean"] for r in rows} == {"-2.0"}  # MND judged worse everywhere: a number, not text

@@ -23,6 +23,10 @@ difference between two identical images) are left out and counted; then
 :func:`mnd.book.mos.mos_table` gives the per-image mean and standard deviation
 per anchor and the "Average" rows.
 
+Both CSV outputs (:func:`export_ratings`, :func:`write_tables`) are written
+atomically, and a text cell a spreadsheet would run as a formula (a rater
+named ``=HYPERLINK(...)``) gets a leading ``'`` (:func:`csv_cell`).
+
 >>> check_name("pilot-1")
 'pilot-1'
 """
@@ -539,12 +543,34 @@ def open_study(results: str | Path, name: str) -> Study:
 # --- outputs ------------------------------------------------------------------------
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as data, never runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    (a rater's name, an image's name) gets a leading ``'``, the usual defence
+    against formula injection; numbers, and text that is a plain number, are
+    written as they are. Floats are written exactly (``repr``).
+
+    >>> [csv_cell(v) for v in ("=1+2", "-1.5", -1.5, "@ann", "-2+3", "ann", 3)]
+    ["'=1+2", '-1.5', '-1.5', "'@ann", "'-2+3", 'ann', 3]
+    """
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
 def check_output(study: Study, out: Path) -> Path:

@@ -95,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tables", help="compute the MOS tables (Tables III/IV/VIII/IX layout) as CSV",
                        description="Flip each score to 'MND versus the anchor', leave out raters who failed the "
-                       "control pairs, and write per image and anchor the mean and std, plus Average rows.")
+                       "control pairs, and write per image and anchor the mean and std, plus Average rows. A text "
+                       "cell that a spreadsheet would run as a formula (starting with =, +, -, @) gets a leading '.")
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_tables.csv)")
     p.add_argument("--control-limit", type=float, default=mos_study.CONTROL_LIMIT,
@@ -103,7 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: %(default)s)")
     p.set_defaults(func=_tables)
 
-    p = sub.add_parser("export", help="write every raw rating as CSV")
+    p = sub.add_parser("export", help="write every raw rating as CSV",
+                       description="Write every raw rating as CSV, one row per rating. A text cell that a "
+                       "spreadsheet would run as a formula (starting with =, +, -, @) gets a leading '.")
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_ratings.csv)")
     p.set_defaults(func=_export)
