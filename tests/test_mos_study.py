@@ -326,3 +326,17 @@ def test_tables_neutralise_text_but_keep_negative_means(results: Path, study: mo
         rows = list(csv.DictReader(handle))
     assert {r["image"] for r in rows} == {"'=1+2", "b", "c", ""}
     assert {r["mean"] for r in rows} == {"-2.0"}  # MND judged worse everywhere: a number, not text
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "-inf", "-1", "-0.5", "1e400"])
+def test_control_limit_must_be_a_finite_number_at_least_0(results: Path, study: mos_study.Study, limit: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    out = results / "mos" / "s1_tables.csv"
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", f"--control-limit={limit}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnd: error: --control-limit: must be a finite number >= 0") and err.count("\n") == 1
+    assert not out.exists()
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", "--control-limit", "0"]) == 0
+    with pytest.raises(InputError, match="control_limit"):
+        mos_study.mos_rows(study.ratings(), control_limit=float(limit))

@@ -37,6 +37,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import random
 import re
 import secrets
@@ -604,13 +605,27 @@ def control_means(ratings: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in found.items()}
 
 
+def check_control_limit(value: Any, where: str = "control_limit") -> float:
+    """``value`` as a control limit: a finite number >= 0 (``nan`` would leave out nobody, ``-1`` everybody).
+
+    >>> check_control_limit(1)
+    1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(where, f"must be a finite number >= 0 (the most mean |score| a rater may give the "
+                         f"control pairs), not {value!r}")
+    return float(value)
+
+
 def mos_rows(ratings: Sequence[Mapping[str, Any]], *, control_limit: float = CONTROL_LIMIT) -> MosReport:
     """The MOS rows (:func:`mnd.book.mos.mos_table`) of raw ratings, without the raters who failed the controls.
 
     ``ratings`` are :meth:`Study.ratings` rows. Each rater's view of a pair
     becomes one :class:`mnd.book.mos.Pair` (its own MND side), so
     :func:`mnd.book.mos.mnd_scores` flips the sign where that rater saw MND on the right.
+    ``control_limit`` must be a finite number >= 0 (:func:`check_control_limit`).
     """
+    control_limit = check_control_limit(control_limit)
     checked = control_means(ratings)
     excluded = sorted(r for r, m in checked.items() if m > control_limit)
     raters = sorted({str(r["rater"]) for r in ratings})

@@ -38,9 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tables(args: argparse.Namespace) -> int:
+    control_limit = mos_study.check_control_limit(args.control_limit, "--control-limit")
     study = _study(args)
     out = args.out or args.results / "mos" / f"{args.study}_tables.csv"
-    report = mos_study.write_tables(study, out, control_limit=args.control_limit)
+    report = mos_study.write_tables(study, out, control_limit=control_limit)
     print(report.summary())
     print(out)
     return 0
@@ -100,8 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_tables.csv)")
     p.add_argument("--control-limit", type=float, default=mos_study.CONTROL_LIMIT,
-                   help="leave out raters whose mean |score| on the control pairs is above this "
-                   "(default: %(default)s)")
+                   help="leave out raters whose mean |score| on the control pairs is above this, "
+                   "a finite number >= 0 (default: %(default)s)")
     p.set_defaults(func=_tables)
 
     p = sub.add_parser("export", help="write every raw rating as CSV",
