@@ -340,3 +340,20 @@ def test_control_limit_must_be_a_finite_number_at_least_0(results: Path, study: 
     assert mnd_main(["mos", "tables", str(results), "--study", "s1", "--control-limit", "0"]) == 0
     with pytest.raises(InputError, match="control_limit"):
         mos_study.mos_rows(study.ratings(), control_limit=float(limit))
+
+
+@pytest.mark.parametrize("command", ["export", "tables"])
+def test_an_output_that_is_a_folder_or_under_a_file_is_named_in_the_error(
+    results: Path, study: mos_study.Study, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    folder = tmp_path / "FOLDER"
+    folder.mkdir()
+    assert mnd_main(["mos", command, str(results), "--study", "s1", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"mnd: error: {folder}: is a folder, expected a CSV file path\n"
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["FOLDER", "results"]
+    plain = tmp_path / "notes.txt"
+    plain.write_text("mine\n")
+    assert mnd_main(["mos", command, str(results), "--study", "s1", "--out", str(plain / "x.csv")]) == 2
+    assert capsys.readouterr().err == f"mnd: error: {plain / 'x.csv'}: {plain} is a file, not a folder\n"
+    assert plain.read_text() == "mine\n"

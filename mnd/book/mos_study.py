@@ -575,7 +575,14 @@ def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[
 
 
 def check_output(study: Study, out: Path) -> Path:
-    """Refuse an output that would replace the study file or the grid's results table."""
+    """Refuse an output that is a folder, lies under a file, or would replace the study file or the grid's table."""
+    if out.is_dir():
+        raise InputError(out, "is a folder, expected a CSV file path")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(out, f"{parent} is a file, not a folder")
+            break
     target = out.resolve()
     protected = {study.path.resolve(), *(Path(f"{study.path.resolve()}{s}") for s in ("-wal", "-shm")),
                  (study.path.parent.parent / experiments.RESULTS_CSV).resolve()}
