@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import socketserver
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -357,3 +360,53 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_named_in_the_error(
     assert mnd_main(["mos", command, str(results), "--study", "s1", "--out", str(plain / "x.csv")]) == 2
     assert capsys.readouterr().err == f"mnd: error: {plain / 'x.csv'}: {plain} is a file, not a folder\n"
     assert plain.read_text() == "mine\n"
+
+
+def _zero_a_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle:middle + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def _sql(statement: str) -> Any:
+    def damage(path: Path) -> None:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute(statement)
+            db.commit()
+    return damage
+
+
+DAMAGE = {
+    "a zeroed page": (_zero_a_page, "the study file is damaged"),
+    "no sessions table": (_sql("DROP TABLE sessions"), "not a study file of this version of mnd (no table sessions)"),
+    "no ratings table": (_sql("DROP TABLE ratings"), "not a study file of this version of mnd (no table ratings)"),
+    "a column missing": (_sql("ALTER TABLE assignments DROP COLUMN shown_at"), "table assignments lacks shown_at"),
+    "unreadable settings": (_sql("UPDATE study SET args = 'nope'"), "its settings are unreadable"),
+    "settings of another shape": (_sql("""UPDATE study SET args = '{"a": 1}'"""), "its settings are unreadable"),
+    "garbage": (lambda p: p.write_bytes(b"garbage" * 1000), "file is not a database"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:8192]), "malformed"),
+    "a folder": (lambda p: (p.unlink(), p.mkdir()), "is a folder, not a study file"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_serve_refuses_a_damaged_study_before_listening(results: Path, study: mos_study.Study, damage: str,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    spoil, problem = DAMAGE[damage]
+    spoil(study.path)
+
+    def listening(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started on a damaged study")
+
+    monkeypatch.setattr(socketserver.BaseServer, "serve_forever", listening)
+    assert mnd_main(["mos", "serve", str(results), "--study", "s1", "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"mnd: error: {study.path}: ") and captured.err.count("\n") == 1
+    assert problem in captured.err
+    for command in ("tables", "export"):  # the other commands say the same
+        assert mnd_main(["mos", command, str(results), "--study", "s1"]) == 2
+        assert capsys.readouterr().err == captured.err

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -184,15 +185,36 @@ class Study:
     """One study's SQLite file. Each call opens its own connection, so one object serves many threads."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open a study file, refusing (``InputError`` naming the file) one that is damaged or not a study."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError(self.path, "is a folder, not a study file")
         if not self.path.is_file():
             raise InputError(self.path, "no such study; create it with --dataset and --setting")
         with self._connect() as db:
+            self._check_file(db)
             row = db.execute("SELECT name, schema_version, args FROM study").fetchone()
         if row is None or row[1] != SCHEMA_VERSION:
             raise InputError(self.path, "not a study file of this version of mnd")
-        self.name: str = row[0]
-        self.args = StudyArgs(**{**json.loads(row[2]), "anchors": tuple(json.loads(row[2])["anchors"])})
+        try:
+            args = json.loads(row[2])
+            self.args = StudyArgs(**{**args, "anchors": tuple(args["anchors"])})
+        except (TypeError, ValueError, KeyError):
+            problem = "not a study file of this version of mnd (its settings are unreadable)"
+            raise InputError(self.path, problem) from None
+        self.name: str = str(row[0])
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Refuse a damaged file (SQLite's quick check) or one without this version's tables and columns."""
+        problems = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise InputError(self.path, f"the study file is damaged (SQLite's check says: {' '.join(problems)[:200]})")
+        for table, columns in _schema_columns().items():
+            found = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in found]
+            if missing:
+                lack = f"no table {table}" if not found else f"table {table} lacks {', '.join(missing)}"
+                raise InputError(self.path, f"not a study file of this version of mnd ({lack})")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -382,6 +404,18 @@ class Study:
             for key in ("shown_at", "answered_at"):
                 r[key] = _iso(r[key])
         return rows
+
+
+@functools.cache
+def _schema_columns() -> dict[str, list[str]]:
+    """Table -> its columns, as :data:`_SCHEMA` makes them."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        db.close()
 
 
 def _iso(stamp: float | None) -> str:
