@@ -410,3 +410,26 @@ def test_serve_refuses_a_damaged_study_before_listening(results: Path, study: mo
     for command in ("tables", "export"):  # the other commands say the same
         assert mnd_main(["mos", command, str(results), "--study", "s1"]) == 2
         assert capsys.readouterr().err == captured.err
+
+
+def test_a_results_table_that_cannot_be_read_is_one_error(results: Path) -> None:
+    table = results / experiments.RESULTS_CSV
+    header, *lines = table.read_text().splitlines()
+    column = header.split(",").index("iterations")
+    cells = lines[0].split(",")
+    cells[column] = "many"
+    table.write_text("\n".join([header, ",".join(cells), *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match="cannot read the results"):
+        mos_study.create_study(results, "s1", DATASET, SETTING)
+    table.write_text("photo,model\nx,y\n")
+    with pytest.raises(InputError, match="not a grid results table: no column dataset, setting, image, method"):
+        mos_study.create_study(results, "s1", DATASET, SETTING)
+    assert not (results / "mos" / "s1.sqlite").exists()
+
+
+def test_anchors_given_twice_and_too_many_controls_are_refused(results: Path) -> None:
+    with pytest.raises(InputError, match="'bim' is given twice"):
+        mos_study.create_study(results, "s1", DATASET, SETTING, anchors=["bim", "pgd", "bim"])
+    with pytest.raises(InputError, match="more than 1000 control pairs"):
+        mos_study.create_study(results, "s1", DATASET, SETTING, controls=10**9)
+    assert not (results / "mos" / "s1.sqlite").exists()

@@ -65,6 +65,11 @@ CONTROL_LIMIT = 1.0
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_RATER_NAME = 64
+MAX_CONTROLS = 1000
+"""The most control pairs a study may have (each rater rates every one)."""
+
+RESULT_COLUMNS = ("dataset", "setting", "image", "method", "success")
+"""The columns of the grid's ``results.csv`` a study is drawn from."""
 
 EXPORT_COLUMNS = [
     "study", "rater", "pair_id", "dataset", "setting", "image", "image_id", "versus", "is_control", "position",
@@ -439,9 +444,16 @@ def _succeeded(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) ->
 
 def _draw(results: Path, args: StudyArgs) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """(images I1.., (image, anchor) pairs, control images) for a study; refuses a study with no pair."""
-    rows = experiments.read_results(results)
+    table = results / experiments.RESULTS_CSV
+    try:
+        rows = experiments.read_results(results)
+    except ValueError as exc:  # a number column holding something else
+        raise InputError(table, f"cannot read the results ({exc})") from None
     if not rows:
-        raise InputError(results / experiments.RESULTS_CSV, "no results here (run the grid first)")
+        raise InputError(table, "no results here (run the grid first)")
+    missing = [c for c in RESULT_COLUMNS if c not in rows[0]]
+    if missing:
+        raise InputError(table, f"not a grid results table: no column {', '.join(missing)}")
     where = f"{args.dataset}/{args.setting}"
     if not any(r["dataset"] == args.dataset and r["setting"] == args.setting for r in rows):
         found = sorted({f"{r['dataset']}/{r['setting']}" for r in rows})
@@ -532,9 +544,14 @@ def create_study(
     path = study_path(results, name)
     if images < 1 or controls < 0:
         raise InputError("--images" if images < 1 else "--controls", "must be at least 1 (controls: 0)")
+    if controls > MAX_CONTROLS:
+        raise InputError("--controls", f"{controls} is more than {MAX_CONTROLS} control pairs")
     unknown = [a for a in anchors or () if a not in MOS_ORDER]
     if unknown:
         raise InputError("--anchors", f"unknown anchor {unknown[0]!r}; choose from {', '.join(MOS_ORDER)}")
+    twice = [a for k, a in enumerate(anchors or ()) if a in list(anchors or ())[:k]]
+    if twice:
+        raise InputError("--anchors", f"{twice[0]!r} is given twice (each anchor's pairs would be rated twice)")
     args = StudyArgs(dataset, setting, int(seed), int(images), int(controls),
                      tuple(anchors) if anchors is not None else tuple(MOS_ORDER))
     if path.exists():

@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setting", choices=list(experiments.SETTINGS), help="attack setting (needed to create the study)")
     p.add_argument("--images", type=int, default=8, help="images in the study (default: %(default)s, as the paper)")
     p.add_argument("--controls", type=int, default=2,
-                   help="hidden control pairs, the clean image against itself (default: %(default)s)")
+                   help="hidden control pairs, the clean image against itself, 0 to "
+                   f"{mos_study.MAX_CONTROLS} (default: %(default)s)")
     p.add_argument("--anchors", nargs="+", metavar="ANCHOR",
                    help="anchors MND is compared with (default: every MOS anchor in the results)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and of each rater's order (default: 0)")
