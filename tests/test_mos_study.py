@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import socketserver
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -289,3 +292,144 @@ def test_the_book_shows_a_study_and_checks_the_mos_claim_from_it(results: Path, 
 
 def test_the_book_says_when_there_is_no_study(tmp_path: Path) -> None:
     assert "No browser study" in book.study_tables_html(tmp_path)[0]
+
+
+# --- hostile input: formulas in the CSVs, bad options, damaged study files -------------------------------------
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)"]
+
+
+def test_export_neutralises_formulas_but_keeps_numbers(results: Path, study: mos_study.Study, tmp_path: Path) -> None:
+    for name in [*FORMULAS, "-1.5", "ann"]:
+        rater = study.add_rater(name)
+        while (shown := study.next_pair(rater)) is not None:
+            study.record(rater, shown.pair_id, -1)
+    out = tmp_path / "raw.csv"
+    assert mnd_main(["mos", "export", str(results), "--study", "s1", "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["rater"] for r in rows} == {"'" + f for f in FORMULAS} | {"-1.5", "ann"}
+    assert {r["score"] for r in rows} == {"-1"}  # numbers stay numbers
+    assert {r["mnd_score"] for r in rows} == {"-1", "1", ""}
+    assert not any(cell.startswith(("=", "+", "@")) for r in rows for cell in r.values())
+
+
+def test_tables_neutralise_text_but_keep_negative_means(results: Path, study: mos_study.Study, tmp_path: Path) -> None:
+    with sqlite3.connect(study.path) as db:  # an image whose file name reads as a formula
+        db.execute("UPDATE pairs SET image = '=1+2' WHERE image = 'a'")
+    rater = study.add_rater("=cmd|' /C calc'!A0")
+    while (shown := study.next_pair(rater)) is not None:
+        is_control = shown.left_content == shown.right_content
+        mnd_left = study.pairs()[int(shown.pair_id[1:]) - 1]["left_content"] == shown.left_content
+        study.record(rater, shown.pair_id, 0 if is_control else (-2 if mnd_left else 2))
+    out = tmp_path / "tables.csv"
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["image"] for r in rows} == {"'=1+2", "b", "c", ""}
+    assert {r["mean"] for r in rows} == {"-2.0"}  # MND judged worse everywhere: a number, not text
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "-inf", "-1", "-0.5", "1e400"])
+def test_control_limit_must_be_a_finite_number_at_least_0(results: Path, study: mos_study.Study, limit: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    out = results / "mos" / "s1_tables.csv"
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", f"--control-limit={limit}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnd: error: --control-limit: must be a finite number >= 0") and err.count("\n") == 1
+    assert not out.exists()
+    assert mnd_main(["mos", "tables", str(results), "--study", "s1", "--control-limit", "0"]) == 0
+    with pytest.raises(InputError, match="control_limit"):
+        mos_study.mos_rows(study.ratings(), control_limit=float(limit))
+
+
+@pytest.mark.parametrize("command", ["export", "tables"])
+def test_an_output_that_is_a_folder_or_under_a_file_is_named_in_the_error(
+    results: Path, study: mos_study.Study, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    folder = tmp_path / "FOLDER"
+    folder.mkdir()
+    assert mnd_main(["mos", command, str(results), "--study", "s1", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"mnd: error: {folder}: is a folder, expected a CSV file path\n"
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["FOLDER", "results"]
+    plain = tmp_path / "notes.txt"
+    plain.write_text("mine\n")
+    assert mnd_main(["mos", command, str(results), "--study", "s1", "--out", str(plain / "x.csv")]) == 2
+    assert capsys.readouterr().err == f"mnd: error: {plain / 'x.csv'}: {plain} is a file, not a folder\n"
+    assert plain.read_text() == "mine\n"
+
+
+def _zero_a_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle:middle + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def _sql(statement: str) -> Any:
+    def damage(path: Path) -> None:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute(statement)
+            db.commit()
+    return damage
+
+
+DAMAGE = {
+    "a zeroed page": (_zero_a_page, "the study file is damaged"),
+    "no sessions table": (_sql("DROP TABLE sessions"), "not a study file of this version of mnd (no table sessions)"),
+    "no ratings table": (_sql("DROP TABLE ratings"), "not a study file of this version of mnd (no table ratings)"),
+    "a column missing": (_sql("ALTER TABLE assignments DROP COLUMN shown_at"), "table assignments lacks shown_at"),
+    "unreadable settings": (_sql("UPDATE study SET args = 'nope'"), "its settings are unreadable"),
+    "settings of another shape": (_sql("""UPDATE study SET args = '{"a": 1}'"""), "its settings are unreadable"),
+    "garbage": (lambda p: p.write_bytes(b"garbage" * 1000), "file is not a database"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:8192]), "malformed"),
+    "a folder": (lambda p: (p.unlink(), p.mkdir()), "is a folder, not a study file"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_serve_refuses_a_damaged_study_before_listening(results: Path, study: mos_study.Study, damage: str,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    rate_all(study, results, "ann", INTENDED["ann"], 0)
+    spoil, problem = DAMAGE[damage]
+    spoil(study.path)
+
+    def listening(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started on a damaged study")
+
+    monkeypatch.setattr(socketserver.BaseServer, "serve_forever", listening)
+    assert mnd_main(["mos", "serve", str(results), "--study", "s1", "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"mnd: error: {study.path}: ") and captured.err.count("\n") == 1
+    assert problem in captured.err
+    for command in ("tables", "export"):  # the other commands say the same
+        assert mnd_main(["mos", command, str(results), "--study", "s1"]) == 2
+        assert capsys.readouterr().err == captured.err
+
+
+def test_a_results_table_that_cannot_be_read_is_one_error(results: Path) -> None:
+    table = results / experiments.RESULTS_CSV
+    header, *lines = table.read_text().splitlines()
+    column = header.split(",").index("iterations")
+    cells = lines[0].split(",")
+    cells[column] = "many"
+    table.write_text("\n".join([header, ",".join(cells), *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match="cannot read the results"):
+        mos_study.create_study(results, "s1", DATASET, SETTING)
+    table.write_text("photo,model\nx,y\n")
+    with pytest.raises(InputError, match="not a grid results table: no column dataset, setting, image, method"):
+        mos_study.create_study(results, "s1", DATASET, SETTING)
+    assert not (results / "mos" / "s1.sqlite").exists()
+
+
+def test_anchors_given_twice_and_too_many_controls_are_refused(results: Path) -> None:
+    with pytest.raises(InputError, match="'bim' is given twice"):
+        mos_study.create_study(results, "s1", DATASET, SETTING, anchors=["bim", "pgd", "bim"])
+    with pytest.raises(InputError, match="more than 1000 control pairs"):
+        mos_study.create_study(results, "s1", DATASET, SETTING, controls=10**9)
+    assert not (results / "mos" / "s1.sqlite").exists()

@@ -12,8 +12,10 @@ import csv
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mnd.book import mos_study
+from mnd.book import mos_server, mos_study
 from mnd.cli.main import main as mnd_main
 from tests.test_mos_study import (
     CONTROL_ANSWERS,
@@ -245,3 +247,156 @@ def test_two_raters_in_a_browser_survive_a_killed_server(tmp_path: Path) -> None
     assert means == pytest.approx({k: v[0] for k, v in EXPECTED.items()})
     averages = {r["versus"]: float(r["mean"]) for r in rows if r["image_id"] == "Average"}
     assert averages == pytest.approx(EXPECTED_AVERAGE)
+
+
+# --- hostile requests over a raw socket: a 4xx answer, no traceback, no rating --------------------------------
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Any:
+    """A study served in this process on a loopback port (0.5 s request timeout), and a logged-in rater's cookie."""
+    results = make_results(tmp_path / "results")
+    study = mos_study.create_study(results, STUDY, DATASET, SETTING, controls=1)
+    _, token = study.login("eve")
+    server = mos_server.make_server(study, "127.0.0.1", 0, timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield study, server.server_address[1], f"Cookie: {mos_server.COOKIE}={token}\r\n".encode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _exchange(port: int, data: bytes, *, half_close: bool = False, wait: float = 10) -> bytes:
+    """Send raw bytes, optionally close our sending side, and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+def _status(answer: bytes) -> int:
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+    assert match, f"no HTTP answer: {answer[:200]!r}"
+    return int(match.group(1))
+
+
+def _rate_request(cookie: bytes, body: bytes, length: bytes | None = None, kind: bytes = b"application/json") -> bytes:
+    head = b"POST /rate HTTP/1.1\r\nHost: test\r\nContent-Type: " + kind + b"\r\n" + cookie
+    if length is not None:
+        head += b"Content-Length: " + length + b"\r\n"
+    return head + b"\r\n" + body
+
+
+def test_a_whole_rating_over_a_raw_socket_is_recorded(live: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    study, port, cookie = live
+    body = json.dumps({"pair": "P001", "score": 2}).encode()
+    answer = _exchange(port, _rate_request(cookie, body, str(len(body)).encode()))
+    assert _status(answer) == 200 and b'"ok": true' in answer
+    assert [(r["rater"], r["pair_id"], r["score"]) for r in study.ratings()] == [("eve", "P001", 2)]
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("length", "status"), [
+    ("\u00b2".encode("latin-1"), 400),  # str.isdigit() says yes, int() says no
+    ("\u0663".encode(), 400),  # an Arabic-Indic digit, sent as UTF-8
+    (b"-28", 400), (b"+28", 400), (b"0x1c", 400), (b"28.0", 400), (b"", 400),
+    (b"28\r\nContent-Length: 29", 400),  # two lengths
+    (None, 411),
+    (b"5000", 413), (b"9" * 40, 413),
+    (b"9" * 5000, 413),  # int() refuses over 4300 digits
+])
+def test_a_malformed_content_length_is_answered_4xx(live: Any, capfd: pytest.CaptureFixture[str],
+                                                    length: bytes | None, status: int) -> None:
+    study, port, cookie = live
+    body = json.dumps({"pair": "P001", "score": 2}).encode()  # 28 bytes
+    assert _status(_exchange(port, _rate_request(cookie, body, length), half_close=True)) == status
+    assert study.ratings() == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_chunked_body_is_refused(live: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    study, port, cookie = live
+    body = json.dumps({"pair": "P001", "score": 2}).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    request = _rate_request(cookie + b"Transfer-Encoding: chunked\r\n", chunked)
+    assert _status(_exchange(port, request, half_close=True)) == 411
+    assert study.ratings() == [] and "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("body", [b"[" * 2000 + b"]" * 2000, b'{"score": ' + b"[" * 2000 + b"]" * 2000 + b"}"])
+def test_deeply_nested_json_is_answered_400(live: Any, capfd: pytest.CaptureFixture[str], body: bytes) -> None:
+    study, port, cookie = live
+    answer = _exchange(port, _rate_request(cookie, body, str(len(body)).encode()))
+    assert _status(answer) == 400 and b"nested too deeply" in answer
+    assert study.ratings() == [] and "Traceback" not in capfd.readouterr().err
+
+
+def test_a_body_shorter_than_its_length_is_never_recorded(live: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    study, port, cookie = live
+    body = json.dumps({"pair": "P001", "score": 2}).encode()
+    short = _rate_request(cookie, body, str(len(body) + 10).encode())
+    started = time.monotonic()
+    stalled = _exchange(port, short, wait=10)  # the client waits for more of its own body: the server gives up
+    assert _status(stalled) == 408 and time.monotonic() - started < 5
+    closed = _exchange(port, short, half_close=True)  # the client says it has sent everything
+    assert _status(closed) == 400 and b"ended after 28 of its 38 bytes" in closed
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # the whole body, a byte at a time
+        sock.sendall(_rate_request(cookie, b"", str(len(body)).encode()))
+        started = time.monotonic()
+        for byte in body:  # one byte every 0.1 s until the server answers
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+            sock.sendall(bytes([byte]))
+        trickled = sock.recv(65536)
+    assert _status(trickled) == 408 and time.monotonic() - started < 2.5  # 0.5 s for the body, not per byte
+    form = _rate_request(cookie, b"pair=P001&score=2", b"30", b"application/x-www-form-urlencoded")
+    assert _status(_exchange(port, form, half_close=True)) == 400
+    assert study.ratings() == [] and "Traceback" not in capfd.readouterr().err
+
+
+def test_a_stalled_request_line_or_login_is_dropped_without_a_traceback(
+    live: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    study, port, _ = live
+    assert _exchange(port, b"GET / HT") == b""  # never finished: the connection is closed, nothing else
+    login = b"POST /login HTTP/1.0\r\nContent-Length: 20\r\n\r\nname=mallory"
+    assert _status(_exchange(port, login)) == 408
+    with sqlite3.connect(study.path) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM raters")] == ["eve"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_failing_request_gets_500_and_one_line_on_stderr(live: Any, capfd: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    study, port, cookie = live
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(mos_study.Study, "image", broken)
+    answer = _exchange(port, b"GET /image/P001/left HTTP/1.0\r\n" + cookie + b"\r\n")
+    assert _status(answer) == 500
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "mnd: warning: a request from 127.0.0.1 failed (RuntimeError: disk on fire)" in err
+
+
+@pytest.mark.parametrize("host", ["a\x00b", "\u00e4" * 64, "x" * 300])
+def test_a_host_that_cannot_be_listened_on_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       host: str) -> None:
+    results = make_results(tmp_path / "results")
+    argv = ["mos", "serve", str(results), "--study", STUDY, "--dataset", DATASET, "--setting", SETTING,
+            "--host", host, "--port", "0"]
+    assert mnd_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnd: error: ") and err.count("\n") == 1 and "Traceback" not in err

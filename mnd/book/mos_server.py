@@ -13,6 +13,14 @@ method is on which side.
 unknown pair, already answered, malformed body, not logged in) gets a 4xx
 answer (JSON for a JSON request, a short HTML page otherwise) and writes
 nothing.
+
+A body must come with one plain decimal ``Content-Length`` of at most
+:data:`MAX_BODY` bytes (else 400, 411 or 413) and arrive in full: a body
+still incomplete :data:`REQUEST_TIMEOUT` seconds after its headers gets 408,
+one that ends early gets 400, and neither is recorded; a request line or
+headers left unfinished that long close the connection. A request the
+server fails on is answered 500 and reported in one line on stderr, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
@@ -38,6 +47,13 @@ from mnd.errors import InputError
 
 COOKIE = "mnd_rater"
 MAX_BODY = 4096
+"""The largest request body accepted, in bytes (a login or one answer is far smaller)."""
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds a client may stay silent while sending a request line or headers, and may take to send a whole body
+(then 408, or the connection is closed)."""
+
+_LENGTH = re.compile(r"[0-9]+")
 KEYS = "1234567"
 
 STYLE = """
@@ -172,6 +188,8 @@ class Handler(BaseHTTPRequestHandler):
     study: Study
     server_version = "mnd-rating"
     sys_version = ""
+    timeout = REQUEST_TIMEOUT  # socketserver sets it on the connection: a stalled client cannot hold a thread
+    _answered = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Quiet: raters' requests are not printed."""
@@ -180,6 +198,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, kind: str = "text/html; charset=utf-8",
               headers: dict[str, str] | None = None) -> None:
+        self._answered = True
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -215,17 +234,63 @@ class Handler(BaseHTTPRequestHandler):
         return self.study.rater_of(morsel.value) if morsel else None
 
     def _body(self) -> bytes | None:
-        """The request body, or None after answering 400/411/413."""
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "a body with a Content-Length is required")
-            return None
-        if int(length) > MAX_BODY:
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
-            return None
-        return self.rfile.read(int(length))
+        """The whole request body, or None after answering 400/408/411/413 (and closing the connection).
+
+        The length must be one plain decimal ``Content-Length`` (``str.isdigit``
+        also takes ``²``, which ``int`` refuses); a body that stops arriving
+        within :attr:`timeout` seconds, or ends before its length, is refused,
+        so nothing is ever recorded from part of a body.
+        """
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            return self._refuse_body(HTTPStatus.LENGTH_REQUIRED,
+                                     "send the body with a Content-Length (no Transfer-Encoding)")
+        if not lengths:
+            return self._refuse_body(HTTPStatus.LENGTH_REQUIRED, "a body with a Content-Length is required")
+        digits = lengths[0].strip()
+        if len(lengths) > 1 or not _LENGTH.fullmatch(digits):
+            shown = ", ".join(lengths)[:40]
+            return self._refuse_body(HTTPStatus.BAD_REQUEST, f"Content-Length {shown!r} is not a number of bytes")
+        significant = digits.lstrip("0") or "0"  # int() refuses over 4300 digits: a long number is too large anyway
+        length = int(significant) if len(significant) <= len(str(MAX_BODY)) else MAX_BODY + 1
+        if length > MAX_BODY:
+            return self._refuse_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
+        body, budget = b"", self.timeout or REQUEST_TIMEOUT
+        deadline = time.monotonic() + budget
+        try:
+            while len(body) < length:  # one deadline for the whole body, not one per byte that trickles in
+                self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = self.rfile.read1(length - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        except TimeoutError:
+            return self._refuse_body(HTTPStatus.REQUEST_TIMEOUT,
+                                     f"the body did not arrive within {budget:g} seconds")
+        finally:
+            self.connection.settimeout(self.timeout)
+        if len(body) < length:
+            return self._refuse_body(HTTPStatus.BAD_REQUEST,
+                                     f"the body ended after {len(body)} of its {length} bytes")
+        return body
+
+    def _refuse_body(self, status: int, problem: str) -> None:
+        """Answer a request whose body is not read (or not whole); the connection is closed after it."""
+        self.close_connection = True
+        self._refuse(status, problem)
 
     def _dispatch(self, routes: dict[str, Callable[..., None]]) -> None:
+        try:
+            self._route(routes)
+        except (ConnectionError, TimeoutError):  # the client went away or stalled mid-answer: no one to answer
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - a bug must not cost the rater an answer or print a traceback
+            self.close_connection = True
+            _report(self.client_address, exc)
+            if not self._answered:
+                self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, "the server could not handle this request")
+
+    def _route(self, routes: dict[str, Callable[..., None]]) -> None:
         path = urlsplit(self.path).path
         try:
             match = re.fullmatch(r"/image/([A-Za-z0-9]{1,16})/(left|right)", path)
@@ -347,6 +412,8 @@ class Handler(BaseHTTPRequestHandler):
                 pair, raw = fields.get("pair", [None])[0], fields.get("score", [None])[0]
         except (UnicodeDecodeError, ValueError) as exc:
             raise RatingRejected("body", f"malformed request body ({exc})", 400) from None
+        except RecursionError:  # e.g. [[[[...]]]] 2000 deep
+            raise RatingRejected("body", "malformed request body (nested too deeply)", 400) from None
         if not isinstance(pair, str) or not pair:
             raise RatingRejected("pair", "no pair id in the request", 400)
         if raw is None:
@@ -354,14 +421,42 @@ class Handler(BaseHTTPRequestHandler):
         return pair, raw
 
 
-def make_server(study: Study, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A threaded HTTP server for ``study`` (not started)."""
-    handler = type("StudyHandler", (Handler,), {"study": study})
+def _report(client: Any, exc: BaseException) -> None:
+    """One line on stderr for a request that failed inside the server."""
+    who = client[0] if isinstance(client, tuple) and client else client
+    print(f"mnd: warning: a request from {who} failed ({type(exc).__name__}: {' '.join(str(exc).split())})"[:500],
+          file=sys.stderr, flush=True)
+
+
+class StudyServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` that reports a failed request in one line (a client gone away: silently)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: D102 - socketserver's hook
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, (ConnectionError, TimeoutError)):
+            _report(client_address, exc)
+
+
+def make_server(study: Study, host: str = "127.0.0.1", port: int = 8000, *,
+                timeout: float = REQUEST_TIMEOUT) -> ThreadingHTTPServer:
+    """A threaded HTTP server for ``study`` (not started).
+
+    ``timeout``: seconds a client may stall while sending a request before it
+    is answered 408 or dropped.
+    """
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    handler = type("StudyHandler", (Handler,), {"study": study, "timeout": timeout})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = StudyServer((host, port), handler)
     except OSError as exc:
         raise InputError(f"{host}:{port}", f"cannot listen there ({exc.strerror or exc})") from None
-    server.daemon_threads = True
+    except OverflowError:
+        raise InputError("--port", f"{port} is not a port number (0 to 65535; 0 picks a free one)") from None
+    except (TypeError, ValueError) as exc:  # a NUL in the host name, a label over 63 characters
+        raise InputError("--host", f"{host!r} is not a host name or address ({exc})") from None
     return server
 
 

@@ -23,6 +23,10 @@ difference between two identical images) are left out and counted; then
 :func:`mnd.book.mos.mos_table` gives the per-image mean and standard deviation
 per anchor and the "Average" rows.
 
+Both CSV outputs (:func:`export_ratings`, :func:`write_tables`) are written
+atomically, and a text cell a spreadsheet would run as a formula (a rater
+named ``=HYPERLINK(...)``) gets a leading ``'`` (:func:`csv_cell`).
+
 >>> check_name("pilot-1")
 'pilot-1'
 """
@@ -31,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
+import math
 import random
 import re
 import secrets
@@ -59,6 +65,11 @@ CONTROL_LIMIT = 1.0
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_RATER_NAME = 64
+MAX_CONTROLS = 1000
+"""The most control pairs a study may have (each rater rates every one)."""
+
+RESULT_COLUMNS = ("dataset", "setting", "image", "method", "success")
+"""The columns of the grid's ``results.csv`` a study is drawn from."""
 
 EXPORT_COLUMNS = [
     "study", "rater", "pair_id", "dataset", "setting", "image", "image_id", "versus", "is_control", "position",
@@ -179,15 +190,36 @@ class Study:
     """One study's SQLite file. Each call opens its own connection, so one object serves many threads."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open a study file, refusing (``InputError`` naming the file) one that is damaged or not a study."""
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError(self.path, "is a folder, not a study file")
         if not self.path.is_file():
             raise InputError(self.path, "no such study; create it with --dataset and --setting")
         with self._connect() as db:
+            self._check_file(db)
             row = db.execute("SELECT name, schema_version, args FROM study").fetchone()
         if row is None or row[1] != SCHEMA_VERSION:
             raise InputError(self.path, "not a study file of this version of mnd")
-        self.name: str = row[0]
-        self.args = StudyArgs(**{**json.loads(row[2]), "anchors": tuple(json.loads(row[2])["anchors"])})
+        try:
+            args = json.loads(row[2])
+            self.args = StudyArgs(**{**args, "anchors": tuple(args["anchors"])})
+        except (TypeError, ValueError, KeyError):
+            problem = "not a study file of this version of mnd (its settings are unreadable)"
+            raise InputError(self.path, problem) from None
+        self.name: str = str(row[0])
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Refuse a damaged file (SQLite's quick check) or one without this version's tables and columns."""
+        problems = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise InputError(self.path, f"the study file is damaged (SQLite's check says: {' '.join(problems)[:200]})")
+        for table, columns in _schema_columns().items():
+            found = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in found]
+            if missing:
+                lack = f"no table {table}" if not found else f"table {table} lacks {', '.join(missing)}"
+                raise InputError(self.path, f"not a study file of this version of mnd ({lack})")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -379,6 +411,18 @@ class Study:
         return rows
 
 
+@functools.cache
+def _schema_columns() -> dict[str, list[str]]:
+    """Table -> its columns, as :data:`_SCHEMA` makes them."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        db.close()
+
+
 def _iso(stamp: float | None) -> str:
     """UTC time as ``2024-01-31T12:00:00.123Z`` ('' when unknown)."""
     if stamp is None:
@@ -400,9 +444,16 @@ def _succeeded(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) ->
 
 def _draw(results: Path, args: StudyArgs) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """(images I1.., (image, anchor) pairs, control images) for a study; refuses a study with no pair."""
-    rows = experiments.read_results(results)
+    table = results / experiments.RESULTS_CSV
+    try:
+        rows = experiments.read_results(results)
+    except ValueError as exc:  # a number column holding something else
+        raise InputError(table, f"cannot read the results ({exc})") from None
     if not rows:
-        raise InputError(results / experiments.RESULTS_CSV, "no results here (run the grid first)")
+        raise InputError(table, "no results here (run the grid first)")
+    missing = [c for c in RESULT_COLUMNS if c not in rows[0]]
+    if missing:
+        raise InputError(table, f"not a grid results table: no column {', '.join(missing)}")
     where = f"{args.dataset}/{args.setting}"
     if not any(r["dataset"] == args.dataset and r["setting"] == args.setting for r in rows):
         found = sorted({f"{r['dataset']}/{r['setting']}" for r in rows})
@@ -493,9 +544,14 @@ def create_study(
     path = study_path(results, name)
     if images < 1 or controls < 0:
         raise InputError("--images" if images < 1 else "--controls", "must be at least 1 (controls: 0)")
+    if controls > MAX_CONTROLS:
+        raise InputError("--controls", f"{controls} is more than {MAX_CONTROLS} control pairs")
     unknown = [a for a in anchors or () if a not in MOS_ORDER]
     if unknown:
         raise InputError("--anchors", f"unknown anchor {unknown[0]!r}; choose from {', '.join(MOS_ORDER)}")
+    twice = [a for k, a in enumerate(anchors or ()) if a in list(anchors or ())[:k]]
+    if twice:
+        raise InputError("--anchors", f"{twice[0]!r} is given twice (each anchor's pairs would be rated twice)")
     args = StudyArgs(dataset, setting, int(seed), int(images), int(controls),
                      tuple(anchors) if anchors is not None else tuple(MOS_ORDER))
     if path.exists():
@@ -539,16 +595,45 @@ def open_study(results: str | Path, name: str) -> Study:
 # --- outputs ------------------------------------------------------------------------
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as data, never runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    (a rater's name, an image's name) gets a leading ``'``, the usual defence
+    against formula injection; numbers, and text that is a plain number, are
+    written as they are. Floats are written exactly (``repr``).
+
+    >>> [csv_cell(v) for v in ("=1+2", "-1.5", -1.5, "@ann", "-2+3", "ann", 3)]
+    ["'=1+2", '-1.5', '-1.5', "'@ann", "'-2+3", 'ann', 3]
+    """
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
 def check_output(study: Study, out: Path) -> Path:
-    """Refuse an output that would replace the study file or the grid's results table."""
+    """Refuse an output that is a folder, lies under a file, or would replace the study file or the grid's table."""
+    if out.is_dir():
+        raise InputError(out, "is a folder, expected a CSV file path")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(out, f"{parent} is a file, not a folder")
+            break
     target = out.resolve()
     protected = {study.path.resolve(), *(Path(f"{study.path.resolve()}{s}") for s in ("-wal", "-shm")),
                  (study.path.parent.parent / experiments.RESULTS_CSV).resolve()}
@@ -578,13 +663,27 @@ def control_means(ratings: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in found.items()}
 
 
+def check_control_limit(value: Any, where: str = "control_limit") -> float:
+    """``value`` as a control limit: a finite number >= 0 (``nan`` would leave out nobody, ``-1`` everybody).
+
+    >>> check_control_limit(1)
+    1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(where, f"must be a finite number >= 0 (the most mean |score| a rater may give the "
+                         f"control pairs), not {value!r}")
+    return float(value)
+
+
 def mos_rows(ratings: Sequence[Mapping[str, Any]], *, control_limit: float = CONTROL_LIMIT) -> MosReport:
     """The MOS rows (:func:`mnd.book.mos.mos_table`) of raw ratings, without the raters who failed the controls.
 
     ``ratings`` are :meth:`Study.ratings` rows. Each rater's view of a pair
     becomes one :class:`mnd.book.mos.Pair` (its own MND side), so
     :func:`mnd.book.mos.mnd_scores` flips the sign where that rater saw MND on the right.
+    ``control_limit`` must be a finite number >= 0 (:func:`check_control_limit`).
     """
+    control_limit = check_control_limit(control_limit)
     checked = control_means(ratings)
     excluded = sorted(r for r, m in checked.items() if m > control_limit)
     raters = sorted({str(r["rater"]) for r in ratings})

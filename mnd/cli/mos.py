@@ -38,9 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tables(args: argparse.Namespace) -> int:
+    control_limit = mos_study.check_control_limit(args.control_limit, "--control-limit")
     study = _study(args)
     out = args.out or args.results / "mos" / f"{args.study}_tables.csv"
-    report = mos_study.write_tables(study, out, control_limit=args.control_limit)
+    report = mos_study.write_tables(study, out, control_limit=control_limit)
     print(report.summary())
     print(out)
     return 0
@@ -84,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--setting", choices=list(experiments.SETTINGS), help="attack setting (needed to create the study)")
     p.add_argument("--images", type=int, default=8, help="images in the study (default: %(default)s, as the paper)")
     p.add_argument("--controls", type=int, default=2,
-                   help="hidden control pairs, the clean image against itself (default: %(default)s)")
+                   help="hidden control pairs, the clean image against itself, 0 to "
+                   f"{mos_study.MAX_CONTROLS} (default: %(default)s)")
     p.add_argument("--anchors", nargs="+", metavar="ANCHOR",
                    help="anchors MND is compared with (default: every MOS anchor in the results)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and of each rater's order (default: 0)")
@@ -95,15 +97,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tables", help="compute the MOS tables (Tables III/IV/VIII/IX layout) as CSV",
                        description="Flip each score to 'MND versus the anchor', leave out raters who failed the "
-                       "control pairs, and write per image and anchor the mean and std, plus Average rows.")
+                       "control pairs, and write per image and anchor the mean and std, plus Average rows. A text "
+                       "cell that a spreadsheet would run as a formula (starting with =, +, -, @) gets a leading '.")
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_tables.csv)")
     p.add_argument("--control-limit", type=float, default=mos_study.CONTROL_LIMIT,
-                   help="leave out raters whose mean |score| on the control pairs is above this "
-                   "(default: %(default)s)")
+                   help="leave out raters whose mean |score| on the control pairs is above this, "
+                   "a finite number >= 0 (default: %(default)s)")
     p.set_defaults(func=_tables)
 
-    p = sub.add_parser("export", help="write every raw rating as CSV")
+    p = sub.add_parser("export", help="write every raw rating as CSV",
+                       description="Write every raw rating as CSV, one row per rating. A text cell that a "
+                       "spreadsheet would run as a formula (starting with =, +, -, @) gets a leading '.")
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_ratings.csv)")
     p.set_defaults(func=_export)
