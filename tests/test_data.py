@@ -16,6 +16,7 @@ from PIL import Image
 
 from mnd import data, models
 from mnd.cli import data as cli_data
+from mnd.cli.main import main
 from mnd.data import faces
 from mnd.data.imageio import load_rgb
 from mnd.errors import InputError
@@ -297,6 +298,35 @@ def test_bad_manifests(tmp_path: Path) -> None:
         data.read_manifest(short)
     with pytest.raises(InputError, match="no such manifest"):
         data.read_manifest(tmp_path / "absent.csv")
+
+
+def test_an_image_listed_twice_is_refused_not_counted_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_imagenet(tmp_path / "ilsvrc", per_class=2)
+    manifest = tmp_path / "imagenet10.csv"
+    data.write_manifest(data.select_imagenet10(root, per_class=1, progress=False), manifest)
+    lines = manifest.read_text().splitlines()
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([*lines, lines[3]]) + "\n")  # the third image again, as the 12th row (line 12)
+    path = lines[3].split(",")[3]
+    assert main(["data", "check", "imagenet", "--root", str(root), "--manifest", str(twice), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mnd: error: {twice}: line 12: {path} is listed twice (first on line 4); "
+                   "a manifest lists each image once\n")
+    # the same ImageNet file in the other layout is the same image (check_manifest finds it in either)
+    flat = lines[3].replace(path, path.split("/")[1])
+    (tmp_path / "layouts.csv").write_text("\n".join([*lines, flat]) + "\n")
+    with pytest.raises(InputError, match=rf"layouts\.csv: line 12: {path.split('/')[1]} is listed twice "
+                                         rf"\(first on line 4 as {path}\)"):
+        data.check_manifest(root, tmp_path / "layouts.csv", progress=False)
+    # VGGFace2 file names repeat across identities: only the same path is the same image
+    vgg = tmp_path / "vggface2_10.csv"
+    sha = "0" * 64
+    vgg.write_text(f"identity,class_index,path,sha256\nn000001,0,n000001/0001_01.jpg,{sha}\n"
+                   f"n000002,1,n000002/0001_01.jpg,{sha}\n")
+    assert len(data.read_manifest(vgg)[1]) == 2
+    vgg.write_text(vgg.read_text() + f"n000001,0,n000001/0001_01.jpg,{sha}\n")
+    with pytest.raises(InputError, match=r"vggface2_10\.csv: line 4: n000001/0001_01\.jpg is listed twice"):
+        data.read_manifest(vgg)
 
 
 # --------------------------------------------------------------------------
