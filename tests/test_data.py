@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import shutil
 import types
@@ -502,6 +503,34 @@ def test_export_embedded_writes_pngs_that_round_trip(tmp_path: Path) -> None:
     first = paths[0].read_bytes()
     data.export_embedded(tmp_path / "emb", ["chelsea"])
     assert paths[0].read_bytes() == first  # no timestamps: reruns give identical files
+
+
+def test_export_embedded_never_overwrites_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out / "chelsea.png")  # the user's own chelsea.png
+    mine = (out / "chelsea.png").read_bytes()
+    assert main(["data", "embedded", "--out", str(out), "--names", "coffee", "chelsea"]) == 2
+    assert capsys.readouterr().err == (f"mnd: error: {out / 'chelsea.png'}: exists and holds other pixels than "
+                                       "this embedded photo; mnd data embedded never overwrites a file: move it "
+                                       "away or choose another --out folder\n")
+    assert (out / "chelsea.png").read_bytes() == mine and sorted(os.listdir(out)) == ["chelsea.png"]  # nothing written
+    (out / "coffee.png").write_text("not a photo")
+    with pytest.raises(InputError, match=r"coffee\.png: exists and is not this embedded photo: not an image"):
+        data.export_embedded(out, ["coffee"])
+    (out / "coffee.png").unlink()
+    (out / "coffee.png").mkdir()
+    with pytest.raises(InputError, match=r"coffee\.png: is a folder"):
+        data.export_embedded(out, ["coffee"])
+    # a folder mnd wrote: a rerun keeps its photos as they are
+    ours = tmp_path / "ours"
+    assert main(["data", "embedded", "--out", str(ours), "--names", "coffee", "rocket"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote 2 images to {ours}"
+    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ours.iterdir()}
+    assert main(["data", "embedded", "--out", str(ours), "--names", "coffee", "rocket", "china"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote 1 images to {ours}; 2 already there with the same "
+                                                        "pixels, left as they are")
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ours.iterdir() if p.name != "china.png"} == stamps
 
 
 # --------------------------------------------------------------------------
