@@ -6,6 +6,10 @@
     mnd book --preset paper --set imagenet_root=/data/ILSVRC2012 --set vggface2_root=/data/VGGFace2
     mnd book --preset my-preset.toml --results results/mine --out book/_build/mine
     mnd book --preset paper --results /shared/r --shard 3/8   # one shard of the grid, no book (a job array)
+
+The preset's device (``--set device=...``) is checked before any work, as
+``mnd attack --device`` is: one this machine does not have is one line and
+exit status 2, not a traceback when the first model is moved to it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from pathlib import Path
 
 from mnd import book, experiments
+from mnd.cli.attack import check_device
 from mnd.data.imageio import check_writable_dir
 from mnd.data.paths import project_root
 from mnd.errors import InputError
@@ -26,6 +31,16 @@ def _load_preset(args: argparse.Namespace) -> experiments.Preset:
     except (ValueError, TypeError, KeyError) as exc:  # a value of the wrong type that the preset check missed
         where = "--set" if args.set else args.preset
         raise InputError(where, f"invalid preset value ({exc})") from None
+
+
+def _check_device(args: argparse.Namespace, preset: experiments.Preset) -> None:
+    """The preset's device must be one this machine has (as ``mnd attack --device``), before any work."""
+    try:
+        check_device(preset.device)
+    except InputError as exc:
+        given = any(item.partition("=")[0].strip() == "device" for item in args.set or ())
+        where = "--set device" if given else preset.path
+        raise InputError(where, exc.problem if given else f"device: {exc.problem}") from None
 
 
 def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
@@ -59,6 +74,7 @@ def _book(args: argparse.Namespace) -> int:
         if args.no_run:
             raise InputError("--shard", "runs a part of the grid; it cannot be combined with --no-run")
         experiments.Shard.parse(args.shard)  # a bad I/N is reported before any folder is touched
+    _check_device(args, preset)
     _check_folders(args, preset.name)
     if args.shard is not None:
         return _shard(args, preset)
