@@ -8,6 +8,10 @@ copies, the clean sources stay untouched), writes the generated "what
 reproduced" page from the results, and builds the HTML with Jupyter Book v1
 with execution off and warnings as errors.
 
+What can be refused is refused before the grid starts (:func:`check_build`):
+a ``results.csv`` that ``mnd`` did not write (or, to use the results as they
+are, none at all).
+
 The notebooks are thin: each starts with :func:`mnd.book.pages.setup`,
 then calls the book's helpers (:mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`,
 :mod:`~mnd.book.mos_page`) and the library; every number they show comes
@@ -271,6 +275,44 @@ class BookReport:
     seconds: dict[str, float]
 
 
+def _folders(preset: experiments.Preset, results: str | Path | None, out: str | Path | None,
+             source: str | Path | None) -> tuple[Path, Path, Path]:
+    """The results, build and source folders of :func:`build`, defaults filled in."""
+    return (Path(results) if results is not None else project_root() / "results" / preset.name,
+            Path(out) if out is not None else book_dir() / "_build" / preset.name,
+            Path(source) if source is not None else book_dir())
+
+
+def check_results(results: str | Path, *, run: bool = True) -> None:
+    """Refuse a results folder the book cannot use, before any work.
+
+    Its ``results.csv``, when there is one, must be one that ``mnd`` wrote
+    (:func:`mnd.experiments.read_rows` with :data:`mnd.experiments.GRID_COLUMNS`):
+    the grid merges into it and the notebooks read it. Without ``run`` (use the
+    results as they are) it must exist and hold rows.
+
+    Raises:
+        InputError: naming the folder or its ``results.csv``.
+    """
+    path = Path(results) / experiments.RESULTS_CSV
+    if os.path.lexists(path) and not path.is_file():
+        raise InputError(path, "is not a file")
+    if not run and not path.is_file():
+        raise InputError(results, f"no {experiments.RESULTS_CSV} here: run without --no-run first (or give --results)")
+    rows = experiments.read_rows(path, experiments.GRID_COLUMNS)
+    if not run and not rows:
+        raise InputError(path, "holds no result rows: run without --no-run first (or give --results)")
+
+
+def check_build(preset: experiments.Preset, *, results: str | Path | None = None, run: bool = True) -> None:
+    """What :func:`build` refuses before any work: the results (:func:`check_results`).
+
+    Raises:
+        InputError: naming the file or folder at fault; nothing is written.
+    """
+    check_results(_folders(preset, results, None, None)[0], run=run)
+
+
 def build(
     preset: experiments.Preset,
     *,
@@ -283,6 +325,9 @@ def build(
 ) -> BookReport:
     """``mnd book``: grid, notebooks, generated page, HTML.
 
+    Everything :func:`check_build` refuses is refused first, before the grid
+    runs.
+
     Args:
         preset: from :func:`mnd.experiments.presets.load_preset`.
         results: results folder (default ``results/<preset name>`` in the checkout).
@@ -294,13 +339,16 @@ def build(
         run: run the grid first (False: use the results as they are).
         progress: progress bars.
         log: where progress lines go.
+
+    Raises:
+        InputError: no source checkout, or what :func:`check_build` refuses.
+        MndError: a notebook failed, or the HTML build did.
     """
     root = project_root()
     if not notebook_dir().is_dir() or not book_dir().is_dir():
         raise InputError(root, "mnd book needs a source checkout (notebooks/ and book/ beside mnd/)")
-    results = Path(results) if results is not None else root / "results" / preset.name
-    out = Path(out) if out is not None else book_dir() / "_build" / preset.name
-    source = Path(source) if source is not None else book_dir()
+    results, out, source = _folders(preset, results, out, source)
+    check_build(preset, results=results, run=run)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     report = experiments.run_grid(preset, results, progress=progress) if run else None

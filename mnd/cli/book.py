@@ -7,9 +7,11 @@
     mnd book --preset my-preset.toml --results results/mine --out book/_build/mine
     mnd book --preset paper --results /shared/r --shard 3/8   # one shard of the grid, no book (a job array)
 
-The preset's device (``--set device=...``) is checked before any work, as
-``mnd attack --device`` is: one this machine does not have is one line and
-exit status 2, not a traceback when the first model is moved to it.
+Everything that can be refused is refused before any work, each one line and
+exit status 2: the preset and its ``--set`` values (the device included, as
+``mnd attack --device`` checks it: one this machine does not have is refused
+here, not when the first model is moved to it), then a ``results.csv`` that
+mnd did not write (or, with ``--no-run``, none, or one without rows).
 """
 
 from __future__ import annotations
@@ -43,14 +45,19 @@ def _check_device(args: argparse.Namespace, preset: experiments.Preset) -> None:
         raise InputError(where, exc.problem if given else f"device: {exc.problem}") from None
 
 
-def _check_folders(args: argparse.Namespace, preset_name: str) -> None:
-    """Folders the book writes must be writable, and --no-run needs results to show."""
-    if args.no_run:
-        results = args.results if args.results is not None else project_root() / "results" / preset_name
-        if not (results / experiments.RESULTS_CSV).is_file():
-            raise InputError(results, f"no {experiments.RESULTS_CSV} here: run without --no-run first (or give --results)")
-    if not book.notebook_dir().is_dir():
-        return  # book.build says that it needs a source checkout
+def _check_folders(args: argparse.Namespace, preset: experiments.Preset) -> None:
+    """The results must be usable, and the folders the book writes writable.
+
+    Nothing is written before the checks of :func:`mnd.book.check_build` pass
+    (a ``results.csv`` that mnd did not write; with ``--no-run``, none).
+    """
+    checkout = book.notebook_dir().is_dir()  # without one, book.build says that it needs a source checkout
+    if args.shard is not None:  # a shard writes no book: only its results folder matters
+        book.check_results(args.results if args.results is not None else project_root() / "results" / preset.name)
+    elif checkout:
+        book.check_build(preset, results=args.results, run=not args.no_run)
+    if not checkout:
+        return
     for option, folder in (("results", args.results), ("build", args.out), ("book source", args.source)):
         if folder is not None:
             check_writable_dir(folder, f"{option} folder")
@@ -75,7 +82,7 @@ def _book(args: argparse.Namespace) -> int:
             raise InputError("--shard", "runs a part of the grid; it cannot be combined with --no-run")
         experiments.Shard.parse(args.shard)  # a bad I/N is reported before any folder is touched
     _check_device(args, preset)
-    _check_folders(args, preset.name)
+    _check_folders(args, preset)
     if args.shard is not None:
         return _shard(args, preset)
     start = time.perf_counter()
