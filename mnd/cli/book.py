@@ -10,13 +10,23 @@
 Everything that can be refused is refused before any work, each one line and
 exit status 2: the preset and its ``--set`` values (the device included, as
 ``mnd attack --device`` checks it: one this machine does not have is refused
-here, not when the first model is moved to it), then a ``results.csv`` that
-mnd did not write (or, with ``--no-run``, none, or one without rows).
+here, not when the first model is moved to it), a ``results.csv`` that mnd
+did not write (or, with ``--no-run``, none, or one without rows), then the
+book source folder.
+
+``mnd book`` never overwrites a file it did not write. It lists what it
+writes into the source folder, with each file's SHA-256, in
+``notebooks/.mnd-book-source`` there, and on a rerun replaces only the files
+of that list that are unchanged since; a file it would write that is not on
+the list, or was changed, is refused and left as it is. The checkout's
+``book/``, which had no list before, keeps working: the files at its
+generated paths are taken as mnd's until it has one.
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from pathlib import Path
 
@@ -46,16 +56,16 @@ def _check_device(args: argparse.Namespace, preset: experiments.Preset) -> None:
 
 
 def _check_folders(args: argparse.Namespace, preset: experiments.Preset) -> None:
-    """The results must be usable, and the folders the book writes writable.
+    """The results and the book source folder must be usable, and the folders the book writes writable.
 
     Nothing is written before the checks of :func:`mnd.book.check_build` pass
-    (a ``results.csv`` that mnd did not write; with ``--no-run``, none).
+    (a foreign ``results.csv``, a source folder holding files mnd did not write).
     """
     checkout = book.notebook_dir().is_dir()  # without one, book.build says that it needs a source checkout
     if args.shard is not None:  # a shard writes no book: only its results folder matters
         book.check_results(args.results if args.results is not None else project_root() / "results" / preset.name)
     elif checkout:
-        book.check_build(preset, results=args.results, run=not args.no_run)
+        book.check_build(preset, results=args.results, source=args.source, run=not args.no_run)
     if not checkout:
         return
     for option, folder in (("results", args.results), ("build", args.out), ("book source", args.source)):
@@ -95,6 +105,20 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+SOURCE_EPILOG = """\
+source folder: mnd book writes into it the static pages (intro.md, reading-notes.md,
+_toc.yml; not into book/, where they are the sources), notebooks/<page>.ipynb and
+reproduction.md, and lists them with their SHA-256 in notebooks/.mnd-book-source.
+It never overwrites a file it did not write: a rerun replaces only files of that
+list that are unchanged since; any other file at those paths (or one changed since)
+is refused before anything runs, and left as it is. Other files are never touched.
+
+Checked before any work, each one line and exit status 2: the preset and --set
+values (a device this machine does not have), a results.csv that mnd did not write
+(with --no-run: none, or one without rows), then the source folder.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``book`` command to ``subparsers``.
 
@@ -106,9 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "book",
         help="run a preset's experiments and build the reproducibility book (HTML)",
-        description="Run the preset's grid (results already on disk are reused), execute every notebook with "
-        "papermill into the book's source folder, write the 'what reproduced' page from the results, build the "
-        "HTML with Jupyter Book, and print the path of its index.html.",
+        description=textwrap.fill(
+            "Run the preset's grid (results already on disk are reused), execute every notebook with papermill "
+            "into the book's source folder, write the 'what reproduced' page from the results, build the HTML "
+            "with Jupyter Book, and print the path of its index.html.", 80),
+        epilog=SOURCE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", required=True, metavar="NAME_OR_TOML",
                    help="a packaged preset (embedded, paper, tiny) or the path of a preset .toml file")
@@ -119,7 +146,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a preset value, e.g. max_iter=200, device=cuda, imagenet_root=/data/ILSVRC2012 "
                    "(repeatable)")
     p.add_argument("--source", type=Path, metavar="DIR",
-                   help="book source folder for the executed notebooks (default: book/)")
+                   help="book source folder for the executed notebooks (default: book/); mnd book never overwrites "
+                   "a file there that it did not write (see below)")
     p.add_argument("--no-run", action="store_true", help="do not run the grid; use the results folder as it is")
     p.add_argument("--shard", metavar="I/N",
                    help="run only shard I of N of the grid (1 <= I <= N) into --results and stop; shards can run at "
