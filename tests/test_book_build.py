@@ -1,7 +1,7 @@
-"""mnd book's checks before any work and its source folder policy.
+"""mnd book's checks before any work, its source folder policy and its kernels' shutdown.
 
-The checks run on small folders made here (no grid, no model); the last test
-executes one-cell notebooks the way :mod:`mnd.book.build` does.
+The checks run on small folders made here (no grid, no model); the kernel
+tests execute one- or two-cell notebooks the way :mod:`mnd.book.build` does.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def test_the_checkouts_book_folder_keeps_working(tmp_path: Path, monkeypatch: py
         book.check_source(checkout)
 
 
-# --- executing notebooks: records and refusals -----------------------------------------------
+# --- executing notebooks: records, refusals, and a quiet kernel shutdown ---------------------
 
 
 def _templates(folder: Path, cells: dict[str, str]) -> Path:
@@ -233,6 +233,70 @@ def _templates(folder: Path, cells: dict[str, str]) -> Path:
                     nbformat.v4.new_code_cell(code)]
         nbformat.write(nb, folder / f"{build.page(name).template}.ipynb")
     return folder
+
+
+SLOW_REPLY_TAIL = """\
+kernel = get_ipython().kernel
+reply = kernel.shell_handlers["kernel_info_request"]
+
+
+async def slow_tail(*args):
+    await reply(*args)
+    import time
+    time.sleep(1)  # the reply has gone out but the handler has not returned: where a busy machine is slow
+
+
+kernel.shell_handlers["kernel_info_request"] = slow_tail
+"""
+
+
+FAILING_REPLY_TAIL = SLOW_REPLY_TAIL.replace("time.sleep(1)", "raise ValueError('a real kernel error')")
+
+
+def test_a_successful_notebook_prints_no_kernel_error_and_real_ones_still_show(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """papermill shuts the kernel down once the reply to its last kernel_info request is in; a kernel that is
+    still inside that handler must not be interrupted (it logged "ERROR | KeyboardInterrupt caught in kernel.").
+    An error the kernel logs for a real reason is still printed."""
+    templates = _templates(tmp_path / "templates", {"01_losses": SLOW_REPLY_TAIL, "04_heatmaps": SLOW_REPLY_TAIL,
+                                                    "08_tradeoff": FAILING_REPLY_TAIL})
+    monkeypatch.setattr(build, "notebook_dir", lambda: templates)
+    preset = experiments.load_preset("tiny")
+    lines: list[str] = []
+    paths = book.execute_notebooks(preset, tmp_path / "results", tmp_path / "source",
+                                   names=["01_losses", "04_heatmaps"], log=lines.append)  # two at a time
+    captured = capfd.readouterr()
+    assert "ERROR" not in captured.out + captured.err, captured.out + captured.err
+    assert [p.name for p in paths] == ["01_losses.ipynb", "04_heatmaps.ipynb"] and len(lines) == 2
+    book.execute_notebooks(preset, tmp_path / "results", tmp_path / "source", names=["08_tradeoff"],
+                           log=lines.append)
+    err = capfd.readouterr().err
+    assert "ERROR | Exception in message handler" in err and "ValueError: a real kernel error" in err
+    assert "KeyboardInterrupt" not in err
+
+
+def test_a_kernel_still_busy_at_shutdown_is_still_stopped() -> None:
+    """Only an idle kernel is spared the interrupt: one whose cell does not return is interrupted, then killed."""
+    import asyncio
+    import time
+
+    async def shut_down_a_busy_kernel() -> tuple[bool, float]:
+        manager = build.kernel_manager_class()(kernel_name="python3", shutdown_wait_time=1.0)
+        await manager.start_kernel(extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        client = manager.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=60)
+            client.execute("import time\nwhile True: time.sleep(0.1)")
+            await asyncio.sleep(0.3)
+            start = time.perf_counter()
+            await manager.shutdown_kernel()
+            return await manager.is_alive(), time.perf_counter() - start
+        finally:
+            client.stop_channels()
+
+    alive, seconds = asyncio.run(shut_down_a_busy_kernel())
+    assert not alive and seconds < 4
 
 
 def test_executed_notebooks_are_recorded_and_a_changed_one_is_refused_before_any_kernel(

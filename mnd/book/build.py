@@ -24,8 +24,10 @@ from the results folder.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import re
@@ -330,6 +332,44 @@ def publish_notebook(path: str | Path, paths: Sequence[tuple[str, str]]) -> None
         nbformat.write(clean, handle)
 
 
+@functools.cache
+def kernel_manager_class() -> type:
+    """jupyter_client's ``AsyncKernelManager``, but an idle kernel is shut down without an interrupt.
+
+    jupyter_client's ``shutdown_kernel`` first sends the kernel SIGINT, then
+    the shutdown request. papermill shuts the kernel down as soon as the reply
+    to its last ``kernel_info_request`` arrives; ipykernel sends that reply
+    from inside its message handler, and until the handler has returned it
+    turns SIGINT into a KeyboardInterrupt, which it logs as ``[IPKernelApp]
+    ERROR | KeyboardInterrupt caught in kernel.``: a successful notebook then
+    prints an error (seen with two notebooks at a time on a busy machine).
+    This manager sends the shutdown request first and waits up to half of
+    ``shutdown_wait_time`` for the kernel to exit; only a kernel still running
+    then (a cell that does not return) gets jupyter_client's usual shutdown:
+    the interrupt, then SIGTERM and SIGKILL.
+    """
+    from jupyter_client.manager import AsyncKernelManager  # optional: the book extra (papermill's kernels)
+
+    class QuietShutdownKernelManager(AsyncKernelManager):  # type: ignore[misc, valid-type]
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            if not now and not restart and self.owns_kernel and self.has_kernel:
+                await self.request_shutdown()
+                try:
+                    await asyncio.wait_for(self._exited(), timeout=self.shutdown_wait_time / 2)
+                except asyncio.TimeoutError:
+                    pass  # still running: interrupt it, then terminate it, as jupyter_client does
+                else:
+                    await self.provisioner.wait()  # reaped: the usual shutdown below only cleans up
+                    now = True
+            await super().shutdown_kernel(now=now, restart=restart)
+
+        async def _exited(self) -> None:
+            while await self.is_alive():
+                await asyncio.sleep(0.02)
+
+    return QuietShutdownKernelManager
+
+
 def execute_notebooks(
     preset: experiments.Preset,
     results: Path,
@@ -364,6 +404,7 @@ def execute_notebooks(
     _check_files(source, [f"notebooks/{item.name}.ipynb" for item in pages])
     out_dir = source / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
 
     failed = threading.Event()  # after a failure, pages not started yet are not run; those running finish
 
@@ -379,6 +420,7 @@ def execute_notebooks(
                 parameters=parameters(preset, results, item.name),
                 kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                kernel_manager_class=manager,  # no SIGINT to an idle kernel at shutdown
             )
             publish_notebook(target, public_paths(preset, results, source))
         except papermill.PapermillExecutionError as exc:
