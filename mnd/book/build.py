@@ -513,7 +513,9 @@ def check_build(
     source: str | Path | None = None,
     run: bool = True,
 ) -> None:
-    """What :func:`build` refuses before any work: the results (:func:`check_results`), then the source folder (:func:`check_source`).
+    """What :func:`build` refuses before any work: the results, then the source folder.
+
+    :func:`check_results`, then :func:`check_source`.
 
     Raises:
         InputError: naming the file or folder at fault; nothing is written.
