@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import shutil
 import types
@@ -16,6 +17,7 @@ from PIL import Image
 
 from mnd import data, models
 from mnd.cli import data as cli_data
+from mnd.cli.main import main
 from mnd.data import faces
 from mnd.data.imageio import load_rgb
 from mnd.errors import InputError
@@ -299,6 +301,35 @@ def test_bad_manifests(tmp_path: Path) -> None:
         data.read_manifest(tmp_path / "absent.csv")
 
 
+def test_an_image_listed_twice_is_refused_not_counted_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_imagenet(tmp_path / "ilsvrc", per_class=2)
+    manifest = tmp_path / "imagenet10.csv"
+    data.write_manifest(data.select_imagenet10(root, per_class=1, progress=False), manifest)
+    lines = manifest.read_text().splitlines()
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([*lines, lines[3]]) + "\n")  # the third image again, as the 12th row (line 12)
+    path = lines[3].split(",")[3]
+    assert main(["data", "check", "imagenet", "--root", str(root), "--manifest", str(twice), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mnd: error: {twice}: line 12: {path} is listed twice (first on line 4); "
+                   "a manifest lists each image once\n")
+    # the same ImageNet file in the other layout is the same image (check_manifest finds it in either)
+    flat = lines[3].replace(path, path.split("/")[1])
+    (tmp_path / "layouts.csv").write_text("\n".join([*lines, flat]) + "\n")
+    with pytest.raises(InputError, match=rf"layouts\.csv: line 12: {path.split('/')[1]} is listed twice "
+                                         rf"\(first on line 4 as {path}\)"):
+        data.check_manifest(root, tmp_path / "layouts.csv", progress=False)
+    # VGGFace2 file names repeat across identities: only the same path is the same image
+    vgg = tmp_path / "vggface2_10.csv"
+    sha = "0" * 64
+    vgg.write_text(f"identity,class_index,path,sha256\nn000001,0,n000001/0001_01.jpg,{sha}\n"
+                   f"n000002,1,n000002/0001_01.jpg,{sha}\n")
+    assert len(data.read_manifest(vgg)[1]) == 2
+    vgg.write_text(vgg.read_text() + f"n000001,0,n000001/0001_01.jpg,{sha}\n")
+    with pytest.raises(InputError, match=r"vggface2_10\.csv: line 4: n000001/0001_01\.jpg is listed twice"):
+        data.read_manifest(vgg)
+
+
 # --------------------------------------------------------------------------
 # Preprocessing
 # --------------------------------------------------------------------------
@@ -472,6 +503,34 @@ def test_export_embedded_writes_pngs_that_round_trip(tmp_path: Path) -> None:
     first = paths[0].read_bytes()
     data.export_embedded(tmp_path / "emb", ["chelsea"])
     assert paths[0].read_bytes() == first  # no timestamps: reruns give identical files
+
+
+def test_export_embedded_never_overwrites_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out / "chelsea.png")  # the user's own chelsea.png
+    mine = (out / "chelsea.png").read_bytes()
+    assert main(["data", "embedded", "--out", str(out), "--names", "coffee", "chelsea"]) == 2
+    assert capsys.readouterr().err == (f"mnd: error: {out / 'chelsea.png'}: exists and holds other pixels than "
+                                       "this embedded photo; mnd data embedded never overwrites a file: move it "
+                                       "away or choose another --out folder\n")
+    assert (out / "chelsea.png").read_bytes() == mine and sorted(os.listdir(out)) == ["chelsea.png"]  # nothing written
+    (out / "coffee.png").write_text("not a photo")
+    with pytest.raises(InputError, match=r"coffee\.png: exists and is not this embedded photo: not an image"):
+        data.export_embedded(out, ["coffee"])
+    (out / "coffee.png").unlink()
+    (out / "coffee.png").mkdir()
+    with pytest.raises(InputError, match=r"coffee\.png: is a folder"):
+        data.export_embedded(out, ["coffee"])
+    # a folder mnd wrote: a rerun keeps its photos as they are
+    ours = tmp_path / "ours"
+    assert main(["data", "embedded", "--out", str(ours), "--names", "coffee", "rocket"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote 2 images to {ours}"
+    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ours.iterdir()}
+    assert main(["data", "embedded", "--out", str(ours), "--names", "coffee", "rocket", "china"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (f"wrote 1 images to {ours}; 2 already there with the same "
+                                                        "pixels, left as they are")
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ours.iterdir() if p.name != "china.png"} == stamps
 
 
 # --------------------------------------------------------------------------

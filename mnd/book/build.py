@@ -8,6 +8,14 @@ copies, the clean sources stay untouched), writes the generated "what
 reproduced" page from the results, and builds the HTML with Jupyter Book v1
 with execution off and warnings as errors.
 
+Everything that can be refused is refused before the grid starts
+(:func:`check_build`): a ``results.csv`` that ``mnd`` did not write, and a
+book source folder holding, where the book writes, a file that ``mnd book``
+did not write. ``mnd book`` never overwrites a file it did not write: it
+lists what it writes into a source folder, with each file's SHA-256, in
+:data:`SOURCE_MANIFEST`, and on a rerun replaces only files of that list that
+are unchanged since (:func:`check_source`).
+
 The notebooks are thin: each starts with :func:`mnd.book.pages.setup`,
 then calls the book's helpers (:mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`,
 :mod:`~mnd.book.mos_page`) and the library; every number they show comes
@@ -16,11 +24,13 @@ from the results folder.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -35,6 +45,7 @@ from mnd.book.claims import public_paths, reproduction_page, scrub
 from mnd.book.pages import GENERATED_PAGE, KERNEL, NOTEBOOKS, STATIC_PAGES, book_dir, config_file, notebook_dir, page
 from mnd.data.imageio import atomic_open
 from mnd.data.paths import project_root
+from mnd.data.testsets import sha256_file
 from mnd.errors import InputError, MndError
 
 
@@ -118,14 +129,158 @@ def fill_markdown(nb: Any, values: Mapping[str, Any], where: str) -> None:
             cell.source = PLACEHOLDER.sub(value, cell.source)
 
 
-def stage(source: Path) -> None:
-    """Make ``source`` a book source folder: copy the static pages there unless it is ``book/`` itself."""
-    source.mkdir(parents=True, exist_ok=True)
-    if source.resolve() == book_dir().resolve():
+SOURCE_MANIFEST = "notebooks/.mnd-book-source"
+"""Where a book source folder lists the files ``mnd book`` wrote into it (relative to the folder).
+
+A JSON file: ``{"written_by": "mnd book", "files": {path: sha256}}``, the
+paths relative to the source folder. A path whose SHA-256 is ``null`` was
+being written when a run stopped (interrupted, or a notebook running): it
+counts as ``mnd book``'s own. It lives in ``notebooks/`` (the executed
+notebooks' folder, which the checkout's ``book/.gitignore`` already leaves
+out of git) and is no page of the book.
+"""
+
+
+_MANIFEST_LOCK = threading.Lock()  # notebooks finish in worker threads and record their files at once
+
+
+def _is_book_dir(source: Path) -> bool:
+    return source.resolve() == book_dir().resolve()
+
+
+def source_files(source: str | Path, names: Sequence[str] = NOTEBOOKS) -> list[str]:
+    """What :func:`build` writes into ``source``, relative to it, in the order it writes them.
+
+    The static pages (:data:`STATIC_PAGES`, unless ``source`` is the
+    checkout's ``book/``, where they are the sources), the executed notebook
+    of each page of ``names`` and the generated page.
+    """
+    static = [] if _is_book_dir(Path(source)) else list(STATIC_PAGES)
+    return [*static, *(f"notebooks/{name}.ipynb" for name in names), GENERATED_PAGE]
+
+
+def _read_manifest(source: Path) -> dict[str, str | None] | None:
+    """The files ``mnd book`` wrote into ``source`` (:data:`SOURCE_MANIFEST`), or None when it has no list."""
+    path = source / SOURCE_MANIFEST
+    if not os.path.lexists(path):
+        return None
+    problem = "is not the list of files that mnd book wrote into this folder; move it away"
+    if path.is_symlink() or not path.is_file():
+        raise InputError(path, problem)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, f"{problem} (it cannot be read: {exc})") from None
+    files = data.get("files") if isinstance(data, dict) and data.get("written_by") == "mnd book" else None
+    if not isinstance(files, dict) or not all(isinstance(v, (str, type(None))) for v in files.values()):
+        raise InputError(path, problem)
+    return files
+
+
+def _not_ours(path: Path, recorded: Mapping[str, str | None], name: str, adopt: bool) -> str | None:
+    """Why ``mnd book`` may not write ``path`` (``name`` in ``source``), or None when it may."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink():
+        return "is a link; mnd book writes only files it made itself: move it away or choose another --source folder"
+    if not path.is_file():
+        return "is in the way (not a file): move it away or choose another --source folder"
+    if name in recorded:
+        digest = recorded[name]
+        if digest is None or sha256_file(path) == digest:  # None: being written when a run stopped
+            return None
+        return ("was changed since mnd book wrote it; mnd book never overwrites a file it did not write: "
+                "move it away (or delete it) to have it written again")
+    if adopt:  # book/ of the checkout before mnd book kept a list: its generated paths (book/.gitignore) are ours
+        return None
+    return ("exists and mnd book did not write it; mnd book never overwrites a file it did not write: "
+            "move it away or choose another --source folder")
+
+
+def _check_files(source: Path, names: Sequence[str]) -> None:
+    if os.path.lexists(source) and not source.is_dir():
+        raise InputError(source, "the book source folder exists and is not a folder")
+    notebooks = source / "notebooks"
+    if os.path.lexists(notebooks) and not notebooks.is_dir():
+        raise InputError(notebooks, "is in the way: mnd book writes the executed notebooks into a folder of this name")
+    recorded = _read_manifest(source)
+    adopt = recorded is None and _is_book_dir(source)
+    for name in names:
+        problem = _not_ours(source / name, recorded or {}, name, adopt)
+        if problem is not None:
+            raise InputError(source / name, problem)
+
+
+def check_source(source: str | Path, names: Sequence[str] = NOTEBOOKS) -> None:
+    """Refuse a book source folder where :func:`build` would overwrite a file it did not write.
+
+    ``mnd book`` writes into ``source`` only the files of :func:`source_files`
+    and replaces one only when it wrote it itself and it is unchanged since
+    (its SHA-256 is in :data:`SOURCE_MANIFEST`); every other file of the folder
+    is left alone. In the checkout's ``book/``, which had no list before,
+    the files at its generated paths (``book/.gitignore``) are taken as
+    ``mnd book``'s until it has one. Nothing is written here.
+
+    Raises:
+        InputError: naming the first file (or the folder) in the way.
+    """
+    source = Path(source)
+    _check_files(source, source_files(source, [page(name).name for name in names]))
+
+
+def _note(source: Path, name: str, digest: str | None) -> None:
+    """Record in :data:`SOURCE_MANIFEST` that ``mnd book`` writes (``None``) or wrote ``name`` in ``source``."""
+    with _MANIFEST_LOCK:
+        files = _read_manifest(source)
+        if files is None:  # the first list: in book/ it takes over the files at its generated paths (see _not_ours)
+            adopted = source_files(source) if _is_book_dir(source) else []
+            files = {n: sha256_file(source / n) for n in adopted
+                     if (source / n).is_file() and not (source / n).is_symlink()}
+        files[name] = digest
+        listing = {"written_by": "mnd book", "files": dict(sorted(files.items()))}
+        with atomic_open(source / SOURCE_MANIFEST, "w", encoding="utf-8") as handle:
+            json.dump(listing, handle, indent=1)
+            handle.write("\n")
+
+
+def _writing(source: Path, name: str) -> Path:
+    """Note that ``mnd book`` is about to write ``name`` in ``source`` (a crash then leaves it ours); its path."""
+    _note(source, name, None)
+    return source / name
+
+
+def _wrote(source: Path, name: str) -> None:
+    """Record the SHA-256 of ``name`` in ``source``, which ``mnd book`` has just written (when it exists)."""
+    if (source / name).is_file():
+        _note(source, name, sha256_file(source / name))
+
+
+def _write_file(source: Path, name: str, content: str | bytes) -> None:
+    """Write ``name`` in ``source`` atomically and record it as ``mnd book``'s (checked again just before)."""
+    _check_files(source, [name])
+    path = _writing(source, name)
+    mode, kwargs = ("wb", {}) if isinstance(content, bytes) else ("w", {"encoding": "utf-8"})
+    with atomic_open(path, mode, **kwargs) as handle:
+        handle.write(content)
+    _wrote(source, name)
+
+
+def stage(source: str | Path) -> None:
+    """Make ``source`` a book source folder: copy the static pages there unless it is ``book/`` itself.
+
+    Raises:
+        InputError: a static page's path holds a file that ``mnd book`` did
+            not write, or changed since (:func:`check_source`); nothing is
+            written then.
+    """
+    source = Path(source)
+    if _is_book_dir(source):
+        source.mkdir(parents=True, exist_ok=True)
         return
+    _check_files(source, STATIC_PAGES)
+    source.mkdir(parents=True, exist_ok=True)
     for name in STATIC_PAGES:
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(book_dir() / name, source / name)
+        _write_file(source, name, (book_dir() / name).read_bytes())
 
 
 HIDDEN_TAGS: dict[str, str] = {"injected-parameters": "remove-cell", "parameters": "hide-input"}
@@ -177,6 +332,44 @@ def publish_notebook(path: str | Path, paths: Sequence[tuple[str, str]]) -> None
         nbformat.write(clean, handle)
 
 
+@functools.cache
+def kernel_manager_class() -> type:
+    """jupyter_client's ``AsyncKernelManager``, but an idle kernel is shut down without an interrupt.
+
+    jupyter_client's ``shutdown_kernel`` first sends the kernel SIGINT, then
+    the shutdown request. papermill shuts the kernel down as soon as the reply
+    to its last ``kernel_info_request`` arrives; ipykernel sends that reply
+    from inside its message handler, and until the handler has returned it
+    turns SIGINT into a KeyboardInterrupt, which it logs as ``[IPKernelApp]
+    ERROR | KeyboardInterrupt caught in kernel.``: a successful notebook then
+    prints an error (seen with two notebooks at a time on a busy machine).
+    This manager sends the shutdown request first and waits up to half of
+    ``shutdown_wait_time`` for the kernel to exit; only a kernel still running
+    then (a cell that does not return) gets jupyter_client's usual shutdown:
+    the interrupt, then SIGTERM and SIGKILL.
+    """
+    from jupyter_client.manager import AsyncKernelManager  # optional: the book extra (papermill's kernels)
+
+    class QuietShutdownKernelManager(AsyncKernelManager):  # type: ignore[misc, valid-type]
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            if not now and not restart and self.owns_kernel and self.has_kernel:
+                await self.request_shutdown()
+                try:
+                    await asyncio.wait_for(self._exited(), timeout=self.shutdown_wait_time / 2)
+                except asyncio.TimeoutError:
+                    pass  # still running: interrupt it, then terminate it, as jupyter_client does
+                else:
+                    await self.provisioner.wait()  # reaped: the usual shutdown below only cleans up
+                    now = True
+            await super().shutdown_kernel(now=now, restart=restart)
+
+        async def _exited(self) -> None:
+            while await self.is_alive():
+                await asyncio.sleep(0.02)
+
+    return QuietShutdownKernelManager
+
+
 def execute_notebooks(
     preset: experiments.Preset,
     results: Path,
@@ -194,15 +387,24 @@ def execute_notebooks(
         names: pages of :data:`PAGES`, each executed from its template with its parameters.
         log: where progress lines go.
 
+    Each executed copy is recorded as ``mnd book``'s in :data:`SOURCE_MANIFEST`
+    (its SHA-256 once written, a failed page's copy too), and one is replaced
+    only when ``mnd book`` wrote it and it is unchanged since
+    (:func:`check_source`).
+
     Raises:
-        InputError: an unknown page.
+        InputError: an unknown page, or an executed copy's path holding a
+            file that ``mnd book`` did not write (nothing runs then).
         MndError: a notebook failed; the executed copy (with the error) is kept.
     """
     import papermill  # optional: the book extra
 
+    source = Path(source)
     pages = [page(name) for name in names]
+    _check_files(source, [f"notebooks/{item.name}.ipynb" for item in pages])
     out_dir = source / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
 
     failed = threading.Event()  # after a failure, pages not started yet are not run; those running finish
 
@@ -210,21 +412,25 @@ def execute_notebooks(
         if failed.is_set():
             return None
         start = time.perf_counter()
-        target = out_dir / f"{item.name}.ipynb"
+        name = f"notebooks/{item.name}.ipynb"
+        target = _writing(source, name)
         try:
             papermill.execute_notebook(
                 str(notebook_dir() / f"{item.template}.ipynb"), str(target),
                 parameters=parameters(preset, results, item.name),
                 kernel_name=KERNEL, cwd=str(out_dir), progress_bar=False, log_output=False,
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                kernel_manager_class=manager,  # no SIGINT to an idle kernel at shutdown
             )
+            publish_notebook(target, public_paths(preset, results, source))
         except papermill.PapermillExecutionError as exc:
             failed.set()
             raise MndError(f"notebook {item.name} failed ({exc.ename}: {exc.evalue}); see {target}") from None
         except BaseException:
             failed.set()
             raise
-        publish_notebook(target, public_paths(preset, results, source))
+        finally:
+            _wrote(source, name)  # the executed copy, a failed one too, is mnd book's
         log(f"executed {item.name} in {time.perf_counter() - start:.0f} s")
         return target
 
@@ -271,6 +477,54 @@ class BookReport:
     seconds: dict[str, float]
 
 
+def _folders(preset: experiments.Preset, results: str | Path | None, out: str | Path | None,
+             source: str | Path | None) -> tuple[Path, Path, Path]:
+    """The results, build and source folders of :func:`build`, defaults filled in."""
+    return (Path(results) if results is not None else project_root() / "results" / preset.name,
+            Path(out) if out is not None else book_dir() / "_build" / preset.name,
+            Path(source) if source is not None else book_dir())
+
+
+def check_results(results: str | Path, *, run: bool = True) -> None:
+    """Refuse a results folder the book cannot use, before any work.
+
+    Its ``results.csv``, when there is one, must be one that ``mnd`` wrote
+    (:func:`mnd.experiments.read_rows` with :data:`mnd.experiments.GRID_COLUMNS`):
+    the grid merges into it and the notebooks read it. Without ``run`` (use the
+    results as they are) it must exist and hold rows.
+
+    Raises:
+        InputError: naming the folder or its ``results.csv``.
+    """
+    path = Path(results) / experiments.RESULTS_CSV
+    if os.path.lexists(path) and not path.is_file():
+        raise InputError(path, "is not a file")
+    if not run and not path.is_file():
+        raise InputError(results, f"no {experiments.RESULTS_CSV} here: run without --no-run first (or give --results)")
+    rows = experiments.read_rows(path, experiments.GRID_COLUMNS)
+    if not run and not rows:
+        raise InputError(path, "holds no result rows: run without --no-run first (or give --results)")
+
+
+def check_build(
+    preset: experiments.Preset,
+    *,
+    results: str | Path | None = None,
+    source: str | Path | None = None,
+    run: bool = True,
+) -> None:
+    """What :func:`build` refuses before any work: the results, then the source folder.
+
+    :func:`check_results`, then :func:`check_source`.
+
+    Raises:
+        InputError: naming the file or folder at fault; nothing is written.
+    """
+    results_dir, _, source_dir = _folders(preset, results, None, source)
+    check_results(results_dir, run=run)
+    check_source(source_dir)
+
+
 def build(
     preset: experiments.Preset,
     *,
@@ -283,6 +537,11 @@ def build(
 ) -> BookReport:
     """``mnd book``: grid, notebooks, generated page, HTML.
 
+    Everything :func:`check_build` refuses is refused first, before the grid
+    runs. The book never overwrites a file it did not write: in the source
+    folder it replaces only files it wrote itself and that are unchanged
+    since (:func:`check_source`).
+
     Args:
         preset: from :func:`mnd.experiments.presets.load_preset`.
         results: results folder (default ``results/<preset name>`` in the checkout).
@@ -294,13 +553,16 @@ def build(
         run: run the grid first (False: use the results as they are).
         progress: progress bars.
         log: where progress lines go.
+
+    Raises:
+        InputError: no source checkout, or what :func:`check_build` refuses.
+        MndError: a notebook failed, or the HTML build did.
     """
     root = project_root()
     if not notebook_dir().is_dir() or not book_dir().is_dir():
         raise InputError(root, "mnd book needs a source checkout (notebooks/ and book/ beside mnd/)")
-    results = Path(results) if results is not None else root / "results" / preset.name
-    out = Path(out) if out is not None else book_dir() / "_build" / preset.name
-    source = Path(source) if source is not None else book_dir()
+    results, out, source = _folders(preset, results, out, source)
+    check_build(preset, results=results, source=source, run=run)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     report = experiments.run_grid(preset, results, progress=progress) if run else None
@@ -311,8 +573,7 @@ def build(
     start = time.perf_counter()
     execute_notebooks(preset, results, source, log=log)
     seconds["notebooks"] = time.perf_counter() - start
-    with atomic_open(source / GENERATED_PAGE, "w") as handle:
-        handle.write(reproduction_page(preset, results))
+    _write_file(source, GENERATED_PAGE, reproduction_page(preset, results))
     start = time.perf_counter()
     index = build_html(source, out)
     seconds["html"] = time.perf_counter() - start

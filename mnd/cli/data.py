@@ -10,6 +10,11 @@ paths are checked (created and written to) before any work starts.
     mnd data check imagenet --root PATH [--manifest CSV]
     mnd data check vggface2 --root PATH [--manifest CSV]
     mnd data embedded [--out DIR]
+
+``mnd data embedded`` never overwrites a file: a ``<name>.png`` already in
+``DIR`` is left as it is when it holds exactly that photo's pixels (a rerun),
+and refused otherwise (one line naming it, exit status 2), before any photo
+is written.
 """
 
 from __future__ import annotations
@@ -79,11 +84,19 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _embedded(args: argparse.Namespace) -> int:
-    check_writable_dir(args.out)
-    paths = data.export_embedded(args.out, args.names or None)
+    """``mnd data embedded``: never overwrites a file (see :func:`mnd.data.export_embedded`)."""
+    created = check_writable_dir(args.out)
+    names = args.names or data.EMBEDDED_NAMES
+    there = {name for name in names if (args.out / f"{name}.png").exists()}
+    try:
+        paths = data.export_embedded(args.out, names)
+    except BaseException:
+        remove_created(args.out, created)
+        raise
     for path in paths:
         print(path)
-    print(f"wrote {len(paths)} images to {args.out}")
+    kept = f"; {len(there)} already there with the same pixels, left as they are" if there else ""
+    print(f"wrote {len(paths) - len(there)} images to {args.out}{kept}")
     return 0
 
 
@@ -148,9 +161,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      metavar="{select,check,embedded}")
     _add_select(commands)
     _add_check(commands)
-    embedded = commands.add_parser("embedded", help="export the 7 photos shipped by installed packages as PNG")
-    embedded.add_argument("--out", type=Path, default=DEFAULT_EMBEDDED_DIR,
-                          help=f"folder to write (default {DEFAULT_EMBEDDED_DIR})")
+    embedded = commands.add_parser(
+        "embedded", help="export the 7 photos shipped by installed packages as PNG",
+        description="Write the embedded photos as DIR/<name>.png. Never overwrites a file: a <name>.png already "
+        "in DIR is left as it is when it holds exactly that photo's pixels (a rerun), and refused otherwise "
+        "(exit status 2, nothing written).")
+    embedded.add_argument("--out", type=Path, default=DEFAULT_EMBEDDED_DIR, metavar="DIR",
+                          help=f"folder to write (default {DEFAULT_EMBEDDED_DIR}); files already there are never "
+                          "overwritten")
     embedded.add_argument("--names", nargs="+", choices=data.EMBEDDED_NAMES, default=None,
                           help="only these images (default all)")
     embedded.set_defaults(func=_embedded)

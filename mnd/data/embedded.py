@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnd.data.imageio import atomic_open
+from mnd.data.imageio import atomic_open, load_rgb
 from mnd.errors import InputError
 
 
@@ -102,19 +103,52 @@ def embedded_images(names: Iterable[str] | None = None) -> list[EmbeddedImage]:
     return out
 
 
+def _kept_or_refused(path: Path, pixels: np.ndarray) -> bool:
+    """True when ``path`` already holds exactly ``pixels`` (left as it is), False when it is absent.
+
+    Raises:
+        InputError: naming ``path``: anything else is there (another image, a
+            file that is no image, a folder).
+    """
+    if not os.path.lexists(path):
+        return False
+    refuse = "mnd data embedded never overwrites a file: move it away or choose another --out folder"
+    if path.is_dir():
+        raise InputError(path, f"is a folder; {refuse}")
+    try:
+        same = np.array_equal(load_rgb(path).pixels, pixels)
+    except InputError as exc:
+        raise InputError(path, f"exists and is not this embedded photo: {exc.problem}; {refuse}") from None
+    if not same:
+        raise InputError(path, f"exists and holds other pixels than this embedded photo; {refuse}")
+    return True
+
+
 def export_embedded(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
     """Write the embedded photographs as ``<folder>/<name>.png`` (atomically, no timestamps).
 
+    Never overwrites a file. A ``<name>.png`` already there that holds
+    exactly the photo's pixels (a rerun) is left as it is; anything else at
+    that path is refused before any photo is written.
+
     Returns:
-        The written paths, in :data:`EMBEDDED_NAMES` order (or ``names`` order).
+        The paths of the photos, written now or already there, in
+        :data:`EMBEDDED_NAMES` order (or ``names`` order).
+
+    Raises:
+        InputError: an unknown name, ``folder`` is a file, or a
+            ``<name>.png`` there holds something else (naming that file).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "is a file, expected a folder")
+    images = embedded_images(names)
+    kept = {image.name for image in images if _kept_or_refused(folder / f"{image.name}.png", image.pixels)}
     paths = []
-    for image in embedded_images(names):
+    for image in images:
         path = folder / f"{image.name}.png"
-        with atomic_open(path, "wb") as handle:
-            Image.fromarray(image.pixels).save(handle, format="PNG")
+        if image.name not in kept:
+            with atomic_open(path, "wb") as handle:
+                Image.fromarray(image.pixels).save(handle, format="PNG")
         paths.append(path)
     return paths

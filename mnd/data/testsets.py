@@ -755,7 +755,8 @@ def read_manifest(path: str | Path) -> tuple[TestSet, list[ManifestRow]]:
         The test set (from the header) and the rows.
 
     Raises:
-        InputError: missing file, unknown header, or a malformed row.
+        InputError: missing file, unknown header, a malformed row, or an image
+            listed twice (naming the manifest and the repeated row).
     """
     path = Path(path)
     try:
@@ -777,7 +778,28 @@ def read_manifest(path: str | Path) -> tuple[TestSet, list[ManifestRow]]:
         raise InputError(path, f"cannot read manifest ({exc})") from None
     if not rows:
         raise InputError(path, "manifest has no rows")
+    _refuse_duplicates(path, testset, rows)
     return testset, rows
+
+
+def _refuse_duplicates(path: Path, testset: TestSet, rows: Sequence[ManifestRow]) -> None:
+    """InputError naming the manifest and the second row of an image it lists twice.
+
+    An image listed twice would be counted twice by :func:`check_manifest`
+    and attacked twice by a grid. ImageNet rows are the same image when their
+    file names are (a row is found in either layout, :func:`locate`, and the
+    ILSVRC2012 file names are unique); VGGFace2 rows when their paths are (file
+    names repeat across identities).
+    """
+    first: dict[str, tuple[int, str]] = {}
+    for line, row in enumerate(rows, start=2):
+        key = Path(row.path).name if testset == "imagenet10" else row.path
+        if key in first:
+            earlier, earlier_path = first[key]
+            again = "" if earlier_path == row.path else f" as {earlier_path}"
+            raise InputError(path, f"line {line}: {row.path} is listed twice (first on line {earlier}{again}); "
+                             "a manifest lists each image once")
+        first[key] = (line, row.path)
 
 
 def _places(folder: Path, row: ManifestRow, testset: TestSet) -> list[Path]:
