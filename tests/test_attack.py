@@ -387,7 +387,7 @@ def _hparams(tmp_path, old: str, new: str, name: str = "mine.toml"):
         ('optimizer = "adam"', 'optimizer = "sgd"', r"\[defaults\] optimizer = 'sgd': must be one of 'adam', 'gd'"),
         ('reduction = "mean"', 'reduction = "avg"', r"\[defaults\] reduction = 'avg': must be one of 'mean', 'sum'"),
         ('l2_form = "rms"', 'l2_form = "l2"', r"\[defaults\] l2_form = 'l2': must be one of 'rms', 'mse', 'sum'"),
-        ("max_iter = 1000", "max_iter = -5", r"\[defaults\] max_iter = -5: must be an integer >= 0"),
+        ("max_iter = 1000", "max_iter = -5", r"\[defaults\] max_iter = -5: must be an integer from 1 to 1000000"),
         ("max_iter = 1000", "max_iter = 10.5", r"max_iter = 10.5: must be an integer"),
         ("step_size = 1e-4", "step_size = 0", r"\[defaults\] step_size = 0: must be a number > 0"),
         ("straight_through = false", 'straight_through = "no"', r"straight_through = 'no': must be true or false"),

@@ -133,7 +133,8 @@ def test_through_the_registry(linear_model, images):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[refine]\nsteps = -1\n", "steps = -1: must be an integer >= 0"),
+    ("[refine]\nsteps = -1\n", "steps = -1: must be an integer from 0 to 1000000"),
+    ("[refine]\nsteps = 99999999999999999999\n", "steps = 99999999999999999999: must be an integer from 0 to 1000000"),
     ("[refine]\nstep_size = 0\n", "step_size = 0: must be a number > 0"),
     ("[refine]\nkeep = 'ssim'\n", "keep = 'ssim': must be one of 'psnr', 'perceptual'"),
     ("[refine]\nstep_sise = 1e-3\n", "unknown key 'step_sise' in [refine]"),

@@ -47,7 +47,7 @@ from torch import nn
 
 from mnd.core import losses, metrics
 from mnd.core.attack import AttackResult, StepRecord, generate, is_adversarial, perceptual_term
-from mnd.core.config import AttackConfig
+from mnd.core.config import MAX_ITER, AttackConfig
 from mnd.core.pixels import quantize
 from mnd.errors import InputError, read_text_file
 
@@ -86,8 +86,8 @@ class RefineConfig:
 
 def _problem(key: str, value: Any) -> str:
     """Why one knob's value is wrong ("" where it is fine)."""
-    if key == "steps" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        return f"steps = {value!r}: must be an integer >= 0"
+    if key == "steps" and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ITER):
+        return f"steps = {value!r}: must be an integer from 0 to {MAX_ITER}"
     if key == "step_size" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                or not math.isfinite(value) or value <= 0):
         return f"step_size = {value!r}: must be a number > 0"
