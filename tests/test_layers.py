@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),                                    # bottom: the exceptions every layer raises
     ("core.pixels", "core.losses", "core.metrics", "core.memory"),  # core: 8-bit grid, equations, measures, malloc
     ("core.config",),                               # core: eq. (7)'s weights, variants, hyper-parameter file
+    ("core.judge", "core.descent", "core.boosters"),  # core: the success rule, eq. (21)'s step, transfer boosters
     ("core.attack",),                               # core: Algorithm 1
     ("core.refine",),                               # core: MND + refinement (ours, not in the paper)
     ("core.robustness", "core.eot"),                # core: sharing transforms (JPEG, resize), their stand-ins

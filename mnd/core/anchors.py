@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mnd.core.attack import UNCHANGED, AttackResult, is_adversarial, margin_text, prepare_labels, with_margin
+from mnd.core.judge import combined, judged_logits
 from mnd.core.pixels import quantize
 from mnd.errors import InputError
 
@@ -104,8 +105,8 @@ def run(
     finite = torch.isfinite(adversarial).flatten(1).all(1)
     adversarial = torch.where(finite.view(-1, 1, 1, 1), adversarial, x)  # a non-finite image is never an output
     with torch.no_grad():
-        logits = model(adversarial).float()
-    adv_label = logits.argmax(1)
+        logits = judged_logits(model, adversarial)
+    adv_label = combined(logits).argmax(1)
     changed = (adversarial != x).flatten(1).any(1)
     success = is_adversarial(logits, lab, targeted=targeted, margin=margin) & lab.attacked & changed
     steps = int(getattr(attack, "steps", 1))

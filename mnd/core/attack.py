@@ -27,8 +27,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnd.core import losses
+from mnd.core import boosters, losses
 from mnd.core.config import AttackConfig
+from mnd.core.descent import Adam, descent_step
+from mnd.core.judge import (
+    NOT_ATTACKED_MISCLASSIFIED,
+    NOT_ATTACKED_NON_FINITE,
+    NOT_ATTACKED_ONE_CLASS,
+    NOT_ATTACKED_TARGET_IS_TRUE,
+    UNCHANGED,
+    Labels,
+    MarginView,
+    combined,
+    is_adversarial,
+    judged_logits,
+    margin_text,
+    prepare_labels,
+    with_margin,
+)
 from mnd.core.pixels import quantize
 
 
@@ -84,217 +100,11 @@ class AttackResult:
         return int(self.success.shape[0])
 
 
-NOT_ATTACKED_MISCLASSIFIED = "already misclassified: not attacked"
-
-
-NOT_ATTACKED_ONE_CLASS = "the model has a single class: no other class to reach, not attacked"
-
-
-NOT_ATTACKED_TARGET_IS_TRUE = (
-    "the eq. (5) target (least-likely class) is the true label: no target to reach, not attacked"
-)
-
-
-NOT_ATTACKED_NON_FINITE = "the model's output on the clean image is not finite (NaN or inf): not attacked"
-
-
-UNCHANGED = "the 8-bit output equals the input: not a success"
-
-
-def margin_text(margin: float) -> str:
-    """`` by a logit margin of M`` for a failure's reason, empty for the paper's margin 0."""
-    return f" by a logit margin of {margin:g}" if margin else ""
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Who is attacked and towards what (see :func:`prepare_labels`).
-
-    ``reasons`` says, per image, why it is not attacked ("" where it is).
-    """
-
-    clean: torch.Tensor
-    true: torch.Tensor
-    target: torch.Tensor | None
-    attacked: torch.Tensor
-    logits: torch.Tensor
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def goal(self) -> torch.Tensor:
-        """The label the loss uses: the target when targeted, else the true label."""
-        return self.target if self.target is not None else self.true
-
-
-@torch.no_grad()
-def prepare_labels(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, *, targeted: bool) -> Labels:
-    """Clean predictions, the label to attack away from, and the eq. (5) target.
-
-    Without ground truth the clean prediction stands in. An image is not
-    attacked when its clean prediction differs from its ground truth, when
-    the model's clean output is not finite, when the model has a single
-    class, or (targeted) when the eq. (5) target is the true label (all
-    outputs equal): the goal of an attack is never the true label.
-    """
-    logits = model(quantize(x)).float()
-    clean = logits.argmax(1)
-    true = clean if labels is None else labels.to(clean.device).long().view(-1)
-    if true.shape[0] != x.shape[0]:
-        raise ValueError(f"{true.shape[0]} labels for {x.shape[0]} images")
-    target = losses.least_likely_target(logits) if targeted else None
-    finite = torch.isfinite(logits).all(1)
-    checks = [
-        (torch.full_like(finite, logits.shape[1] < 2), NOT_ATTACKED_ONE_CLASS),
-        (~finite, NOT_ATTACKED_NON_FINITE),
-        (clean != true, NOT_ATTACKED_MISCLASSIFIED),
-        (target == true if target is not None else torch.zeros_like(finite), NOT_ATTACKED_TARGET_IS_TRUE),
-    ]
-    reasons = [""] * x.shape[0]
-    attacked = torch.ones_like(finite)
-    for failed, why in checks:
-        for i in failed.nonzero().flatten().tolist():
-            reasons[i] = reasons[i] or why
-        attacked &= ~failed
-    return Labels(clean=clean, true=true, target=target, attacked=attacked, logits=logits, reasons=tuple(reasons))
-
-
-def is_adversarial(logits: torch.Tensor, labels: Labels | torch.Tensor, *, targeted: bool,
-                   margin: float = 0.0) -> torch.Tensor:
-    """Non-targeted: the top class is not the true one; targeted: it is the target.
-
-    With ``margin`` > 0 (the attack-strength knob, not in the paper) the win
-    must be by at least ``margin`` logits: non-targeted, the best other class
-    beats the true one by ``margin``; targeted, the target beats every other
-    class by ``margin``. ``margin`` 0 is the paper's rule, the argmax, exactly.
-    Rows with a non-finite logit are never adversarial (their top class means nothing).
-
-    >>> u = torch.tensor([[2.0, 3.0, 0.0]])
-    >>> [is_adversarial(u, torch.tensor([0]), targeted=False, margin=m).item() for m in (0.0, 1.0, 1.5)]
-    [True, True, False]
-    """
-    goal = labels.goal if isinstance(labels, Labels) else labels
-    finite = torch.isfinite(logits).all(1)
-    if margin == 0:
-        pred = logits.argmax(1)
-        return (pred == goal if targeted else pred != goal) & finite
-    idx = goal.long().view(-1, 1)
-    own = logits.gather(1, idx).squeeze(1)
-    best_other = logits.scatter(1, idx, float("-inf")).amax(1)
-    lead = own - best_other if targeted else best_other - own
-    return (lead >= margin) & finite
-
-
-class MarginView(nn.Module):
-    """``model`` with the goal's logit moved by ``margin`` against the attacker.
-
-    Non-targeted, the true class's logit is raised by ``margin``; targeted, the
-    target's is lowered by it. So an attack that stops when its view's argmax
-    is adversarial stops only when the real logits meet :func:`is_adversarial`'s
-    margin: any attack becomes margin-aware without knowing it. ``goal`` has
-    one label per row of the batches the attack passes (it attacks those rows).
-    """
-
-    def __init__(self, model: nn.Module, goal: torch.Tensor, margin: float, *, targeted: bool) -> None:
-        super().__init__()
-        self.model, self.goal, self.margin, self.targeted = model, goal, float(margin), targeted
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        shift = torch.zeros_like(logits).scatter(1, self.goal.long().view(-1, 1).to(logits.device), self.margin)
-        return logits - shift if self.targeted else logits + shift
-
-
-def with_margin(model: nn.Module, goal: torch.Tensor, margin: float, *, targeted: bool) -> nn.Module:
-    """``model`` itself for ``margin`` 0 (the paper: nothing changes), else its :class:`MarginView`."""
-    return model if margin == 0 else MarginView(model, goal, margin, targeted=targeted)
-
-
 STOPPED_NON_FINITE_LOGITS = "non-finite logits or iterate"
 
 
 STOPPED_NON_FINITE_GRADIENT = "non-finite loss or gradient"
 """How the reason of an image stopped for non-finite values begins (float32 only)."""
-
-
-@dataclass(eq=False)
-class Adam:
-    """Adam's state for a batch of images, one row per image (Kingma and Ba, 2015).
-
-    The step count ``t`` is kept per image, so images that joined at different
-    times (the float32 continuation of ``amp``) each keep their own bias
-    correction, and an image attacked alone or in a batch takes the same steps.
-    """
-
-    step_size: float
-    """alpha of eq. (21), Adam's learning rate."""
-    m: torch.Tensor
-    v: torch.Tensor
-    t: torch.Tensor
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-
-    @classmethod
-    def start(cls, like: torch.Tensor, step_size: float) -> Adam:
-        """Zero moments and steps for a batch shaped like ``like``."""
-        t = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
-        return cls(step_size, torch.zeros_like(like), torch.zeros_like(like), t)
-
-    def step(self, z: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``z`` moved by one Adam step on ``grad``; updates the moments and step counts.
-
-        ``z - alpha * (m / c1) / (sqrt(v) / sqrt(c2) + eps)`` with per-image bias
-        corrections ``c1``, ``c2``, written as torch.optim.Adam writes it, in
-        eight element-wise passes.
-        """
-        self.t += 1
-        self.m.lerp_(grad, 1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        shape = (-1,) + (1,) * (z.ndim - 1)
-        # bias corrections in float64 as Python would compute them, one per image
-        c1 = (1 - self.b1 ** self.t.double()).view(shape)
-        c2 = (1 - self.b2 ** self.t.double()).view(shape)
-        denom = self.v.sqrt().div_(c2.sqrt().to(z.dtype)).add_(self.eps).mul_((c1 / self.step_size).to(z.dtype))
-        return torch.addcdiv(z, self.m, denom, value=-1)
-
-    def keep(self, rows: torch.Tensor) -> Adam:
-        """The state of ``rows`` only."""
-        return dataclasses.replace(self, m=self.m[rows], v=self.v[rows], t=self.t[rows])
-
-    @staticmethod
-    def joined(parts: list[Adam]) -> Adam:
-        """The states of several batches, one after the other."""
-        m, v, t = (torch.cat([getattr(p, k) for p in parts]) for k in ("m", "v", "t"))
-        return dataclasses.replace(parts[0], m=m, v=v, t=t)
-
-
-def descent_step(z: torch.Tensor, grad: torch.Tensor, *, step_size: float, adam: Adam | None = None) -> torch.Tensor:
-    """Eq. (21), ``Z^{t+1} = Z^t - alpha * dL(Z^t, X) / dZ^t``, projected onto [0, 1].
-
-    With ``adam`` (the default, ``optimizer="adam"``) the step is Adam's,
-    ``alpha * m_hat / (sqrt(v_hat) + eps)`` with per-image moments of the
-    gradient, instead of ``alpha * grad``: eq. (21) read literally
-    (``optimizer="gd"``, no ``adam``) barely moves an 8-bit image at the
-    paper's alpha = 1e-4 (book/reading-notes.md, section 2). Algorithm 1
-    projects into the feasible space once, at the end; this projects every
-    step, so Z stays in [0, 1].
-
-    Args:
-        z: (N, C, H, W) the iterate Z^t.
-        grad: (N, C, H, W) the gradient of eq. (1) at Z^t (eq. 20).
-        step_size: alpha.
-        adam: Adam's state for these images, updated in place; None for plain
-            gradient descent.
-
-    Returns:
-        Z^{t+1} in [0, 1].
-
-    >>> descent_step(torch.full((1, 1, 1, 2), 0.5), torch.tensor([[[[1.0, -1.0]]]]), step_size=0.25)
-    tensor([[[[0.2500, 0.7500]]]])
-    """
-    with torch.no_grad():
-        moved = adam.step(z, grad) if adam is not None else z - step_size * grad
-        return moved.clamp_(0, 1)
 
 
 def objective(
@@ -303,8 +113,15 @@ def objective(
     reference: losses.CleanReference,
     goal: torch.Tensor,
     config: AttackConfig,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (1) per image: ``L_adv(Z) + L_pqp(Z, X)``. Returns (loss, logits).
+
+    The logits are :func:`mnd.core.judge.judged_logits` (an ensemble's members,
+    (N, M, classes)); eq. (3)/(4) reads their mean. With the transfer
+    boosters of ``config`` (``diversity``, ``translation``) the adversarial
+    term's model sees :func:`mnd.core.boosters.boosted` Z, drawn with
+    ``generator`` (seeded 0 when None); the perceptual term sees Z.
 
     ``reference`` holds the clean batch X and its cached statistics. With
     ``config.straight_through`` the model and the perceptual loss see the
@@ -313,8 +130,12 @@ def objective(
     """
     # quantize(z) + (z - z) is exactly the 8-bit image, with d seen / d z = 1.
     seen = quantize(z).detach() + (z - z.detach()) if config.straight_through else z
-    logits = model(seen)
-    adv = losses.adversarial_loss(logits.float(), goal, targeted=config.targeted, r=config.r)
+    shown = seen
+    if config.diversity or config.translation:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        shown = boosters.boosted(seen, diversity=config.diversity, translation=config.translation, generator=generator)
+    logits = judged_logits(model, shown)
+    adv = losses.adversarial_loss(combined(logits), goal, targeted=config.targeted, r=config.r)
     return adv + perceptual_term(seen, reference, config), logits
 
 
@@ -340,7 +161,7 @@ class StepRecord:
         iterate: (k, C, H, W) the iterate Z^t.
         image: (k, C, H, W) its 8-bit version, which was classified.
         goal: (k,) the label the loss uses (the target when targeted).
-        logits: (k, classes) the model's float32 outputs on ``image`` (those
+        logits: (k, classes) the model's float32 outputs on ``image`` (an ensemble's member mean; those
             of the low-precision pass under ``amp``, except where it said
             adversarial: those are re-checked in float32).
         adv_loss: (k,) eq. (3) or (4) on ``logits``.
@@ -415,7 +236,7 @@ class _Running:
         changed = (image != self.last_image).flatten(1).any(1).nonzero().squeeze(1)
         if changed.numel():
             self.last_logits = self.last_logits.clone()
-            self.last_logits[changed] = model(image[changed]).float()
+            self.last_logits[changed] = judged_logits(model, image[changed])
             self.last_image = image
         return self.last_logits
 
@@ -482,10 +303,10 @@ def _check(model: nn.Module, image: torch.Tensor, logits: torch.Tensor, goal: to
         hits = done.nonzero().squeeze(1)
         with torch.no_grad():
             logits = logits.clone()
-            logits[hits] = model(image[hits]).float()
+            logits[hits] = judged_logits(model, image[hits])
         done = is_adversarial(logits, goal, targeted=config.targeted, margin=config.margin) & ~broken
         rejected[hits] = ~done[hits]
-    adv_loss = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
+    adv_loss = losses.adversarial_loss(combined(logits), goal, targeted=config.targeted, r=config.r)
     bad = (_non_finite(logits) | broken) & ~done
     return _Check(logits, adv_loss, done, rejected, broken, bad)
 
@@ -504,11 +325,11 @@ def _observe(observer: Observer, running: _Running, image: torch.Tensor, check: 
              config: AttackConfig) -> None:
     """Hand the iteration to the observer; without a check, Z = X and its clean logits are known."""
     if check is None:
-        logits = running.last_logits
+        logits = combined(running.last_logits)
         adv_loss = losses.adversarial_loss(logits, running.goal, targeted=config.targeted, r=config.r)
         done = torch.zeros_like(running.rows, dtype=torch.bool)
     else:
-        logits, adv_loss, done = check.logits, check.adv_loss, check.done
+        logits, adv_loss, done = combined(check.logits), check.adv_loss, check.done
     observer(StepRecord(running.rows, running.steps, running.z, image, running.goal, logits, adv_loss, done))
 
 
@@ -524,12 +345,12 @@ def _set_aside(running: _Running, mask: torch.Tensor, why: str, out: _Outputs, l
     return []
 
 
-def _forward(model: nn.Module, running: _Running, config: AttackConfig,
-             autocast: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(model: nn.Module, running: _Running, config: AttackConfig, autocast: Any,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. (1) at the iterate, ready for its gradient (eq. 20): (z, loss, logits)."""
     z = running.z.detach().requires_grad_(True)
     with autocast:
-        loss, logits = objective(model, z, running.reference, running.goal, config)
+        loss, logits = objective(model, z, running.reference, running.goal, config, generator)
     return z, loss, logits
 
 
@@ -544,6 +365,7 @@ def _iterate(
     bar: Any,
     observer: Observer | None,
     region: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[_Running]:
     """Algorithm 1 on the ``running`` images until each is adversarial or out of steps.
 
@@ -601,7 +423,7 @@ def _iterate(
                 break
 
         if loss is None:
-            z, loss, _ = _forward(model, running, config, autocast)
+            z, loss, _ = _forward(model, running, config, autocast, generator)
         (grad,) = torch.autograd.grad(loss.sum(), z)  # eq. (20)
         grad = grad[z_rows]
         bad = _non_finite(loss, grad)
@@ -624,7 +446,7 @@ def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, con
         torch.Tensor, torch.Tensor]:
     """The final float32 check of every returned image: (success, adversarial label); fills the reasons."""
     with torch.no_grad():
-        final_logits = model(out.adversarial).float()
+        final_logits = judged_logits(model, out.adversarial)
     changed = (out.adversarial != x).flatten(1).any(1)
     success = (out.success & is_adversarial(final_logits, lab, targeted=config.targeted, margin=config.margin)
                & lab.attacked & changed)
@@ -637,7 +459,7 @@ def _conclude(model: nn.Module, x: torch.Tensor, lab: Labels, out: _Outputs, con
             out.reason[i] = "the final float32 check does not find it adversarial"
         else:
             out.reason[i] = f"not adversarial{margin_text(config.margin)} after {int(out.iterations[i])} iterations"
-    return success, final_logits.argmax(1)
+    return success, combined(final_logits).argmax(1)
 
 
 def _check_region(region: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -706,12 +528,13 @@ def generate(
     adam = Adam.start(z, config.step_size) if config.optimizer == "adam" else None
     running = _Running.start(x, lab, rows, z, torch.zeros_like(rows), adam, at_clean=True)
     bar = tqdm(total=config.max_iter, desc="mnd", unit="it", disable=not config.progress, leave=False)
+    generator = torch.Generator().manual_seed(0)  # the boosters' draws: the same run gives the same image
     handed = _iterate(model, running, out, config, low_precision=config.amp, at_clean=True, bar=bar, observer=observer,
-                      region=region)
+                      region=region, generator=generator)
     if handed:  # amp: images that continue in float32
         rest = _Running.joined(handed, x, lab)
         _iterate(model, rest, out, config, low_precision=False, at_clean=False, bar=bar, observer=observer,
-                 region=region)
+                 region=region, generator=generator)
     bar.close()
     success, adv_label = _conclude(model, x, lab, out, config)
     extras = {"float32_fallback": int(sum(len(part.rows) for part in handed))} if config.amp else {}

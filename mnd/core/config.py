@@ -54,6 +54,16 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_ITER
 
 
+def valid_diversity(value: Any) -> bool:
+    """A probability from 0 to 1 (:attr:`AttackConfig.diversity`)."""
+    return _is_number(value) and 0 <= value <= 1
+
+
+def valid_translation(value: Any) -> bool:
+    """0 (off) or an odd kernel side from 3 to 31 (:attr:`AttackConfig.translation`)."""
+    return isinstance(value, int) and not isinstance(value, bool) and (value == 0 or (3 <= value <= 31 and value % 2))
+
+
 MAX_ITER = 1_000_000
 """The largest iteration budget anywhere (the paper's is 1000; a million MND iterations of a 224 px image take
 about a day on a CPU core)."""
@@ -120,6 +130,13 @@ class AttackConfig:
             the best other logit to beat the true one (non-targeted), or the
             target to beat every other (targeted), by at least ``margin``;
             the attack runs until it does. 0 is the paper's argmax rule.
+        diversity: transfer booster (not in the paper; :mod:`mnd.core.boosters`): the
+            probability that the model of the adversarial term sees a randomly
+            shrunk and padded copy of Z at a step (DI2FGSM's input diversity); 0: off.
+        translation: transfer booster: side of the Gaussian kernel that smooths
+            the adversarial term's gradient (TI's translation invariance), odd,
+            3 to 31; 0: off. Neither booster changes the perceptual loss or the
+            success check, which always reads the plain 8-bit image.
     """
 
     targeted: bool = False
@@ -137,6 +154,8 @@ class AttackConfig:
     amp: bool = False
     progress: bool = False
     margin: float = 0.0
+    diversity: float = 0.0
+    translation: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -158,6 +177,13 @@ class AttackConfig:
             raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
         if len(self.betas) != 3 or not all(_is_number(b) for b in self.betas):
             raise ValueError(f"betas must be three numbers, got {self.betas!r}")
+        if not valid_diversity(self.diversity):
+            raise ValueError(f"diversity must be a probability from 0 to 1, got {self.diversity!r}")
+        if not valid_translation(self.translation):
+            raise ValueError(f"translation must be 0 or an odd kernel size from 3 to 31, got {self.translation!r}")
+        if self.straight_through and (self.diversity or self.translation):
+            raise ValueError("the transfer boosters (diversity, translation) cannot be combined with straight_through, "
+                             "whose one forward pass also decides success on the plain image")
 
     def replace(self, **changes: Any) -> AttackConfig:
         """A copy with some fields changed."""
@@ -189,7 +215,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "reduction": RE
 _FLAGS = ("straight_through", "channels_last", "amp", "progress")
 
 
-DEFAULT_KEYS: tuple[str, ...] = ("step_size", "max_iter", "margin", *_CHOICES, *_FLAGS)
+DEFAULT_KEYS: tuple[str, ...] = ("step_size", "max_iter", "margin", "diversity", "translation", *_CHOICES, *_FLAGS)
 """Keys a hyper-parameter file's [defaults] table may set (AttackConfig fields)."""
 
 
@@ -218,6 +244,10 @@ def _check_default(where: str, key: str, value: Any) -> None:
         problem = "a number > 0"
     elif key == "margin" and not valid_margin(value):
         problem = "a number >= 0"
+    elif key == "diversity" and not valid_diversity(value):
+        problem = "a probability from 0 to 1"
+    elif key == "translation" and not valid_translation(value):
+        problem = "0 or an odd kernel size from 3 to 31"
     if problem:
         raise InputError(where, f"[defaults] {key} = {value!r}: must be {problem}")
 

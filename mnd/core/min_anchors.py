@@ -68,6 +68,7 @@ from torch import nn
 
 from mnd.core import anchors
 from mnd.core.attack import UNCHANGED, AttackResult, Labels, is_adversarial, margin_text, prepare_labels, with_margin
+from mnd.core.judge import combined, judged_logits
 from mnd.core.pixels import quantize
 from mnd.errors import InputError
 
@@ -137,7 +138,7 @@ class Goal:
         if not bool(torch.isfinite(image).all()) or torch.equal(image, x):
             return False
         with torch.no_grad():
-            logits = model(image).float()
+            logits = judged_logits(model, image)
         return bool(is_adversarial(logits, self.label, targeted=self.targeted, margin=self.margin).all())
 
 
@@ -351,7 +352,7 @@ def run(
     start = time.perf_counter()
     lab = prepare_labels(model, x, labels, targeted=targeted)
     if name in MIN_CLASSES:
-        _check_classes(name, int(lab.logits.shape[1]), targeted)
+        _check_classes(name, int(lab.logits.shape[-1]), targeted)
     adversarial, found = x.clone(), {}
     for i in lab.attacked.nonzero().flatten().tolist():
         goal = Goal(lab.goal[i:i + 1], targeted, margin)
@@ -366,7 +367,7 @@ def _result(name: str, model: nn.Module, x: torch.Tensor, lab: Labels, adversari
     """Decide success image by image on the 8-bit outputs and build the result."""
     n = len(x)
     with torch.no_grad():
-        logits = torch.cat([model(adversarial[i:i + 1]).float() for i in range(n)])
+        logits = torch.cat([judged_logits(model, adversarial[i:i + 1]) for i in range(n)])
     changed = (adversarial != x).flatten(1).any(1)
     success = is_adversarial(logits, lab, targeted=targeted, margin=margin) & lab.attacked & changed
     reason = list(lab.reasons) or [""] * n
@@ -381,7 +382,7 @@ def _result(name: str, model: nn.Module, x: torch.Tensor, lab: Labels, adversari
         attacked=lab.attacked.cpu(),
         iterations=torch.tensor([found[i].steps if i in found else 0 for i in range(n)]),
         clean_label=lab.clean.cpu(),
-        adv_label=logits.argmax(1).cpu(),
+        adv_label=combined(logits).argmax(1).cpu(),
         true_label=lab.true.cpu(),
         target_label=lab.target.cpu() if lab.target is not None else None,
         seconds=time.perf_counter() - start,

@@ -47,6 +47,7 @@ from torch import nn
 
 from mnd.core import losses, metrics
 from mnd.core.attack import AttackResult, StepRecord, generate, is_adversarial, perceptual_term
+from mnd.core.judge import combined, judged_logits
 from mnd.core.config import MAX_ITER, AttackConfig
 from mnd.core.pixels import quantize
 from mnd.errors import InputError, read_text_file
@@ -169,9 +170,9 @@ def refine_loss(model: nn.Module, z: torch.Tensor, reference: losses.CleanRefere
     sees the float iterate Z.
     """
     image = quantize(z).detach()
-    logits = model(image + (z - z.detach())).float()
+    logits = judged_logits(model, image + (z - z.detach()))
     adversarial = is_adversarial(logits.detach(), goal, targeted=config.targeted, margin=config.margin)
-    adv = losses.adversarial_loss(logits, goal, targeted=config.targeted, r=config.r)
+    adv = losses.adversarial_loss(combined(logits), goal, targeted=config.targeted, r=config.r)
     return perceptual_term(z, reference, config) + torch.where(adversarial, torch.zeros_like(adv), adv), image, adversarial
 
 
@@ -223,7 +224,7 @@ def _final_check(model: nn.Module, refined: torch.Tensor, fallback: torch.Tensor
     """``refined`` where the float32 model still finds it adversarial (towards or away from ``goal``), else MND's
     ``fallback``."""
     with torch.no_grad():
-        logits = model(refined).float()
+        logits = judged_logits(model, refined)
     ok = is_adversarial(logits, goal, targeted=config.targeted, margin=config.margin)
     return torch.where(ok.view(-1, 1, 1, 1), refined, fallback)
 
@@ -258,7 +259,7 @@ def generate_refined(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | N
     extras = dict(result.extras, mnd_iterations=result.iterations.tolist(),
                   mnd_psnr=metrics.psnr(mnd_out, clean).tolist())
     with torch.no_grad():
-        adv_label = model(output).float().argmax(1)
+        adv_label = combined(judged_logits(model, output)).argmax(1)
     return AttackResult(
         adversarial=output.contiguous().cpu(), success=result.success, attacked=result.attacked,
         iterations=iterations, clean_label=result.clean_label, adv_label=adv_label.cpu(),

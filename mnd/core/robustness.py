@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 
 from mnd.core.attack import is_adversarial
+from mnd.core.judge import judged_logits
 from mnd.core.pixels import quantize
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -177,7 +178,7 @@ def survival(
     for name, transform in (TRANSFORMS if transforms is None else transforms).items():
         shared = quantize(transform(adversarial.detach().cpu())).to(device)
         seen = view(shared) if view is not None else shared
-        logits = model(seen).float().cpu()
+        logits = judged_logits(model, seen).cpu()
         out[name] = is_adversarial(logits, goal, targeted=targeted)
     return out
 

@@ -10,6 +10,7 @@ Imports only :mod:`mnd.errors` and :mod:`mnd.core`. The names below are re-expor
 """
 
 from mnd.models.nets import (
+    Ensemble,
     freeze,
     Normalized,
 )
@@ -21,6 +22,7 @@ from mnd.models.registry import (
     efficientnet_lite0,
     FaceCrop,
     load,
+    members,
     ModelSpec,
     register,
     spec,
@@ -28,6 +30,7 @@ from mnd.models.registry import (
 )
 
 __all__ = [
+    "Ensemble",
     "FaceCrop",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -38,6 +41,7 @@ __all__ = [
     "efficientnet_lite0",
     "freeze",
     "load",
+    "members",
     "register",
     "spec",
     "vgg19_imagenet",

@@ -55,3 +55,41 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+class Ensemble(nn.Module):
+    """Several classifiers attacked as one surrogate: ``forward`` returns the mean of their logits.
+
+    The mean is taken over logits, not over each member's eq. (3)/(4) loss:
+    the loss of :mod:`mnd.core.losses` is then applied to one logit vector, so
+    MND and every anchor (torchattacks' included) accept an ensemble as a
+    single model, and the gradient of any function of the logits that is linear
+    in them (the margin of a class pair, a logit) is the mean of the members'
+    gradients. Logit averaging is also the ensemble that transferred best in
+    Liu et al. (2017) and Dong et al. (2018, MI-FGSM). Success is judged per
+    member (:meth:`member_logits`; :func:`mnd.core.attack.judged_logits`): an
+    image fools the ensemble only when it fools every member.
+
+    All members must share the input size and the classes (ImageNet's 1000).
+
+    >>> a, b = nn.Linear(2, 3, bias=False), nn.Linear(2, 3, bias=False)
+    >>> e = Ensemble([a, b]); x = torch.ones(1, 2)
+    >>> bool(torch.allclose(e(x), (a(x) + b(x)) / 2)), tuple(e.member_logits(x).shape)
+    (True, (1, 2, 3))
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, M, classes): each member's logits, member ``m`` in column ``m``."""
+        return torch.stack([m(x) for m in self.members], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.members[0](x)
+        for m in self.members[1:]:
+            out = out + m(x)
+        return out / len(self.members)

@@ -32,7 +32,7 @@ from mnd.errors import InputError, ModelUnavailableError
 from mnd.models import weights
 from mnd.models.dlib_resnet import dlib_resnet_v1
 from mnd.models.facenet import inception_resnet_v1_vggface2
-from mnd.models.nets import Normalized, freeze
+from mnd.models.nets import Ensemble, Normalized, freeze
 from mnd.models.weights import VGG19_URL, efficientnet_lite0_weights
 
 FaceCrop = Literal["dlib_chip", "mtcnn"]
@@ -86,12 +86,61 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def spec(name: str) -> ModelSpec:
-    """The registered spec for ``name``; unknown names raise InputError."""
+ENSEMBLE_SEP = "+"
+"""Joins the members of an ensemble surrogate: ``efficientnet_lite0+efficientnet_lite1``."""
+
+
+def _one(name: str) -> ModelSpec:
     try:
         return REGISTRY[name]
     except KeyError:
         raise InputError("--model", f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def members(name: str) -> list[str]:
+    """The member names of ``name`` (one for a single model).
+
+    >>> members("efficientnet_lite0+vgg19"), members("vgg19")
+    (['efficientnet_lite0', 'vgg19'], ['vgg19'])
+    """
+    return name.split(ENSEMBLE_SEP)
+
+
+def spec(name: str) -> ModelSpec:
+    """The registered spec for ``name``, or an ensemble's (``a+b``, :class:`mnd.models.nets.Ensemble`).
+
+    An ensemble's members must be distinct classifiers (no embedding network)
+    with the same task, input size and resize: they read the same input tensor.
+
+    Raises:
+        InputError: an unknown name, or members that cannot form an ensemble.
+    """
+    names = members(name)
+    if len(names) == 1:
+        return _one(name)
+    specs = [_one(n) for n in names]
+    if len(set(names)) != len(names):
+        raise InputError("--model", f"{name}: an ensemble lists a member twice")
+    first = specs[0]
+    for s in specs:
+        if s.embedding or s.task != "imagenet":
+            raise InputError("--model", f"{name}: {s.name} cannot be an ensemble member (only ImageNet classifiers "
+                             "can)")
+        if (s.input_size, s.resize) != (first.input_size, first.resize):
+            raise InputError("--model", f"{name}: {s.name} reads {s.input_size} px inputs (resize {s.resize}), "
+                             f"{first.name} {first.input_size} px (resize {first.resize}); members must read the "
+                             "same input")
+
+    def build() -> nn.Module:
+        return Ensemble([load(n) for n in names])
+
+    cached = [s.weights_cached for s in specs]
+    return ModelSpec(
+        name=name, task=first.task, input_size=first.input_size, resize=first.resize,
+        offline=all(s.offline for s in specs), embedding=False, builder=build,
+        weights_hint="ensemble (mean logits) of " + ", ".join(names),
+        weights_cached=lambda: all(s.offline or (c is not None and c()) for s, c in zip(specs, cached)),
+    )
 
 
 def load(name: str) -> nn.Module:
@@ -209,6 +258,6 @@ register(
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task", "available",
-    "efficientnet_lite0", "freeze", "load", "register", "spec", "vgg19_imagenet",
+    "ENSEMBLE_SEP", "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task", "available",
+    "efficientnet_lite0", "freeze", "load", "members", "register", "spec", "vgg19_imagenet",
 ]
