@@ -55,6 +55,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data.testsets", "data.embedded"),             # data: the paper's test sets, the embedded photos
     ("data",),
     ("experiments.methods",),                       # experiments: every method by name
+    ("experiments.unseen",),                        # experiments: unseen-model checks (models that only read)
     ("experiments.rows",),                          # experiments: the one row schema
     ("experiments.presets",),                       # experiments: presets
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries

@@ -26,18 +26,29 @@ from tqdm.auto import tqdm
 
 from mnd import data, experiments, models
 from mnd.core import anchors
-from mnd.core.config import BATCH_MAX, HPARAMS_FILE, MAX_ITER_RULE, SEED_MAX, config_for, valid_margin, valid_max_iter
+from mnd.core.config import (
+    BATCH_MAX,
+    HPARAMS_FILE,
+    MAX_ITER_RULE,
+    SEED_MAX,
+    config_for,
+    valid_diversity,
+    valid_margin,
+    valid_max_iter,
+    valid_translation,
+)
 from mnd.data import faces
 from mnd.data.faces import gallery_photos
-from mnd.data.imageio import check_writable_dir, list_images, load_rgb, png_bytes, remove_created
+from mnd.data.imageio import check_writable_dir, list_images, load_rgb, png_bytes, remove_created, to_tensor
 from mnd.data.outputs import OutputFolder
 from mnd.errors import InputError
+from mnd.experiments import unseen
 from mnd.experiments.methods import mnd_variant
 from mnd.experiments.rows import COLUMNS, METRICS_CSV, RowContext
 
 EXIT_ALL_ADVERSARIAL = 0
 EXIT_NOT_ALL_ADVERSARIAL = 1
-ANCHOR_IGNORED = ("--hparams", "--max-iter", "--straight-through", "--task")
+ANCHOR_IGNORED = ("--hparams", "--max-iter", "--straight-through", "--task", "--diversity", "--translation")
 """Options of MND that the anchors (fixed budgets or their own) cannot use."""
 
 
@@ -60,6 +71,7 @@ class Options:
     device: str
     overrides: dict[str, object]
     margin: float | None = None
+    check: tuple[str, ...] = ()
 
 
 _NEEDS_GALLERY = "{} returns embeddings: give --gallery DIR (one sub-folder of photos per identity)"
@@ -130,6 +142,8 @@ def check_options(args: argparse.Namespace) -> Options:
             "--max-iter": args.max_iter is not None,
             "--straight-through": args.straight_through,
             "--task": args.task is not None,
+            "--diversity": getattr(args, "diversity", None) is not None,
+            "--translation": getattr(args, "translation", None) is not None,
         }
         for option in ANCHOR_IGNORED:
             if given[option]:
@@ -150,6 +164,19 @@ def check_options(args: argparse.Namespace) -> Options:
     overrides: dict[str, object] = {"progress": not args.quiet, "straight_through": args.straight_through}
     if args.max_iter is not None:
         overrides["max_iter"] = args.max_iter
+    for option, key, valid, rule in (("--diversity", "diversity", valid_diversity, "a probability from 0 to 1"),
+                                     ("--translation", "translation", valid_translation,
+                                      "0 or an odd kernel size from 3 to 31")):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if not valid(value):
+            raise InputError(option, f"must be {rule}, got {value}")
+        if args.straight_through and value:
+            raise InputError(option, "cannot be combined with --straight-through (its one forward pass also decides "
+                             "success on the plain image)")
+        overrides[key] = value
+    check = tuple(unseen.check_names(getattr(args, "check", []) or [], spec.name, same_input_as=spec))
     if mnd_method:
         where = args.hparams if args.hparams is not None else HPARAMS_FILE
         margins = {} if margin is None else {"margin": margin}
@@ -158,7 +185,8 @@ def check_options(args: argparse.Namespace) -> Options:
                        hparams=args.hparams, **overrides, **margins)
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(where, f"invalid hyper-parameters ({exc})") from None
-    return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides, margin=margin)
+    return Options(spec=spec, method=args.method, task=task, device=device, overrides=overrides, margin=margin,
+                   check=check)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -282,6 +310,7 @@ def attack_files(args: argparse.Namespace) -> int:
                                           {"method": args.method, "model": spec.name, "targeted": args.targeted},
                                           {METRICS_CSV: COLUMNS})
             model = build_model(spec, args.gallery, options.device)
+            checked = unseen.load_checked(options.check, options.device)
             ctx = RowContext(method=args.method, model=spec.name, targeted=args.targeted)
             rows: list[dict[str, object]] = []
             attacked = won = 0
@@ -297,8 +326,9 @@ def attack_files(args: argparse.Namespace) -> int:
                 staged = [folder.stage(f"{it.name}.png", png_bytes(adv)) for it, adv in zip(batch, result.adversarial)]
                 new = experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch],
                                               model=model)
-                for row, file in zip(new, staged):
-                    row.update(file=file.name, sha256=file.sha256)
+                reread = torch.stack([to_tensor(load_rgb(file.temporary).pixels) for file in staged])
+                for row, file, extra in zip(new, staged, unseen.unseen_columns(checked, x.cpu(), reread)):
+                    row.update(file=file.name, sha256=file.sha256, **extra)
                 names = [file.name for file in staged]
                 kept = experiments.without_files(existing, names)
                 withdraw = (None if len(kept) == len(existing)
@@ -322,6 +352,8 @@ def attack_files(args: argparse.Namespace) -> int:
     skipped = len(rows) - attacked
     not_attacked = f"; {skipped} not attacked (see the note column)" if skipped else ""
     print(f"\nwrote {len(rows)} PNGs and {csv_path}{not_attacked}")
+    for line in unseen.unseen_summary(rows):
+        print(line)
     failed = attacked - won
     if failed:
         print(f"{won}/{attacked} attacked images adversarial; {failed} not made adversarial (exit status 1)")

@@ -83,6 +83,15 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
                    "file's, 0: the paper's argmax; not in the paper)")
     p.add_argument("--straight-through", action="store_true",
                    help="one forward pass per iteration (see docs; MND methods only)")
+    p.add_argument("--check", action="append", default=[], metavar="MODEL",
+                   help="a model that never gives a gradient, only reads the saved file: metrics.csv says whether "
+                   "its label changed, on the file and after JPEG 75 (repeatable; same input size as --model)")
+    p.add_argument("--diversity", type=float, metavar="P",
+                   help="transfer booster: probability of input diversity (DI2FGSM's random resize and pad) at "
+                   "each step, 0 to 1 (MND methods only; not in the paper)")
+    p.add_argument("--translation", type=int, metavar="K",
+                   help="transfer booster: smooth the adversarial gradient with a KxK Gaussian (TI), K odd, 3 to 31 "
+                   "(MND methods only; not in the paper)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="images attacked together, at least 1 (default: %(default)s)")
     p.add_argument("--gallery", type=Path, metavar="DIR",

@@ -28,6 +28,7 @@ from mnd.core.pixels import quantize
 from mnd.data.imageio import atomic_open
 from mnd.data.outputs import sha256_of
 from mnd.errors import InputError, check_regular_file
+from mnd.experiments.unseen import UNSEEN_COLUMNS
 
 COLUMNS = [
     "image",
@@ -57,6 +58,7 @@ COLUMNS = [
     *robustness.TRANSFORMS,
     "file",
     "sha256",
+    *UNSEEN_COLUMNS,
 ]
 """Columns of metrics.csv. The first fourteen (to ``note``) are the original interface; after them,
 beyond the paper:
@@ -81,7 +83,11 @@ beyond the paper:
 - ``file``, ``sha256``: the image file the row describes (its name in the
   output folder; in a grid's ``results.csv`` its path under the results
   folder) and the SHA-256 of its bytes, so a reader can check that the file
-  on disk is the one the row was computed on (:func:`describes`).
+  on disk is the one the row was computed on (:func:`describes`);
+- ``unseen``, ``unseen_fooled``, ``unseen_jpeg75``: the unseen-model checks
+  (:mod:`mnd.experiments.unseen`): the checked models, and per model whether
+  its label on the saved file (and after JPEG 75) differs from its label on
+  the original; empty when no model was checked.
 
 Files written before these columns existed read with them empty (NaN).
 """
@@ -216,6 +222,7 @@ ADDED: tuple[tuple[str, ...], ...] = (
     ("margin", "eps", "ms_ssim", "haarpsi", "vif", "gmsd", "fsim", "ciede2000", *robustness.TRANSFORMS),
     ("lpips", "dists"),
     ("file", "sha256"),
+    UNSEEN_COLUMNS,
 )
 """The columns each release of mnd added to :data:`ORIGINAL_COLUMNS`, oldest first (a new column goes into
 :data:`COLUMNS` and a new entry here)."""
@@ -225,7 +232,8 @@ def known_headers(columns: Sequence[str]) -> list[list[str]]:
     """Every header mnd has written for a file of ``columns`` (:data:`COLUMNS`, :data:`GRID_COLUMNS`, a
     protect report's), oldest first: ``columns`` less the columns added after each release.
 
-    >>> [len(h) for h in known_headers(COLUMNS)] == [14, 14 + len(ADDED[0]), 16 + len(ADDED[0]), len(COLUMNS)]
+    >>> [len(h) for h in known_headers(COLUMNS)] == [14, 14 + len(ADDED[0]), 16 + len(ADDED[0]), 18 + len(ADDED[0]),
+    ...                                            len(COLUMNS)]
     True
     """
     later = [set().union(*ADDED[k:]) for k in range(len(ADDED) + 1)]
