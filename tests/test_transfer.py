@@ -250,3 +250,33 @@ def test_unseen_summary_says_what_it_does_not_promise() -> None:
     assert lines[0] == "m (not attacked): fooled on 1/2 saved files, 0/2 after JPEG 75"
     assert lines[-1] == unseen.CAVEAT
     assert unseen.unseen_summary([{"unseen": ""}]) == []
+
+
+def test_a_presets_unseen_models_fill_the_grids_columns(tiny_models: None, tmp_path: Path, one_thread: None) -> None:
+    import textwrap
+
+    from mnd import experiments
+
+    path = tmp_path / "mini.toml"
+    path.write_text(textwrap.dedent("""
+        name = "mini"
+        description = "test"
+        batch_size = 2
+        max_iter = 20
+        settings = ["non-targeted"]
+        methods = ["bim"]
+        [datasets.photos]
+        source = "embedded"
+        images = ["chelsea", "coffee"]
+        model = "t_attacked"
+        unseen = ["t_other", "t_reader"]
+        """))
+    preset = experiments.load_preset(str(path))
+    assert preset.dataset("photos").unseen == ("t_other", "t_reader")
+    experiments.run_grid(preset, tmp_path / "res", progress=False)
+    rows = experiments.read_results(tmp_path / "res")
+    assert len(rows) == 2 and all(unseen.unseen_of(r).keys() == {"t_other", "t_reader"} for r in rows)
+    bad = path.read_text().replace('unseen = ["t_other", "t_reader"]', 'unseen = ["t_attacked"]')
+    path.write_text(bad)
+    with pytest.raises(InputError, match="datasets.photos.unseen"):
+        experiments.load_preset(str(path))

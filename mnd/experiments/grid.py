@@ -46,11 +46,12 @@ from mnd import __version__, data, models
 from mnd.core.config import Task
 from mnd.core.pixels import quantize
 from mnd.data import faces
-from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, write_file
+from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, to_tensor, write_file
 from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
+from mnd.experiments import unseen
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
 from mnd.models.iqa import Metric, load_weighted_metric
@@ -597,6 +598,17 @@ def _load_weighted(preset: Preset, report: GridReport) -> dict[str, Metric]:
     return loaded
 
 
+_CHECKED: dict[tuple[str, str], unseen.Checked] = {}
+"""The unseen models of this process, loaded once (name, device)."""
+
+
+def _checked(spec: DatasetSpec, device: str) -> list[unseen.Checked]:
+    for name in spec.unseen:
+        if (name, device) not in _CHECKED:
+            _CHECKED[(name, device)] = unseen.load_checked([name], device)[0]
+    return [_CHECKED[(name, device)] for name in spec.unseen]
+
+
 def _run_batch(
     preset: Preset, opened: OpenDataset, setting: str, method: str, chunk: list[DatasetImage], results: Path,
     weighted: dict[str, Metric] | None = None,
@@ -617,6 +629,11 @@ def _run_batch(
         files.append((path.relative_to(Path(results)).as_posix(), hashlib.sha256(data).hexdigest()))
     ctx = RowContext(method=method, model=spec.model, targeted=targeted)
     rows = result_rows(result, x, [it.name for it in chunk], ctx, model=opened.model, weighted=weighted)
+    checked = _checked(spec, preset.device)
+    if checked:  # read back from the files, as a user's copy would be
+        reread = torch.stack([to_tensor(load_rgb(Path(results) / file).pixels) for file, _ in files])
+        for row, extra in zip(rows, unseen.unseen_columns(checked, x.cpu(), reread)):
+            row.update(extra)
     for row, attacked, (file, digest) in zip(rows, result.attacked.tolist(), files):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
                    max_iter=_max_iter_for(preset, method, spec.task), file=file, sha256=digest)

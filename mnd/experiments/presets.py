@@ -23,6 +23,7 @@ from mnd import models
 from mnd.core.config import BATCH_MAX, MAX_ITER, SEED_MAX, TASKS, THREADS_MAX, Task, config_for, valid_margin
 from mnd.errors import InputError, read_text_file
 from mnd.experiments.methods import METHODS, check_method
+from mnd.experiments.unseen import check_names as check_unseen
 from mnd.models.iqa import check_names
 
 Setting = Literal["non-targeted", "targeted"]
@@ -108,6 +109,8 @@ class DatasetSpec:
     gallery: str | None = None
     paper_tables: tuple[tuple[str, str], ...] = ()
     figure_image: str | None = None
+    unseen: tuple[str, ...] = ()
+    """Models that only read each saved image (:mod:`mnd.experiments.unseen`): the rows' unseen-model columns."""
 
     def paper_table(self, setting: str) -> str | None:
         """The paper's table for ``setting`` (None when the preset names none)."""
@@ -237,7 +240,7 @@ _PRESET_KEYS = {
 
 
 _DATASET_KEYS = {
-    "title", "source", "model", "task", "images", "limit", "root", "manifest", "split", "gallery",
+    "title", "source", "model", "task", "images", "limit", "root", "manifest", "split", "gallery", "unseen",
     "paper_tables", "figure_image",
 }
 
@@ -350,7 +353,15 @@ def _dataset(name: str, spec: dict[str, Any], where: str) -> DatasetSpec:
         gallery=_expand(spec.get("gallery"), f"datasets.{name}.gallery", where, None),
         paper_tables=tuple(sorted((str(k), str(v)) for k, v in tables.items())),
         figure_image=spec.get("figure_image") or None,
+        unseen=_unseen(name, spec.get("unseen", []), model, where),
     )
+
+
+def _unseen(name: str, names: Any, model: str, where: str) -> tuple[str, ...]:
+    """A data set's ``unseen`` list, checked like ``--check`` (models that read the attacked model's input)."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(where, f"datasets.{name}.unseen must be a list of model names, got {names!r}")
+    return tuple(check_unseen(names, model, where=f"{where}: datasets.{name}.unseen", same_input_as=models.spec(model)))
 
 
 def _whole(data: dict[str, Any], key: str, where: str, *, minimum: int, maximum: int) -> int | None:
