@@ -214,7 +214,7 @@ def _refuse(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--survive", "blur:3"], "--survive"),
     (["--quality", "80"], "--quality"),
     (["--format", "jpeg", "--quality", "101"], "--quality"),
-    (["--strength", "max"], "--strength"),
+    (["--strength", "maximum"], "--strength"),
     (["--max-iter", "0"], "--max-iter"),
     (["--model", "resnet_nonexistent"], "--model"),
     (["--criterion", "verify"], "--criterion"),  # face models only
@@ -248,10 +248,10 @@ def test_a_foreign_report_csv_is_refused_untouched(tagged_png, tmp_path, capsys,
 
 def test_strength_levels_are_data():
     levels = protect.load_strengths()
-    assert list(levels) == ["low", "mid", "high"]
+    assert list(levels) == ["low", "mid", "high", "max"]
     assert levels["low"].survive == () and [s.name for s in levels["high"].survive] == ["jpeg:75", "resize:0.5"]
     assert all(level.max_iter >= 1 for level in levels.values())
-    assert [level.margin for level in levels.values()] == [0.0, 1.0, 2.0]  # stronger levels need a clearer win
+    assert [level.margin for level in levels.values()] == [0.0, 1.0, 2.0, 20.0]  # stronger levels need a clearer win
 
 
 def test_a_bad_margin_is_refused_in_a_levels_file_and_on_the_command_line(tmp_path, capsys):

@@ -280,3 +280,60 @@ def test_a_presets_unseen_models_fill_the_grids_columns(tiny_models: None, tmp_p
     path.write_text(bad)
     with pytest.raises(InputError, match="datasets.photos.unseen"):
         experiments.load_preset(str(path))
+
+
+# --- mnd protect ------------------------------------------------------------------------------------------------
+
+
+def test_protect_check_reads_each_saved_file_through_its_own_preprocessing(tiny_models: None, tmp_path: Path,
+                                                                           one_thread: None, capsys) -> None:
+    photos = _photos(tmp_path / "in")
+    out = tmp_path / "out"
+    code = main(["protect", str(photos), "--model", "t_attacked", "--check", "t_reader", "--max-iter", "200",
+                 "--out", str(out), "--quiet"])
+    assert code in (0, 1)
+    text = capsys.readouterr().out
+    assert "t_reader (not attacked): fooled on" in text and unseen.CAVEAT in text
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["unseen"] for r in rows] == ["t_reader", "t_reader"]
+    checked = unseen.Checked("t_reader", models.freeze(_Reader()), view=None)
+    from mnd.experiments.protect import checked_views
+
+    (view,) = checked_views([checked])
+    for r in rows:
+        clean = to_tensor(load_rgb(photos / r["image"]).pixels)[None]
+        saved = to_tensor(load_rgb(out / r["file"]).pixels)[None]
+        plain, jpeg = unseen.fooled(view, clean, saved)
+        assert unseen.unseen_of(r)["t_reader"] == (bool(plain), bool(jpeg))
+        assert _Reader.seen[-1].shape[-1] == 32  # it read its own 32 px view of the full photo
+
+
+def test_protect_without_check_says_other_models_may_still_read(tiny_models: None, tmp_path: Path,
+                                                                 one_thread: None, capsys) -> None:
+    photos = _photos(tmp_path / "in", 1)
+    main(["protect", str(photos), "--model", "t_attacked", "--max-iter", "50", "--out", str(tmp_path / "o"),
+          "--quiet"])
+    assert "no other model was checked" in capsys.readouterr().out
+    assert main(["protect", str(photos), "--model", "t_attacked", "--check", "t_attacked", "--out",
+                 str(tmp_path / "o2"), "--quiet"]) == 2
+
+
+def test_the_max_level_names_an_ensemble_and_the_boosters() -> None:
+    from mnd.experiments.protect import load_strengths
+
+    level = load_strengths()["max"]
+    assert models.members(level.model) == ["efficientnet_lite0", "efficientnet_lite1"]
+    assert level.diversity > 0 and level.translation > 0 and level.margin > 0
+    assert [s.name for s in level.survive] == ["jpeg:75"]
+
+
+def test_a_level_with_a_bad_booster_is_refused(tmp_path: Path) -> None:
+    from mnd.experiments.protect import load_strengths
+
+    path = tmp_path / "levels.toml"
+    path.write_text('[x]\nmax_iter = 10\ntranslation = 4\n')
+    with pytest.raises(InputError, match=r"\[x\] translation = 4"):
+        load_strengths(path)
+    path.write_text('[x]\nmax_iter = 10\nmodel = "efficientnet_lite0+nope"\n')
+    with pytest.raises(InputError, match="unknown model 'nope'"):
+        load_strengths(path)

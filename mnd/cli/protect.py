@@ -48,16 +48,23 @@ from mnd.experiments.protect import (
     parse_survive,
     protect_photo,
 )
+from mnd.experiments import unseen
 from mnd.experiments.protect_faces import CRITERIA, Criterion, protect_face_photo
 from mnd.experiments.rows import REPORT, REPORT_CSV, check_replaceable, format_table, read_rows, without_files
 
+DEFAULT_MODEL = "efficientnet_lite0"
 EXIT_ALL_PROTECTED = 0
 EXIT_NOT_ALL_PROTECTED = 1
 
 EPILOG = """\
 strength levels (mnd/presets/protect.toml): low = 1000 iterations, no survive transform;
 mid = 1000 iterations, must survive jpeg:85; high = 2000 iterations, must survive jpeg:75
-and resize:0.5. --survive and --max-iter replace the level's values.
+and resize:0.5; max (for models it never saw) = an ensemble of efficientnet_lite0 and
+efficientnet_lite1, margin 20, input diversity and translation invariance, must survive
+jpeg:75. --survive, --max-iter, --margin and --model replace the level's values.
+unseen models: --check MODEL (repeatable) reads each saved file through MODEL's own
+preprocessing and reports whether its label changed, on the file and after JPEG 75. A model
+that was not checked may still read the photo correctly.
 
 face models (dlib_resnet_v1; inception_resnet_v1_vggface2 where its weights are cached):
 every face MTCNN finds is protected at once, success when every face meets --criterion:
@@ -95,8 +102,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (not an input folder)")
-    p.add_argument("--model", default="efficientnet_lite0", help="an image classifier or face model from "
-                   "`mnd models` (default: %(default)s)")
+    p.add_argument("--model", help="an image classifier or face model from `mnd models`, or an ensemble of "
+                   "classifiers a+b (default: the level's, else efficientnet_lite0)")
+    p.add_argument("--check", action="append", default=[], metavar="MODEL",
+                   help="an image classifier that never gives a gradient, only reads each saved file: report.csv "
+                   "says whether its label changed, on the file and after JPEG 75 (repeatable)")
     p.add_argument("--targeted", action="store_true", help="aim at the least-likely class (eq. 5); "
                    "for faces, the least-likely identity (--criterion identify)")
     p.add_argument("--gallery", type=Path, metavar="DIR", help="face models: one sub-folder of photos per "
@@ -105,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "identify (default with one)")
     p.add_argument("--format", choices=FORMATS, default="png", help="file format (default: %(default)s)")
     p.add_argument("--quality", type=int, metavar="Q", help="JPEG quality 1-100 with --format jpeg (default: 90)")
-    p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid or high (default: %(default)s)")
+    p.add_argument("--strength", default="low", metavar="LEVEL", help="low, mid, high or max (default: %(default)s)")
     p.add_argument("--survive", action="append", metavar="T",
                    help="jpeg:Q (Q from 1 to 100) or resize:S (S from 0.1 to below 1): the saved photo must stay "
                    "adversarial after it too (repeatable)")
@@ -122,8 +132,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings, str]:
     """Validate the options before any photo or model is read: (model, settings, device)."""
-    spec = models.spec(args.model)
+    strengths = load_strengths()
+    if args.strength not in strengths:
+        raise InputError("--strength", f"unknown level {args.strength!r}; known: {', '.join(strengths)}")
+    level = strengths[args.strength]
+    spec = models.spec(args.model or level.model or DEFAULT_MODEL)
     criterion = check_face_options(spec, args)
+    check = tuple(unseen.check_names(getattr(args, "check", []) or [], spec.name))
+    if check and spec.task == "faces":
+        raise InputError("--check", "applies to image classifiers; face protection is checked on the attacked face "
+                         "model only")
     if args.quality is not None and args.format != "jpeg":
         raise InputError("--quality", "applies to --format jpeg only")
     quality = 90 if args.quality is None else args.quality
@@ -131,17 +149,14 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
         robustness.check_quality(quality)
     except ValueError:
         raise InputError("--quality", f"must be an integer from 1 to 100, got {quality}") from None
-    strengths = load_strengths()
-    if args.strength not in strengths:
-        raise InputError("--strength", f"unknown level {args.strength!r}; known: {', '.join(strengths)}")
-    level = strengths[args.strength]
     check_max_iter(args.max_iter)
     survive = tuple(parse_survive(s) for s in args.survive) if args.survive is not None else level.survive
     check_margin(getattr(args, "margin", None))
     margin = level.margin if getattr(args, "margin", None) is None else args.margin
     settings = Settings(targeted=args.targeted, output=OutputFormat(args.format, quality), survive=survive,
                         max_iter=args.max_iter or level.max_iter, progress=not args.quiet, criterion=criterion,
-                        eot=getattr(args, "eot", True), margin=margin)
+                        eot=getattr(args, "eot", True), margin=margin, diversity=level.diversity,
+                        translation=level.translation, step_size=level.step_size, check=check)
     return spec, settings, check_device(args.device)
 
 
@@ -216,19 +231,28 @@ def _summary(rows: list[dict[str, object]], report: Path, settings: Settings) ->
         if skipped:
             print(f"{skipped} photo(s) skipped: no face found (see the note column)")
     wanted = f" and survive {', '.join(s.name for s in settings.survive)}" if settings.survive else ""
-    print(f"{protected}/{len(done)} saved photos adversarial{wanted}")
+    print(f"{protected}/{len(done)} saved photos adversarial{wanted} (on {rows[0]['model'] if rows else 'the model'}, "
+          "the model attacked)")
+    lines = unseen.unseen_summary(done)
+    for line in lines:
+        print(f"  {line}")
+    if not lines:
+        print(f"  no other model was checked (--check MODEL): {unseen.CAVEAT}")
     return EXIT_ALL_PROTECTED if protected == len(done) else EXIT_NOT_ALL_PROTECTED
 
 
-def _load(paths: list[Path], spec: models.ModelSpec) -> list[LoadedImage]:
-    """Read every photo (upright) and refuse one smaller than a classifier's input, before any work."""
+def _load(paths: list[Path], spec: models.ModelSpec, checked: Sequence[str] = ()) -> list[LoadedImage]:
+    """Read every photo (upright) and refuse one smaller than a classifier's input (or a checked one's), before any
+    work."""
     photos = []
+    readers = [s for s in [spec, *map(models.spec, checked)] if s.task != "faces"]
     for path in paths:
         photo = load_rgb(path)
         h, w = photo.pixels.shape[:2]
-        if spec.task != "faces" and min(h, w) < spec.input_size:
-            raise InputError(path, f"image is {w}x{h}, smaller than the {spec.input_size}x{spec.input_size} that "
-                             f"{spec.name} needs")
+        for s in readers:
+            if min(h, w) < s.input_size:
+                raise InputError(path, f"image is {w}x{h}, smaller than the {s.input_size}x{s.input_size} that "
+                                 f"{s.name} needs")
         photos.append(photo)
     return photos
 
@@ -270,8 +294,10 @@ def protect_files(args: argparse.Namespace) -> int:
     rows: list[dict[str, object]] = []
     try:
         with OutputFolder(out) as folder:
-            photos = _load(paths, spec)
+            photos = _load(paths, spec, settings.check)
             model = _build(spec, args.gallery, device)
+            checked = unseen.load_checked(settings.check, device)
+            extra = {"checked": checked} if checked else {}
             protect = protect_face_photo if settings.criterion is not None else protect_photo
             for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
                                       disable=args.quiet or len(photos) < 2):
@@ -281,7 +307,7 @@ def protect_files(args: argparse.Namespace) -> int:
                     staged.append(folder.stage(path.name, data))
                     return staged[-1].temporary
 
-                row = protect(model, spec, photo, target, settings, device, stage=stage)
+                row = protect(model, spec, photo, target, settings, device, stage=stage, **extra)
                 kept = without_files(existing, [target.name], REPORT)
                 withdraw = (None if len(kept) == len(existing)
                             else functools.partial(write_report, report, kept + rows))

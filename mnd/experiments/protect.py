@@ -49,14 +49,17 @@ from torchvision.transforms import functional as TF
 
 from mnd.core import metrics, robustness
 from mnd.core.attack import AttackResult, generate, is_adversarial
+from mnd.core.judge import combined, judged_logits
 from mnd.core.eot import Expectation, StandIn
-from mnd.core.config import MAX_ITER_RULE, config_for, valid_margin, valid_max_iter
+from mnd.core.config import MAX_ITER_RULE, config_for, valid_diversity, valid_margin, valid_max_iter, valid_translation
 from mnd.core.losses import least_likely_target
 from mnd.core.pixels import quantize
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor, write_file
 from mnd.data.prepare import prepare_image
 from mnd.errors import InputError, read_text_file
+from mnd.experiments.unseen import UNSEEN_COLUMNS, Checked, unseen_columns
 from mnd.models.registry import ModelSpec
+from mnd.models.registry import spec as model_spec
 
 STRENGTHS_FILE = "protect.toml"
 FORMATS = ("png", "jpeg")
@@ -66,7 +69,7 @@ SUFFIX: dict[str, str] = {"png": ".png", "jpeg": ".jpg"}
 REPORT_COLUMNS: list[str] = [
     "image", "model", "targeted", "format", "survive", "success", "survived", *robustness.TRANSFORMS,
     "clean_label", "adv_label", "target_label", "faces", "faces_protected", "criterion", "distances", "psnr", "ssim",
-    "width", "height", "iterations", "seconds", "note", "file", "sha256",
+    "width", "height", "iterations", "seconds", "note", "file", "sha256", *UNSEEN_COLUMNS,
 ]
 """Columns of ``report.csv``: ``success`` is the re-read saved file; ``survived`` after every ``--survive``
 transform as well (empty without one); then still adversarial after each transform of
@@ -75,7 +78,9 @@ transform as well (empty without one); then still adversarial after each transfo
 ``faces_protected`` (meeting the criterion on the saved file), ``criterion`` and ``distances``
 (per face, space-separated); their labels are identities, one per face. ``file`` and ``sha256``: the
 saved file the row describes (its name in the output folder, empty when nothing was written) and the
-SHA-256 of its bytes."""
+SHA-256 of its bytes. ``unseen``, ``unseen_fooled``, ``unseen_jpeg75``: the ``--check`` models (each reading the
+re-read file through its own preprocessing of the full photo) and whether each one's label changed, on the file
+and after JPEG 75 (:mod:`mnd.experiments.unseen`)."""
 
 
 # --- what to survive and how hard to try --------------------------------------------
@@ -124,12 +129,47 @@ def parse_survive(text: str, where: str = "--survive") -> Survive:
 
 @dataclass(frozen=True)
 class Strength:
-    """One level of ``--strength``: the iteration budget, the transforms to survive and the logit margin."""
+    """One level of ``--strength``: the iteration budget, the transforms to survive and the logit margin.
+
+    A level made for models it never saw (``max``) also names its surrogate
+    ``model`` (an ensemble, ``a+b``), the transfer boosters ``diversity`` and
+    ``translation`` (:mod:`mnd.core.boosters`) and a larger ``step_size``.
+    """
 
     name: str
     max_iter: int
     survive: tuple[Survive, ...]
     margin: float = 0.0
+    model: str | None = None
+    diversity: float = 0.0
+    translation: int = 0
+    step_size: float | None = None
+
+
+LEVEL_KEYS = ("max_iter", "survive", "margin", "model", "diversity", "translation", "step_size")
+"""The keys a strength level may set."""
+
+
+def _level_value(where: str, name: str, key: str, value: Any) -> Any:
+    """One optional key of a level, checked (None when absent)."""
+    if value is None:
+        return None
+    rules = {
+        "model": (lambda v: isinstance(v, str), "a model name (an ensemble as a+b)"),
+        "diversity": (valid_diversity, "a probability from 0 to 1"),
+        "translation": (valid_translation, "0 or an odd kernel size from 3 to 31"),
+        "step_size": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+                      "a number above 0, at most 1"),
+    }
+    valid, rule = rules[key]
+    if not valid(value):
+        raise InputError(where, f"[{name}] {key} = {value!r}: must be {rule}")
+    if key == "model":
+        try:
+            model_spec(value)
+        except InputError as exc:
+            raise InputError(where, f"[{name}] model = {value!r}: {exc.problem}") from None
+    return value
 
 
 def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
@@ -143,8 +183,8 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
         raise InputError(where, f"cannot read the strength levels ({exc})") from None
     levels: dict[str, Strength] = {}
     for name, table in data.items():
-        if not isinstance(table, dict) or set(table) - {"max_iter", "survive", "margin"}:
-            raise InputError(where, f"[{name}] must be a table with max_iter, survive and margin only")
+        if not isinstance(table, dict) or set(table) - set(LEVEL_KEYS):
+            raise InputError(where, f"[{name}] must be a table with {', '.join(LEVEL_KEYS)} only")
         margin = table.get("margin", 0.0)
         if not valid_margin(margin):
             raise InputError(where, f"[{name}] margin = {margin!r}: must be a number >= 0")
@@ -153,8 +193,10 @@ def load_strengths(path: str | Path | None = None) -> dict[str, Strength]:
             raise InputError(where, f"[{name}] max_iter = {budget!r}: must be {MAX_ITER_RULE}")
         if not isinstance(survive, list):
             raise InputError(where, f"[{name}] survive = {survive!r}: must be a list")
+        extra = {key: _level_value(where, name, key, table.get(key))
+                 for key in ("model", "diversity", "translation", "step_size")}
         levels[name] = Strength(name, budget, tuple(parse_survive(s, f"{where} [{name}]") for s in survive),
-                                float(margin))
+                                float(margin), **{k: v for k, v in extra.items() if v is not None})
     return levels
 
 
@@ -249,17 +291,19 @@ class Verdict(nn.Module):
         self.armed = False
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or not self.armed:
-            self.armed = self.armed or torch.is_grad_enabled()
-            return self.gradient(z)  # with stand-ins: the EOT average (with gradients only)
+        if torch.is_grad_enabled():
+            self.armed = True
+            return self.gradient(z)  # with stand-ins: the EOT average
+        if not self.armed:  # the clean labels: every member's logits for an ensemble, as in the checks
+            return judged_logits(self.model, self.view(z))
         if z.shape[0] != 1:
             raise ValueError(f"the verdict checks one image at a time, got {z.shape[0]}")
         saved = self.read_back(z).to(z.device)
-        first = self.model(self.view(saved)).float()
+        first = judged_logits(self.model, self.view(saved))
         if not bool(is_adversarial(first, self.goal, targeted=self.targeted, margin=self.margin)[0]):
             return first
         for transform in self.survive:
-            logits = self.model(self.view(transform(saved.cpu()).to(z.device))).float()
+            logits = judged_logits(self.model, self.view(transform(saved.cpu()).to(z.device)))
             if not bool(is_adversarial(logits, self.goal, targeted=self.targeted, margin=self.margin)[0]):
                 return logits
         return first
@@ -287,6 +331,14 @@ class Settings:
     margin: float = 0.0
     """The logit lead success needs, on the saved file and after each ``survive`` transform (0: any win;
     the attack-strength knob, not in the paper)."""
+    diversity: float = 0.0
+    """Input diversity of the gradient (:mod:`mnd.core.boosters`; 0: off)."""
+    translation: int = 0
+    """Translation-invariant gradient: Gaussian kernel side (0: off)."""
+    step_size: float | None = None
+    """Adam's step (None: the hyper-parameter file's, the paper's 1e-4)."""
+    check: tuple[str, ...] = ()
+    """The unseen models (``--check``) that read each saved file (:mod:`mnd.experiments.unseen`)."""
 
     def standins(self) -> tuple[StandIn, ...]:
         """The differentiable stand-ins of the ``survive`` transforms the gradient goes through (none without EOT)."""
@@ -325,8 +377,11 @@ def attack_photo(model: nn.Module, spec: ModelSpec, photo: torch.Tensor, setting
     verdict = Verdict(model, view, torch.tensor([goal.goal], device=device), targeted=settings.targeted,
                       read_back=settings.output.as_read_back, survive=settings.survive,
                       standins=settings.standins(), samples=settings.eot_samples, margin=settings.margin)
+    boost: dict[str, Any] = {"diversity": settings.diversity, "translation": settings.translation}
+    if settings.step_size is not None:
+        boost["step_size"] = settings.step_size
     config = config_for("mnd", task=spec.task, targeted=settings.targeted, max_iter=settings.max_iter,
-                        progress=settings.progress, straight_through=False, margin=settings.margin)
+                        progress=settings.progress, straight_through=False, margin=settings.margin, **boost)
     return generate(verdict, x[None], torch.tensor([goal.clean], device=device), config=config), goal
 
 
@@ -350,7 +405,7 @@ def write_photo(image: torch.Tensor, path: str | Path, output: OutputFormat, sta
 
 @torch.no_grad()
 def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Tensor, goal: Goal, settings: Settings,
-           device: str | torch.device = "cpu") -> dict[str, Any]:
+           device: str | torch.device = "cpu", checked: Sequence[Checked] = ()) -> dict[str, Any]:
     """Everything the report says about a saved file, computed from the file re-read from disk.
 
     ``success``: the file, preprocessed exactly as :func:`mnd.data.prepare_image`
@@ -358,13 +413,15 @@ def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Ten
     also after each ``survive`` transform (None without one); then survival
     after each :data:`mnd.core.robustness.TRANSFORMS`, and PSNR/SSIM between
     the saved and the clean photo at full resolution (SSIM as
-    :func:`mnd.core.metrics.ssim`).
+    :func:`mnd.core.metrics.ssim`); the unseen-model columns of ``checked``
+    (:func:`checked_views`), each reading the re-read file and the clean photo
+    through its own preprocessing.
     """
     loaded = load_rgb(path)
     saved = to_tensor(loaded.pixels)[None]
     target = torch.tensor([goal.goal])
     view = ClassifierView(spec)
-    logits = model(prepare_image(loaded, spec)[None].to(device)).float().cpu()
+    logits = judged_logits(model, prepare_image(loaded, spec)[None].to(device)).cpu()
     success = bool(is_adversarial(logits, target, targeted=settings.targeted)[0]) and differs(saved, clean)
     survived = None
     if settings.survive:
@@ -377,10 +434,16 @@ def verify(model: nn.Module, spec: ModelSpec, path: str | Path, clean: torch.Ten
         "survived": survived,
         **{name: success and bool(v[0]) for name, v in shared.items()},
         "clean_label": goal.clean,
-        "adv_label": int(logits.argmax(1)),
+        "adv_label": int(combined(logits).argmax(1)),
         "target_label": goal.target,
         **file_columns(saved, clean),
+        **unseen_columns(checked, clean[None].cpu(), saved)[0],
     }
+
+
+def checked_views(checked: Sequence[Checked]) -> list[Checked]:
+    """Each checked classifier reading full-resolution photos through its own preprocessing (:class:`ClassifierView`)."""
+    return [Checked(c.name, c.model, ClassifierView(model_spec(c.name))) for c in checked]
 
 
 def differs(saved: torch.Tensor, clean: torch.Tensor) -> bool:
@@ -400,14 +463,15 @@ def file_columns(saved: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
 
 
 def protect_photo(model: nn.Module, spec: ModelSpec, photo: LoadedImage, path: str | Path, settings: Settings,
-                  device: str | torch.device = "cpu", *, stage: Stage | None = None) -> dict[str, Any]:
+                  device: str | torch.device = "cpu", *, stage: Stage | None = None,
+                  checked: Sequence[Checked] = ()) -> dict[str, Any]:
     """Protect one photo, write it to ``path`` (or ``stage`` it) and return its report row, checked on the
     file re-read from disk."""
     start = time.perf_counter()
     clean = to_tensor(photo.pixels)
     result, goal = attack_photo(model, spec, clean, settings, device)
     written, digest = write_photo(result.adversarial[0], path, settings.output, stage)
-    row = verify(model, spec, written, clean, goal, settings, device)
+    row = verify(model, spec, written, clean, goal, settings, device, checked_views(checked))
     row.update(file=Path(path).name, sha256=digest)
     return report_row(photo, spec, settings, row, result, [photo.note, result.reason[0]], start)
 
