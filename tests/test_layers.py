@@ -61,6 +61,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
     ("experiments.trace",),                         # experiments: loss traces of one attack
     ("experiments.protect",),                       # experiments: whole photos at full resolution
+    ("experiments.face_cuts",),                     # experiments: where the faces are, how each is cut
     ("experiments.protect_faces",),                 # experiments: every face of a whole photo
     ("experiments",),
     ("book.mos",),                                  # book: the subjective test (protocol, tables)

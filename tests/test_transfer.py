@@ -337,3 +337,35 @@ def test_a_level_with_a_bad_booster_is_refused(tmp_path: Path) -> None:
     path.write_text('[x]\nmax_iter = 10\nmodel = "efficientnet_lite0+nope"\n')
     with pytest.raises(InputError, match="unknown model 'nope'"):
         load_strengths(path)
+
+
+def test_face_protection_can_be_checked_on_inception_resnet_with_stand_in_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    """``--check inception_resnet_v1_vggface2`` for users who can download its weights: here random weights of the
+    right shapes stand in (no download), so only the plumbing is tested, not what the real model reads."""
+    pytest.importorskip("facenet_pytorch")
+    import skimage.data
+    from facenet_pytorch import InceptionResnetV1
+
+    from mnd.models import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    stand_in = InceptionResnetV1(classify=True, num_classes=8631).state_dict()
+    for path in weights.vggface2_checkpoint_paths():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(stand_in, path)
+    assert models.available("inception_resnet_v1_vggface2")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(photos / "astronaut.png")
+    out = tmp_path / "out"
+    code = main(["protect", str(photos), "--model", "dlib_resnet_v1", "--check", "inception_resnet_v1_vggface2",
+                 "--max-iter", "30", "--out", str(out), "--quiet"])
+    assert code in (0, 1)
+    (row,) = list(csv.DictReader((out / "report.csv").open()))
+    assert row["unseen"] == "inception_resnet_v1_vggface2"
+    assert row["unseen_fooled"] in ("0", "1") and row["unseen_jpeg75"] in ("0", "1")
+    assert main(["protect", str(photos), "--model", "dlib_resnet_v1", "--check", "efficientnet_lite1",
+                 "--out", str(tmp_path / "o2"), "--quiet"]) == 2  # an ImageNet classifier cannot check faces

@@ -138,10 +138,7 @@ def check_settings(args: argparse.Namespace) -> tuple[models.ModelSpec, Settings
     level = strengths[args.strength]
     spec = models.spec(args.model or level.model or DEFAULT_MODEL)
     criterion = check_face_options(spec, args)
-    check = tuple(unseen.check_names(getattr(args, "check", []) or [], spec.name))
-    if check and spec.task == "faces":
-        raise InputError("--check", "applies to image classifiers; face protection is checked on the attacked face "
-                         "model only")
+    check = tuple(unseen.check_names(getattr(args, "check", []) or [], spec.name, task=spec.task))
     if args.quality is not None and args.format != "jpeg":
         raise InputError("--quality", "applies to --format jpeg only")
     quality = 90 if args.quality is None else args.quality

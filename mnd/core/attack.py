@@ -17,7 +17,6 @@ The settings come from :mod:`mnd.core.config`:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from mnd.core import boosters, losses
 from mnd.core.config import AttackConfig
 from mnd.core.descent import Adam, descent_step
-from mnd.core.judge import (
+from mnd.core.judge import (  # noqa: F401 (the success rule's names, re-exported from their old home)
     NOT_ATTACKED_MISCLASSIFIED,
     NOT_ATTACKED_NON_FINITE,
     NOT_ATTACKED_ONE_CLASS,

@@ -75,11 +75,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mnd.core import robustness
@@ -87,9 +85,9 @@ from mnd.core.attack import NOT_ATTACKED_MISCLASSIFIED, AttackResult, generate
 from mnd.core.config import AttackConfig, config_for
 from mnd.core.losses import L2Form, Norm, Reduction
 from mnd.core.pixels import quantize
-from mnd.data.faces import detect_faces, dlib_chip_details_from_eyes
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
 from mnd.errors import InputError
+from mnd.experiments.face_cuts import Box, BoxCut, DlibCut, FaceCut, Faces, FaceView, find_faces  # noqa: F401 (re-exported)
 from mnd.experiments.protect import (
     Settings,
     Stage,
@@ -101,9 +99,10 @@ from mnd.experiments.protect import (
     report_row,
     write_photo,
 )
-from mnd.models.dlib_resnet import CHIP_SIZE, ChipDetails, chip_box, extract_chip
+from mnd.experiments.unseen import JPEG_QUALITY, Checked, columns_of
 from mnd.models.gallery import Gallery
 from mnd.models.registry import ModelSpec
+from mnd.models.registry import spec as model_spec
 
 Criterion = Literal["verify", "identify"]
 CRITERIA: tuple[Criterion, ...] = ("verify", "identify")
@@ -134,177 +133,6 @@ proportional to the scale, against a fixed perceptual one: at the gallery's 10 t
 term holds the perturbation back (non-targeted ``mnd attack`` of a 150x150 chip then fails after
 1000 iterations; here grace_hopper needed 204 iterations against 139 at 30); beyond 30 the
 iterations barely drop while the PSNR does. A face classifier's own logits are used as they are."""
-
-
-# --- boxes --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Box:
-    """The pixels ``left <= x < right``, ``top <= y < bottom`` of a photo."""
-
-    left: int
-    top: int
-    right: int
-    bottom: int
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top
-
-    def grown(self, pixels: int, height: int, width: int) -> Box:
-        """``pixels`` more on every side, clipped to a ``height`` x ``width`` photo."""
-        return Box(max(self.left - pixels, 0), max(self.top - pixels, 0), min(self.right + pixels, width),
-                   min(self.bottom + pixels, height))
-
-    def aligned(self, step: int, height: int, width: int) -> Box:
-        """Widened to multiples of ``step`` (or the photo's edge).
-
-        >>> Box(17, 3, 40, 50).aligned(16, 60, 45)
-        Box(left=16, top=0, right=45, bottom=60)
-        """
-        return Box(self.left // step * step, self.top // step * step, min(-(-self.right // step) * step, width),
-                   min(-(-self.bottom // step) * step, height))
-
-    def of(self, image: torch.Tensor) -> torch.Tensor:
-        """These pixels of ``image`` (..., H, W), a view."""
-        return image[..., self.top : self.bottom, self.left : self.right]
-
-    def shifted(self, left: int, top: int) -> Box:
-        """The same pixels in the coordinates of a crop whose first pixel is (left, top)."""
-        return Box(self.left - left, self.top - top, self.right - left, self.bottom - top)
-
-    @staticmethod
-    def union(boxes: Sequence[Box]) -> Box:
-        """The smallest box holding every box."""
-        return Box(min(b.left for b in boxes), min(b.top for b in boxes), max(b.right for b in boxes),
-                   max(b.bottom for b in boxes))
-
-
-# --- how each face is cut -------------------------------------------------------------
-
-
-class FaceCut(Protocol):
-    """One face's crop as a function of the photo: differentiable, reading only its footprint."""
-
-    size: int
-
-    def footprint(self, height: int, width: int) -> Box:
-        """The pixels of a ``height`` x ``width`` photo the crop reads (every other pixel has no effect)."""
-        ...
-
-    def __call__(self, pixels: torch.Tensor, left: int, top: int) -> torch.Tensor:
-        """The (3, size, size) crop from ``pixels``, the footprint's (3, h, w) pixels whose first is (left, top)."""
-        ...
-
-
-@dataclass(frozen=True)
-class DlibCut:
-    """dlib's aligned chip (:func:`mnd.models.dlib_resnet.extract_chip`, continuous, ``quantize=False``),
-    computed in float32 (a large face's pyramid costs half the time of float64; chips differ by ~1e-7)."""
-
-    details: ChipDetails
-    size: int = CHIP_SIZE
-    precision: torch.dtype = torch.float32
-
-    def footprint(self, height: int, width: int) -> Box:
-        box = chip_box(self.details, height, width)
-        if box is None:
-            raise ValueError(f"the face chip {self.details.rect} lies outside the {width}x{height} photo")
-        left, top, right, bottom = box
-        return Box(left, top, right + 1, bottom + 1)
-
-    def __call__(self, pixels: torch.Tensor, left: int, top: int) -> torch.Tensor:
-        l, t, r, b = self.details.rect
-        local = ChipDetails((l - left, t - top, r - left, b - top), self.details.angle, self.details.rows,
-                            self.details.cols)
-        return extract_chip(pixels, local, quantize=False, precision=self.precision)
-
-
-@dataclass(frozen=True)
-class BoxCut:
-    """The MTCNN box resized to ``size``: facenet-pytorch's ``extract_face`` (no margin), whose Pillow bilinear
-    resize (antialiased when shrinking) is torch's antialiased bilinear here, within a few 8-bit levels;
-    rounded to 8 bits with a straight-through gradient, as Pillow's crop is."""
-
-    box: Box
-    size: int
-
-    def footprint(self, height: int, width: int) -> Box:
-        b = self.box
-        return Box(max(b.left, 0), max(b.top, 0), min(b.right, width), min(b.bottom, height))
-
-    def __call__(self, pixels: torch.Tensor, left: int, top: int) -> torch.Tensor:
-        crop = F.interpolate(pixels[None], size=(self.size, self.size), mode="bilinear", align_corners=False,
-                             antialias=True)[0]
-        return quantize(crop).detach() + (crop - crop.detach())
-
-
-@dataclass(frozen=True)
-class Faces:
-    """The faces found on a clean photo, largest first: how each is cut, and MTCNN's probabilities."""
-
-    cuts: tuple[FaceCut, ...]
-    probs: tuple[float, ...]
-
-    def __len__(self) -> int:
-        return len(self.cuts)
-
-
-def find_faces(pixels: np.ndarray, spec: ModelSpec, *, where: str | Path = "image", min_prob: float = 0.9) -> Faces:
-    """Every face MTCNN finds in an (H, W, 3) uint8 photo, cut as the model ``spec`` takes it.
-
-    The same detection and placement as :func:`mnd.data.faces.cut_faces`:
-    ``dlib_chip`` models get dlib's chip placed from MTCNN's eye centres
-    (:func:`mnd.data.faces.dlib_chip_details_from_eyes`), other face models
-    the MTCNN box resized to their input size.
-
-    Raises:
-        InputError: no face found.
-    """
-    _, boxes, probs, points = detect_faces(pixels, min_prob=min_prob, where=where)
-    height, width = pixels.shape[:2]
-    cuts: list[FaceCut] = []
-    for box, eyes in zip(boxes, points):
-        if spec.face_crop == "dlib_chip":
-            cuts.append(DlibCut(dlib_chip_details_from_eyes(eyes[0], eyes[1], CHIP_SIZE)))
-        else:  # extract_face's integer box, clipped to the photo
-            cuts.append(BoxCut(Box(int(max(box[0], 0)), int(max(box[1], 0)), int(min(box[2], width)),
-                                   int(min(box[3], height))), spec.input_size))
-    return Faces(tuple(cuts), tuple(float(p) for p in probs))
-
-
-class FaceView(nn.Module):
-    """A photo (or a crop of it) -> the crops of its faces: (N, 3, h, w) -> (N * K, 3, S, S), image by image.
-
-    Each face's footprint is cut from the input first (a view), so the cost
-    does not depend on the photo's size; gradients reach exactly the
-    footprints' pixels.
-
-    Args:
-        cuts: the K faces, in photo coordinates.
-        height, width: the photo's size.
-        left, top: the photo pixel that is the input's first (a crop's origin).
-    """
-
-    def __init__(self, cuts: Sequence[FaceCut], height: int, width: int, left: int = 0, top: int = 0) -> None:
-        super().__init__()
-        if not cuts:
-            raise ValueError("a face view needs at least one face")
-        self.cuts = tuple(cuts)
-        self.left, self.top = left, top
-        self.footprints = tuple(cut.footprint(height, width) for cut in self.cuts)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 4 or z.shape[1] != 3:
-            raise ValueError(f"expected (N, 3, H, W) photos, got {tuple(z.shape)}")
-        crops = [cut(box.shifted(self.left, self.top).of(image), box.left, box.top)
-                 for image in z for cut, box in zip(self.cuts, self.footprints)]
-        return torch.stack(crops)
 
 
 # --- where the attack works -------------------------------------------------------
@@ -667,9 +495,37 @@ def skipped_row(photo: LoadedImage, spec: ModelSpec, settings: Settings, why: st
 ALREADY_MET = "every face already meets the criterion on the clean photo: not attacked"
 
 
+@torch.no_grad()
+def check_faces(checked: Sequence[Checked], photo: LoadedImage, saved_path: str | Path,
+                device: str | torch.device = "cpu") -> dict[str, str]:
+    """The unseen-model columns of a protected face photo: each checked face classifier finds the faces of the
+    clean photo its own way (MTCNN, its crop) and reads them on the clean photo and on the re-read file (and its
+    JPEG 75); it is fooled when every face's identity changed (None when it finds no face)."""
+    if not checked:
+        return {}
+    clean = to_tensor(photo.pixels)[None]
+    saved = to_tensor(load_rgb(saved_path).pixels)[None]
+    plain: list[bool | None] = []
+    jpeg: list[bool | None] = []
+    for c in checked:
+        try:
+            faces = find_faces(photo.pixels, model_spec(c.name), where=Path(photo.path).name)
+        except InputError:
+            plain.append(None)
+            jpeg.append(None)
+            continue
+        view = FaceView(faces.cuts, clean.shape[-2], clean.shape[-1])
+        reader = Checked(c.name, c.model, view)
+        before, after = reader.labels(clean), reader.labels(saved)
+        shared = reader.labels(robustness.jpeg(saved, JPEG_QUALITY))
+        plain.append(bool((after != before).all()))
+        jpeg.append(bool((shared != before).all()))
+    return columns_of([c.name for c in checked], plain, jpeg)
+
+
 def protect_face_photo(recogniser: nn.Module, spec: ModelSpec, photo: LoadedImage, path: str | Path,
-                       settings: Settings, device: str | torch.device = "cpu", *, stage: Stage | None = None
-                       ) -> dict[str, Any]:
+                       settings: Settings, device: str | torch.device = "cpu", *, stage: Stage | None = None,
+                       checked: Sequence[Checked] = ()) -> dict[str, Any]:
     """Protect every face of one photo, write it to ``path`` (or ``stage`` it) and return its report row, checked
     on the file re-read from disk.
 
@@ -686,7 +542,7 @@ def protect_face_photo(recogniser: nn.Module, spec: ModelSpec, photo: LoadedImag
     protected = attack.region.paste(clean, result.adversarial[0])
     written, digest = write_photo(protected, path, settings.output, stage)
     row = verify_faces(attack, written, clean, settings, device)
-    row.update(file=Path(path).name, sha256=digest)
+    row.update(file=Path(path).name, sha256=digest, **check_faces(checked, photo, written, device))
     reason = result.reason[0]
     why = ALREADY_MET if reason == NOT_ATTACKED_MISCLASSIFIED else reason
     return report_row(photo, spec, settings, row, result, [photo.note, why], start)

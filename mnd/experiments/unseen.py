@@ -64,7 +64,7 @@ class Checked:
 
 
 def check_names(names: Iterable[str], attacked: str, *, where: str = "--check",
-                same_input_as: models.ModelSpec | None = None) -> list[str]:
+                same_input_as: models.ModelSpec | None = None, task: str | None = None) -> list[str]:
     """The checked models' names, refused with one line when they cannot be checked.
 
     A checked model may not be the attacked model or one of its ensemble's
@@ -72,7 +72,9 @@ def check_names(names: Iterable[str], attacked: str, *, where: str = "--check",
     and must be a classifier that returns labels (an ImageNet model, or a face
     classifier over identities). With ``same_input_as`` (``mnd attack``, whose
     saved file is the attacked model's input), it must read the same input size
-    and task.
+    and task; with ``task`` (``mnd protect``, where each model reads the
+    full photo its own way), the same task: ImageNet classifiers for a
+    classifier, face classifiers for a face model (each finds the faces itself).
 
     Raises:
         InputError: naming ``where`` and the model.
@@ -90,6 +92,9 @@ def check_names(names: Iterable[str], attacked: str, *, where: str = "--check",
         spec = models.spec(name)
         if spec.embedding:
             raise InputError(where, f"{name} returns embeddings, not labels; it cannot be checked here")
+        if task is not None and spec.task != task:
+            raise InputError(where, f"{name} reads {spec.task} inputs and the attacked model {task} ones; check a "
+                             f"{task} model")
         if same_input_as is not None and (spec.task, spec.input_size) != (same_input_as.task, same_input_as.input_size):
             raise InputError(where, f"{name} reads {spec.input_size} px {spec.task} inputs, the attacked model "
                              f"{same_input_as.name} {same_input_as.input_size} px {same_input_as.task} ones: "
@@ -115,6 +120,13 @@ def _join(values: Iterable[Any]) -> str:
     return SEP.join(str(v) for v in values)
 
 
+def columns_of(names: Sequence[str], plain: Sequence[bool | None], jpeg: Sequence[bool | None]) -> dict[str, str]:
+    """One image's :data:`UNSEEN_COLUMNS` from per-model verdicts (None: not measured, written empty)."""
+    flag = lambda v: "" if v is None else int(bool(v))  # noqa: E731
+    return {"unseen": _join(names), "unseen_fooled": _join(flag(v) for v in plain),
+            "unseen_jpeg75": _join(flag(v) for v in jpeg)} if names else dict.fromkeys(UNSEEN_COLUMNS, "")
+
+
 def unseen_columns(checked: Sequence[Checked], clean: torch.Tensor, saved: torch.Tensor) -> list[dict[str, str]]:
     """The :data:`UNSEEN_COLUMNS` of each image (empty strings without checked models).
 
@@ -127,15 +139,8 @@ def unseen_columns(checked: Sequence[Checked], clean: torch.Tensor, saved: torch
     if not checked:
         return [dict.fromkeys(UNSEEN_COLUMNS, "") for _ in range(n)]
     verdicts = [fooled(c, clean, saved) for c in checked]
-    names = _join(c.name for c in checked)
-    return [
-        {
-            "unseen": names,
-            "unseen_fooled": _join(int(plain[i]) for plain, _ in verdicts),
-            "unseen_jpeg75": _join(int(jpeg[i]) for _, jpeg in verdicts),
-        }
-        for i in range(n)
-    ]
+    names = [c.name for c in checked]
+    return [columns_of(names, [bool(p[i]) for p, _ in verdicts], [bool(j[i]) for _, j in verdicts]) for i in range(n)]
 
 
 def _flags(text: str, n: int) -> list[bool | None]:
@@ -174,5 +179,6 @@ def unseen_summary(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines + [CAVEAT]
 
 
-__all__ = ["CAVEAT", "JPEG_QUALITY", "SEP", "UNSEEN_COLUMNS", "Checked", "check_names", "fooled", "load_checked",
+__all__ = ["CAVEAT", "JPEG_QUALITY", "SEP", "UNSEEN_COLUMNS", "Checked", "check_names", "columns_of", "fooled",
+           "load_checked",
            "unseen_columns", "unseen_of", "unseen_summary"]
