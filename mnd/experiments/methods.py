@@ -12,8 +12,9 @@ MND variants, then the methods not in the paper) and :func:`method_label`.
 
 >>> TABLE_ORDER[:5], TABLE_ORDER[11], method_label("di2fgsm"), method_label("l2_ssim")
 (('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
->>> NOT_IN_PAPER
-('mnd_refine', 'bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2', 'tifgsm', 'vmifgsm', 'sinifgsm', 'noise')
+>>> NOT_IN_PAPER  # doctest: +NORMALIZE_WHITESPACE
+('mnd_refine', 'bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2',
+ 'tifgsm', 'vmifgsm', 'sinifgsm', 'noise')
 >>> method_label("tifgsm@eps=4"), method_label("noise")
 ('TIFGSM (eps 4/255)', 'random sign noise')
 >>> method_label("mnd_refine"), mnd_variant("mnd_refine@margin=1"), mnd_variant("ddn")

@@ -268,5 +268,6 @@ register(
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "TASKS", "FaceCrop", "ModelSpec", "Normalized", "Task", "available",
-    "efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "freeze", "load", "register", "spec", "vgg19_imagenet",
+    "efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "freeze", "load",
+    "register", "spec", "vgg19_imagenet",
 ]
