@@ -343,8 +343,9 @@ def _hparams(tmp_path: Path, old: str, new: str) -> Path:
         ("--device", "tpu9", "--device: not a device: 'tpu9' (use cpu, cuda, cuda:N or mps)"),
         ("--device", "xla", "--device: unsupported device type 'xla' (use cpu, cuda, cuda:N or mps)"),
         ("--method", "fgsm", "--method: unknown method 'fgsm'; known: no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd, "
-                             "bim, pgd, mifgsm, di2fgsm, rfgsm, mnd_refine, bim_min, pgd_min, ddn, fmn_l2, fmn_linf, "
-                             "alma_ssim, cw_l2, or a sweep point such as bim@eps=4 or mnd@margin=2"),
+                             "bim, pgd, mifgsm, di2fgsm, rfgsm, tifgsm, vmifgsm, sinifgsm, noise, mnd_refine, bim_min, "
+                             "pgd_min, ddn, fmn_l2, fmn_linf, alma_ssim, cw_l2, or a sweep point such as bim@eps=4 or "
+                             "mnd@margin=2"),
         ("--model", "resnet9000", "--model: unknown model 'resnet9000'; known: dlib_resnet_v1, efficientnet_lite0, "
                                   "efficientnet_lite1, efficientnet_lite2, inception_resnet_v1_vggface2, vgg19"),
         ("--max-iter", "many", "--max-iter: invalid int value: 'many' (see 'mnd attack --help')"),

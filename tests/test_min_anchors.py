@@ -130,7 +130,8 @@ def test_unknown_min_anchor(model10, images):
     with pytest.raises(InputError, match="unknown minimum-perturbation anchor"):
         min_anchors.run("ddn2", model10, images)
     assert set(min_anchors.LABELS) == set(min_anchors.MIN_ANCHORS) == set(min_anchors.BUDGETS)
-    assert set(methods.NOT_IN_PAPER) == set(min_anchors.MIN_ANCHORS) | set(methods.REFINED)
+    assert set(methods.NOT_IN_PAPER) == (set(min_anchors.MIN_ANCHORS) | set(methods.REFINED)
+                                         | set(methods.TRANSFER_ANCHORS) | set(methods.CONTROLS))
     assert methods.TABLE_ORDER[-len(methods.NOT_IN_PAPER):] == methods.NOT_IN_PAPER
 
 

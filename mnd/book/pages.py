@@ -118,16 +118,18 @@ def split_methods(methods: Iterable[str]) -> tuple[list[str], list[str], list[st
     """The MND variants, the paper's anchors and the methods not in the paper among ``methods``, each in a fixed order.
 
     The variants (the ablation settings of eq. 7, :data:`mnd.core.config.VARIANTS`)
-    come in the order of ``VARIANTS``, the anchors (:data:`mnd.core.anchors.ANCHORS`)
-    in alphabetical order, the order of the figures and of the rating sheet,
+    come in the order of ``VARIANTS``, the anchors (:data:`mnd.core.anchors.ANCHORS`,
+    less the transfer anchors and controls, which are not in the paper) in
+    alphabetical order, the order of the figures and of the rating sheet,
     and the methods not in the paper (:data:`mnd.experiments.NOT_IN_PAPER`) in
     their table order; other names are left out.
 
-    >>> split_methods(["bim", "mnd", "pgd", "l1", "di2fgsm", "ddn", "bim_min"])
-    (['l1', 'mnd'], ['bim', 'di2fgsm', 'pgd'], ['bim_min', 'ddn'])
+    >>> split_methods(["bim", "mnd", "pgd", "l1", "di2fgsm", "ddn", "bim_min", "noise", "tifgsm"])
+    (['l1', 'mnd'], ['bim', 'di2fgsm', 'pgd'], ['bim_min', 'ddn', 'tifgsm', 'noise'])
     """
     chosen = set(methods)
-    return ([m for m in VARIANTS if m in chosen], sorted(m for m in anchors.ANCHORS if m in chosen),
+    return ([m for m in VARIANTS if m in chosen],
+            sorted(m for m in anchors.ANCHORS if m in chosen and m not in experiments.NOT_IN_PAPER),
             [m for m in experiments.NOT_IN_PAPER if m in chosen])
 
 

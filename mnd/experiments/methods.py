@@ -2,7 +2,9 @@
 
 The methods, their order and their display names are defined here once:
 :data:`VARIANTS` (the MND ablation settings, from the hyper-parameter file),
-:data:`ANCHORS` (torchattacks, fixed eps), :data:`MIN_ANCHORS` (the
+:data:`ANCHORS` (torchattacks, fixed eps), :data:`TRANSFER_ANCHORS` (three of
+them, transfer attacks not in the paper), :data:`CONTROLS` (random noise of the
+same budget, not an attack), :data:`MIN_ANCHORS` (the
 minimum-perturbation anchors, not in the paper), :data:`METHODS` (all),
 :data:`REFINED` (MND followed by our refinement, not in the paper),
 :data:`TABLE_ORDER` (the rows of the result tables: the paper's anchors, the
@@ -10,8 +12,11 @@ MND variants, then the methods not in the paper) and :func:`method_label`.
 
 >>> TABLE_ORDER[:5], TABLE_ORDER[11], method_label("di2fgsm"), method_label("l2_ssim")
 (('pgd', 'mifgsm', 'bim', 'di2fgsm', 'rfgsm'), 'mnd', 'DI2FGSM', 'l2-norm + SSIM')
->>> NOT_IN_PAPER
-('mnd_refine', 'bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2')
+>>> NOT_IN_PAPER  # doctest: +NORMALIZE_WHITESPACE
+('mnd_refine', 'bim_min', 'pgd_min', 'ddn', 'fmn_l2', 'fmn_linf', 'alma_ssim', 'cw_l2',
+ 'tifgsm', 'vmifgsm', 'sinifgsm', 'noise')
+>>> method_label("tifgsm@eps=4"), method_label("noise")
+('TIFGSM (eps 4/255)', 'random sign noise')
 >>> method_label("mnd_refine"), mnd_variant("mnd_refine@margin=1"), mnd_variant("ddn")
 ('MND + refinement (ours)', 'mnd', None)
 """
@@ -37,7 +42,15 @@ VARIANTS: tuple[str, ...] = tuple(config.VARIANTS)
 
 
 ANCHORS: tuple[str, ...] = tuple(anchors.ANCHORS)
-"""The torchattacks anchors (section IV-A-1, plus RFGSM)."""
+"""The fixed-budget anchors: torchattacks' (section IV-A-1, plus RFGSM and the transfer attacks) and the controls."""
+
+
+TRANSFER_ANCHORS: tuple[str, ...] = anchors.TRANSFER_ANCHORS
+"""The transfer attacks among the anchors (TIFGSM, VMIFGSM, SINIFGSM; not in the paper)."""
+
+
+CONTROLS: tuple[str, ...] = anchors.CONTROLS
+"""The controls among the anchors (random sign noise of the same budget, no gradient): not attacks, shown apart."""
 
 
 MIN_ANCHORS: tuple[str, ...] = tuple(min_anchors.MIN_ANCHORS)
@@ -53,7 +66,7 @@ REFINED_LABELS: dict[str, str] = {"mnd_refine": "MND + refinement (ours)"}
 """Display name of each refined method."""
 
 
-NOT_IN_PAPER: tuple[str, ...] = tuple(REFINED) + MIN_ANCHORS
+NOT_IN_PAPER: tuple[str, ...] = tuple(REFINED) + MIN_ANCHORS + TRANSFER_ANCHORS + CONTROLS
 """The methods the paper does not have: the tables show them in their own block, labelled so."""
 
 
@@ -61,7 +74,7 @@ METHODS: tuple[str, ...] = VARIANTS + ANCHORS + tuple(REFINED) + MIN_ANCHORS
 """Every method ``mnd attack --method`` and a preset accept."""
 
 
-TABLE_ORDER: tuple[str, ...] = anchors.TABLE_ORDER + VARIANTS + NOT_IN_PAPER
+TABLE_ORDER: tuple[str, ...] = tuple(a for a in anchors.TABLE_ORDER if a not in NOT_IN_PAPER) + VARIANTS + NOT_IN_PAPER
 """Row order of the result tables: the paper's Tables I, II, VI and VII (anchors, then the ablation
 settings), then the methods not in the paper."""
 
@@ -75,7 +88,8 @@ def seed_everything(seed: int) -> None:
 
 SWEEPS: dict[str, str] = {**{a: "eps" for a in ANCHORS}, **{v: "margin" for v in (*VARIANTS, *REFINED)}}
 """The parameter a method may be swept over, as ``<method>@<param>=<value>``: a fixed anchor's budget
-``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255), an MND method's ``margin``."""
+``eps`` (in 1/255 units; its step is eps/4, as torchattacks' 2/255 for 8/255; a control has no step), an MND
+method's ``margin``."""
 
 
 BOOSTER_PARAMS: dict[str, str] = {"diversity": "diversity", "translation": "translation", "step": "step_size"}
@@ -190,8 +204,10 @@ def run_method(
     if method in anchors.ANCHORS or method in min_anchors.MIN_ANCHORS:
         run = anchors.run if method in anchors.ANCHORS else min_anchors.run
         kwargs = dict(anchor_kwargs or {})
-        if "eps" in params:  # a sweep point: eps in 1/255 units, the step a quarter of it
-            kwargs.update(eps=params["eps"] / 255, alpha=params["eps"] / 4 / 255)
+        if "eps" in params:  # a sweep point: eps in 1/255 units, the step a quarter of it (a control has none)
+            kwargs.update(eps=params["eps"] / 255)
+            if method not in CONTROLS:
+                kwargs.update(alpha=params["eps"] / 4 / 255)
         return run(method, model, x, labels, targeted=targeted, seed=seed, margin=margin or 0.0, **kwargs)
     if "margin" in params:
         margin = params["margin"]
