@@ -37,8 +37,8 @@ from mnd.core.config import config_for
 from mnd.data import embedded
 from mnd.data.faces import cut_faces, gallery_from_folder
 from mnd.data.imageio import LoadedImage, load_rgb, to_tensor
-from mnd.experiments.protect import Settings
-from mnd.experiments.protect_faces import FaceView, find_faces, prepare_attack, protect_face_photo
+from mnd.protect.photo import Settings
+from mnd.protect.faces import FaceView, find_faces, prepare_attack, protect_face_photo
 from parts import time_parts  # benchmarks/parts.py (these scripts run from this folder's path)
 
 SPEC = models.spec("dlib_resnet_v1")

@@ -29,7 +29,7 @@ from mnd.core.memory import ENV, keep_freed_memory
 from mnd.data import embedded
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
-from mnd.experiments import protect
+from mnd.protect import photo as protect
 from parts import time_parts  # benchmarks/parts.py (these scripts run from this folder's path)
 
 

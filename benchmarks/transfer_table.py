@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 
 from mnd import experiments
-from mnd.experiments.unseen import unseen_of
+from mnd.protect.unseen import unseen_of
 
 SINGLE = [
     "mnd", "l1_ssim", "mnd_refine", "bim_min", "pgd_min", "ddn", "fmn_l2",

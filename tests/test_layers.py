@@ -54,15 +54,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data.prepare",),                              # data: the one preprocessing
     ("data.testsets", "data.embedded"),             # data: the paper's test sets, the embedded photos
     ("data",),
+    ("protect.unseen",),                            # protect: checks on models that never gave a gradient
+    ("protect.photo",),                             # protect: whole photos at full resolution (classifiers)
+    ("protect.face_cuts",),                         # protect: where the faces are, how each is cut
+    ("protect.faces",),                             # protect: every face of a whole photo
+    ("protect",),
     ("experiments.methods",),                       # experiments: every method by name
-    ("experiments.unseen",),                        # experiments: unseen-model checks (models that only read)
     ("experiments.rows",),                          # experiments: the one row schema
     ("experiments.presets",),                       # experiments: presets
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
     ("experiments.trace",),                         # experiments: loss traces of one attack
-    ("experiments.protect",),                       # experiments: whole photos at full resolution
-    ("experiments.face_cuts",),                     # experiments: where the faces are, how each is cut
-    ("experiments.protect_faces",),                 # experiments: every face of a whole photo
+    ("experiments.protect", "experiments.protect_faces"),  # experiments: the old names of mnd.protect's modules
     ("experiments",),
     ("book.mos",),                                  # book: the subjective test (protocol, tables)
     ("book.mos_study",),                            # book: a rating study in SQLite
@@ -82,7 +84,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 """Modules bottom to top; a row ``("core",)`` is the package's ``__init__`` (it may re-export its modules)."""
 
-FOLDERS: tuple[str, ...] = ("errors", "core", "models", "data", "experiments", "book", "cli")
+FOLDERS: tuple[str, ...] = ("errors", "core", "models", "data", "protect", "experiments", "book", "cli")
 """The sub-packages bottom to top: a folder imports only the folders before it (and itself)."""
 
 DATA_PACKAGES: tuple[str, ...] = ("presets",)

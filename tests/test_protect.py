@@ -18,7 +18,7 @@ from mnd.core.attack import is_adversarial
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.data.prepare import prepare_image
 from mnd.errors import InputError
-from mnd.experiments import protect
+from mnd.protect import photo as protect
 from tests.conftest import MeanAbove
 
 SPEC = models.spec("efficientnet_lite0")  # its preprocessing (256, then 224); the network is replaced below

@@ -19,7 +19,7 @@ from mnd.core.config import config_for
 from mnd.data.embedded import embedded_images
 from mnd.data.faces import detect_faces, dlib_chip_details_from_eyes, gallery_from_folder, mtcnn_crops
 from mnd.data.imageio import load_rgb, to_tensor
-from mnd.experiments import protect_faces as pf
+from mnd.protect import faces as pf
 from mnd.models.dlib_resnet import extract_chip
 
 pytestmark = pytest.mark.usefixtures("one_thread")

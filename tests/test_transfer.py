@@ -19,7 +19,7 @@ from mnd.core import boosters
 from mnd.core.attack import generate, is_adversarial, judged_logits
 from mnd.core.config import AttackConfig, validate_hparams, load_hparams
 from mnd.errors import InputError
-from mnd.experiments import unseen
+from mnd.protect import unseen
 from tests.conftest import Linear
 
 
@@ -297,7 +297,7 @@ def test_protect_check_reads_each_saved_file_through_its_own_preprocessing(tiny_
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["unseen"] for r in rows] == ["t_reader", "t_reader"]
     checked = unseen.Checked("t_reader", models.freeze(_Reader()), view=None)
-    from mnd.experiments.protect import checked_views
+    from mnd.protect.photo import checked_views
 
     (view,) = checked_views([checked])
     for r in rows:
@@ -319,7 +319,7 @@ def test_protect_without_check_says_other_models_may_still_read(tiny_models: Non
 
 
 def test_the_max_level_names_an_ensemble_and_the_boosters() -> None:
-    from mnd.experiments.protect import load_strengths
+    from mnd.protect.photo import load_strengths
 
     level = load_strengths()["max"]
     assert models.members(level.model) == ["efficientnet_lite0", "efficientnet_lite1"]
@@ -328,7 +328,7 @@ def test_the_max_level_names_an_ensemble_and_the_boosters() -> None:
 
 
 def test_a_level_with_a_bad_booster_is_refused(tmp_path: Path) -> None:
-    from mnd.experiments.protect import load_strengths
+    from mnd.protect.photo import load_strengths
 
     path = tmp_path / "levels.toml"
     path.write_text('[x]\nmax_iter = 10\ntranslation = 4\n')

@@ -42,7 +42,7 @@ from mnd.data.faces import gallery_photos
 from mnd.data.imageio import check_writable_dir, list_images, load_rgb, png_bytes, remove_created, to_tensor
 from mnd.data.outputs import OutputFolder
 from mnd.errors import InputError
-from mnd.experiments import unseen
+from mnd.protect import unseen
 from mnd.experiments.methods import mnd_variant
 from mnd.experiments.rows import COLUMNS, METRICS_CSV, RowContext
 

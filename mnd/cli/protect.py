@@ -5,9 +5,9 @@
         [--format png|jpeg --quality Q] [--strength low|mid|high] [--survive jpeg:Q|resize:S ...]
         [--max-iter N] [--device cpu] [--quiet]
 
-Image classifiers: :mod:`mnd.experiments.protect`; face models (every face of
+Image classifiers: :mod:`mnd.protect.photo`; face models (every face of
 each photo at once, ``--gallery`` and ``--criterion``):
-:mod:`mnd.experiments.protect_faces`.
+:mod:`mnd.protect.faces`.
 
 Checked first, in this order, each failure one :class:`mnd.errors.InputError`
 (exit status 2): the options, the face gallery's layout, the output folder
@@ -39,7 +39,7 @@ from mnd.data.faces import gallery_from_folder, gallery_photos
 from mnd.data.imageio import LoadedImage, atomic_open, check_writable_dir, list_images, load_rgb, remove_created
 from mnd.data.outputs import OutputFolder, Staged
 from mnd.errors import InputError
-from mnd.experiments.protect import (
+from mnd.protect.photo import (
     FORMATS,
     REPORT_COLUMNS,
     OutputFormat,
@@ -48,8 +48,8 @@ from mnd.experiments.protect import (
     parse_survive,
     protect_photo,
 )
-from mnd.experiments import unseen
-from mnd.experiments.protect_faces import CRITERIA, Criterion, protect_face_photo
+from mnd.protect import unseen
+from mnd.protect.faces import CRITERIA, Criterion, protect_face_photo
 from mnd.experiments.rows import REPORT, REPORT_CSV, check_replaceable, format_table, read_rows, without_files
 
 DEFAULT_MODEL = "efficientnet_lite0"

@@ -51,7 +51,7 @@ from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
-from mnd.experiments import unseen
+from mnd.protect import unseen
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
 from mnd.models.iqa import Metric, load_weighted_metric

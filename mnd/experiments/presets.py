@@ -23,7 +23,7 @@ from mnd import models
 from mnd.core.config import BATCH_MAX, MAX_ITER, SEED_MAX, TASKS, THREADS_MAX, Task, config_for, valid_margin
 from mnd.errors import InputError, read_text_file
 from mnd.experiments.methods import METHODS, check_method
-from mnd.experiments.unseen import check_names as check_unseen
+from mnd.protect.unseen import check_names as check_unseen
 from mnd.models.iqa import check_names
 
 Setting = Literal["non-targeted", "targeted"]
@@ -110,7 +110,7 @@ class DatasetSpec:
     paper_tables: tuple[tuple[str, str], ...] = ()
     figure_image: str | None = None
     unseen: tuple[str, ...] = ()
-    """Models that only read each saved image (:mod:`mnd.experiments.unseen`): the rows' unseen-model columns."""
+    """Models that only read each saved image (:mod:`mnd.protect.unseen`): the rows' unseen-model columns."""
 
     def paper_table(self, setting: str) -> str | None:
         """The paper's table for ``setting`` (None when the preset names none)."""

@@ -28,7 +28,7 @@ from mnd.core.pixels import quantize
 from mnd.data.imageio import atomic_open
 from mnd.data.outputs import sha256_of
 from mnd.errors import InputError, check_regular_file
-from mnd.experiments.unseen import UNSEEN_COLUMNS
+from mnd.protect.unseen import UNSEEN_COLUMNS
 
 COLUMNS = [
     "image",
@@ -85,7 +85,7 @@ beyond the paper:
   folder) and the SHA-256 of its bytes, so a reader can check that the file
   on disk is the one the row was computed on (:func:`describes`);
 - ``unseen``, ``unseen_fooled``, ``unseen_jpeg75``: the unseen-model checks
-  (:mod:`mnd.experiments.unseen`): the checked models, and per model whether
+  (:mod:`mnd.protect.unseen`): the checked models, and per model whether
   its label on the saved file (and after JPEG 75) differs from its label on
   the original; empty when no model was checked.
 
@@ -306,7 +306,7 @@ METRICS_CSV = "metrics.csv"
 """The rows of ``mnd attack``'s output folder (:data:`COLUMNS`)."""
 
 REPORT_CSV = "report.csv"
-"""The rows of ``mnd protect``'s output folder (:data:`mnd.experiments.protect.REPORT_COLUMNS`)."""
+"""The rows of ``mnd protect``'s output folder (:data:`mnd.protect.photo.REPORT_COLUMNS`)."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ class Ledger:
         if "file" in row:
             return str(row["file"] or "")
         image = str(row.get("image", ""))
-        if self.csv == REPORT_CSV:  # the photo's stem and the format's suffix (mnd.experiments.protect.SUFFIX)
+        if self.csv == REPORT_CSV:  # the photo's stem and the format's suffix (mnd.protect.photo.SUFFIX)
             return Path(image).stem + (".jpg" if str(row.get("format", "")).startswith("jpeg") else ".png")
         return f"{image}.png"
 
