@@ -18,7 +18,7 @@ are unchanged since (:func:`check_source`).
 
 The notebooks are thin: each starts with :func:`mnd.book.pages.setup`,
 then calls the book's helpers (:mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`,
-:mod:`~mnd.book.mos_page`) and the library; every number they show comes
+:mod:`~mnd.book.ratings`) and the library; every number they show comes
 from the results folder.
 """
 
