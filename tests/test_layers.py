@@ -76,6 +76,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.curves",),                               # book: attack strength versus image quality
     ("book.claims",),                               # book: the verdict page
     ("book.ratings",),                              # book: the MOS page (reads a study's tables)
+    ("book.guide",),                                # book: the user guide's generated pages
     ("book.build",),                                # book: the build
     ("book",),
     ("cli.attack", "cli.data", "cli.book", "cli.mos"),  # command line: the sub-commands

@@ -4,6 +4,7 @@
 - :mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`: what the notebooks show.
 - :mod:`~mnd.book.ratings`: the MOS page, which reads the tables of :mod:`mnd.study` (the rating study).
 - :mod:`~mnd.book.claims`: the paper's claims checked against the results.
+- :mod:`~mnd.book.guide`: the user guide's pages generated from the code and the run.
 - :mod:`~mnd.book.build`: run the grid, execute the notebooks, build the HTML.
 
 The public names of pages, tables, figures, ratings, claims and build are re-exported here,
@@ -180,6 +181,15 @@ from mnd.book.build import (
     stage,
 )
 
+from mnd.book.guide import (
+    COLUMN_NOTES,
+    GUIDE_PAGES,
+    columns_page,
+    guide_pages,
+    protect_page,
+    sharing_rows,
+    undocumented,
+)
 from mnd.book import ratings as _ratings
 
 # The old module names of the rating study (before mnd.study) and of the MOS page, kept importable.
@@ -188,6 +198,13 @@ sys.modules.update({f"{__name__}.mos": mos, f"{__name__}.mos_study": mos_study,
                     f"{__name__}.mos_server": mos_server, f"{__name__}.mos_page": mos_page})
 
 __all__ = [
+    "COLUMN_NOTES",
+    "GUIDE_PAGES",
+    "columns_page",
+    "guide_pages",
+    "protect_page",
+    "sharing_rows",
+    "undocumented",
     "ABLATION_CHECKS",
     "ALL_MEANS_NOTE",
     "ANCHOR_LABELS",
