@@ -15,7 +15,7 @@ from mnd.core import robustness
 from mnd.errors import MndError
 from mnd.experiments.protect import REPORT_COLUMNS
 
-STATIC_GUIDE = ("install.md", "guide-book.md", "guide-study.md")
+STATIC_GUIDE = ("install.md", "guide_book.md", "guide_study.md")
 
 
 def _row(dataset: str, setting: str, image: str, method: str, success: bool, kept: dict[str, bool]) -> dict:
@@ -88,12 +88,25 @@ def test_the_guide_builds_with_warnings_as_errors(results: Path, tmp_path: Path)
     index = build_html(source, tmp_path / "out")
     built = index.parent
     assert {p.stem for p in built.glob("*.html")} >= {Path(n).stem for n in (*STATIC_GUIDE, *guide.GUIDE_PAGES)}
-    assert "3 of 4 (75%)" in (built / "guide-protect.html").read_text()
+    assert "3 of 4 (75%)" in (built / "guide_protect.html").read_text()
 
 
 def test_the_books_table_of_contents_has_the_guide() -> None:
     toc = (book_dir() / "_toc.yml").read_text()
     part = toc.split("caption: Using mnd")[1].split("caption:")[0]
-    assert re.findall(r"file: (\S+)", part) == ["install", "guide-protect", "guide-book", "guide-study",
-                                                "guide-columns"]
+    assert re.findall(r"file: (\S+)", part) == ["install", "guide_protect", "guide_book", "guide_study",
+                                                "guide_columns"]
     assert all((book_dir() / name).is_file() for name in STATIC_GUIDE)
+
+
+@pytest.mark.parametrize("command", ["", "attack", "protect", "book", "mos", "data", "models"])
+def test_every_help_points_to_the_guide(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnd.cli.main import GUIDE_PAGES, main
+
+    assert main([command, "--help"] if command else ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert 'user guide: the part "Using mnd" of the book' in text
+    if command in GUIDE_PAGES:
+        page = GUIDE_PAGES[command].split()[0]
+        assert f"this command: {page}" in text
+        assert page.replace(".html", ".md") in (*guide.GUIDE_PAGES, *STATIC_GUIDE)  # a page of the guide

@@ -32,8 +32,8 @@ from mnd.book.tables import markdown_table
 from mnd.errors import MndError
 from mnd.experiments.protect import REPORT_COLUMNS, load_strengths
 
-PROTECT_PAGE = "guide-protect.md"
-COLUMNS_PAGE = "guide-columns.md"
+PROTECT_PAGE = "guide_protect.md"
+COLUMNS_PAGE = "guide_columns.md"
 GUIDE_PAGES: tuple[str, ...] = (PROTECT_PAGE, COLUMNS_PAGE)
 """The guide's pages :func:`guide_pages` writes into the book's source folder at build time."""
 
@@ -243,7 +243,7 @@ def protect_page(preset: experiments.Preset, results: str | Path) -> str:
            "`--max-iter` replace a level's values.", "",
            strengths_table(), "",
            "`DIR/report.csv` says, per photo, whether the saved file is protected and whether it still is "
-           "after each sharing transform below ([Reading the result files](guide-columns.md)).", "",
+           "after each sharing transform below ([Reading the result files](guide_columns.md)).", "",
            "## What protection promises, and what it does not", "",
            "It promises that the saved file, exactly as written, fools the model it was made against "
            "(`success` in the report; the command's exit status says when a photo was not protected). Sharing "

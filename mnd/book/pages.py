@@ -66,7 +66,7 @@ NOTEBOOKS: tuple[str, ...] = tuple(page.name for page in PAGES)
 
 
 STATIC_PAGES: tuple[str, ...] = (
-    "intro.md", "reading-notes.md", "install.md", "guide-book.md", "guide-study.md", "_toc.yml")
+    "intro.md", "reading-notes.md", "install.md", "guide_book.md", "guide_study.md", "_toc.yml")
 """The book's Markdown sources in ``book/`` (the user guide's static pages among them, :mod:`mnd.book.guide`)."""
 
 
