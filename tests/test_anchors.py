@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnd import experiments
-from mnd.book import mos
+from mnd.study import protocol as mos
 from mnd.core import anchors, attack
 from mnd.core.anchors import LABELS
 from mnd.core.config import VARIANTS

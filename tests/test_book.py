@@ -1,4 +1,4 @@
-"""mnd.book (display helpers, claims, generated page) and mnd.book.mos."""
+"""mnd.book (display helpers, claims, generated page) and mnd.study.protocol."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mnd import book, experiments
-from mnd.book import mos
+from mnd.study import protocol as mos
 from mnd.data.paths import project_root
 from mnd.errors import InputError, MndError
 

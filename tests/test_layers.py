@@ -9,7 +9,7 @@ below it. Three checks:
 - each module imported alone in a fresh interpreter (``python -c``): no module
   of a higher layer ends up in ``sys.modules``, so no import hides behind
   another;
-- every folder (core, models, data, experiments, book, cli) imports only the folders
+- every folder (core, models, data, experiments, study, book, cli) imports only the folders
   listed before it in :data:`FOLDERS`;
 - imports of ``mnd`` modules sit at module top, except in the command line's
   entry point, which defers them so that ``mnd --help`` and Ctrl-C during
@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.min_anchors",),                          # core: minimum-perturbation anchors (not in the paper)
     ("core",),
     ("models.weights", "models.nets"),              # models: weight files, the network contract
+    ("models.dlib_format", "models.dlib_chips"),    # models: dlib's model file, its face chip
     ("models.dlib_resnet", "models.facenet"),       # models: network builders
     ("models.registry",),                           # models: every model by name
     ("models.gallery",),                            # models: logits over enrolled identities
@@ -52,6 +53,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data.outputs",),                              # data: output folders whose files and rows change together
     ("data.faces",),                                # data: face detection, the one face-crop choice
     ("data.prepare",),                              # data: the one preprocessing
+    ("data.selection",),                            # data: what the paper's two test sets share
+    ("data.imagenet10", "data.vggface2_10"),        # data: choosing each test set from a user's copy
+    ("data.manifests",),                            # data: a choice written, read and checked
     ("data.testsets", "data.embedded"),             # data: the paper's test sets, the embedded photos
     ("data",),
     ("protect.unseen",),                            # protect: checks on models that never gave a gradient
@@ -66,15 +70,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.trace",),                         # experiments: loss traces of one attack
     ("experiments.protect", "experiments.protect_faces"),  # experiments: the old names of mnd.protect's modules
     ("experiments",),
-    ("book.mos",),                                  # book: the subjective test (protocol, tables)
-    ("book.mos_study",),                            # book: a rating study in SQLite
-    ("book.mos_server",),                           # book: the rating study's web page
+    ("study.protocol",),                            # study: the subjective test (protocol, tables)
+    ("study.store",),                               # study: a rating study in SQLite
+    ("study.draw", "study.tables", "study.page"),   # study: drawing it, its tables, the rater's pages
+    ("study.server",),                              # study: the web server
+    ("study",),
     ("book.pages",),                                # book: pages and the notebooks' setup
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
     ("book.curves",),                               # book: attack strength versus image quality
     ("book.claims",),                               # book: the verdict page
-    ("book.mos_page",),                             # book: the MOS page
+    ("book.ratings",),                              # book: the MOS page (reads a study's tables)
+    ("book.guide",),                                # book: the user guide's generated pages
     ("book.build",),                                # book: the build
     ("book",),
     ("cli.attack", "cli.data", "cli.book", "cli.mos"),  # command line: the sub-commands
@@ -84,7 +91,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 """Modules bottom to top; a row ``("core",)`` is the package's ``__init__`` (it may re-export its modules)."""
 
-FOLDERS: tuple[str, ...] = ("errors", "core", "models", "data", "protect", "experiments", "book", "cli")
+FOLDERS: tuple[str, ...] = ("errors", "core", "models", "data", "protect", "experiments", "study", "book", "cli")
 """The sub-packages bottom to top: a folder imports only the folders before it (and itself)."""
 
 DATA_PACKAGES: tuple[str, ...] = ("presets",)

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mnd import book, experiments
-from mnd.book import mos_study
-from mnd.book.mos_study import RatingRejected
+from mnd import study as mos_study
+from mnd.study import RatingRejected
 from mnd.cli.main import main as mnd_main
 from mnd.errors import InputError
 

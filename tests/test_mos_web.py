@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from mnd.book import mos_server, mos_study
+from mnd import study as mos_study
+from mnd.study import server as mos_server
 from mnd.cli.main import main as mnd_main
 from tests.test_mos_study import (
     CONTROL_ANSWERS,

@@ -2,15 +2,20 @@
 
 - :mod:`~mnd.book.pages`: the pages and the one setup call of every notebook.
 - :mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`: what the notebooks show.
-- :mod:`~mnd.book.mos`: the subjective test's protocol and tables; :mod:`~mnd.book.mos_study` and
-  :mod:`~mnd.book.mos_server`: a rating study in SQLite and its web page; :mod:`~mnd.book.mos_page`: its page.
+- :mod:`~mnd.book.ratings`: the MOS page, which reads the tables of :mod:`mnd.study` (the rating study).
 - :mod:`~mnd.book.claims`: the paper's claims checked against the results.
+- :mod:`~mnd.book.guide`: the user guide's pages generated from the code and the run.
 - :mod:`~mnd.book.build`: run the grid, execute the notebooks, build the HTML.
 
-The public names of pages, tables, figures, mos_page, claims and build are re-exported here,
-so a notebook needs only ``from mnd import book``.
+The public names of pages, tables, figures, ratings, claims and build are re-exported here,
+so a notebook needs only ``from mnd import book``. The rating study's modules lived here before
+:mod:`mnd.study`: ``mnd.book.mos``, ``mos_study``, ``mos_server`` and ``mos_page`` still import (aliases).
 """
 
+import sys
+
+from mnd import study as _study
+from mnd.study import protocol as _protocol, server as _server
 from mnd.book.pages import (
     GENERATED_PAGE,
     KERNEL,
@@ -121,7 +126,7 @@ from mnd.book.curves import (
     sweep_status_markdown,
     tradeoff_figure,
 )
-from mnd.book.mos_page import (
+from mnd.book.ratings import (
     collected_ratings,
     mos_tables_html,
     pairs_figure,
@@ -176,7 +181,30 @@ from mnd.book.build import (
     stage,
 )
 
+from mnd.book.guide import (
+    COLUMN_NOTES,
+    GUIDE_PAGES,
+    columns_page,
+    guide_pages,
+    protect_page,
+    sharing_rows,
+    undocumented,
+)
+from mnd.book import ratings as _ratings
+
+# The old module names of the rating study (before mnd.study) and of the MOS page, kept importable.
+mos, mos_study, mos_server, mos_page = _protocol, _study, _server, _ratings
+sys.modules.update({f"{__name__}.mos": mos, f"{__name__}.mos_study": mos_study,
+                    f"{__name__}.mos_server": mos_server, f"{__name__}.mos_page": mos_page})
+
 __all__ = [
+    "COLUMN_NOTES",
+    "GUIDE_PAGES",
+    "columns_page",
+    "guide_pages",
+    "protect_page",
+    "sharing_rows",
+    "undocumented",
     "ABLATION_CHECKS",
     "ALL_MEANS_NOTE",
     "ANCHOR_LABELS",

@@ -18,7 +18,7 @@ are unchanged since (:func:`check_source`).
 
 The notebooks are thin: each starts with :func:`mnd.book.pages.setup`,
 then calls the book's helpers (:mod:`~mnd.book.tables`, :mod:`~mnd.book.figures`,
-:mod:`~mnd.book.mos_page`) and the library; every number they show comes
+:mod:`~mnd.book.ratings`) and the library; every number they show comes
 from the results folder.
 """
 
@@ -42,6 +42,7 @@ from typing import Any
 
 from mnd import experiments
 from mnd.book.claims import public_paths, reproduction_page, scrub
+from mnd.book.guide import GUIDE_PAGES, guide_pages
 from mnd.book.pages import GENERATED_PAGE, KERNEL, NOTEBOOKS, STATIC_PAGES, book_dir, config_file, notebook_dir, page
 from mnd.data.imageio import atomic_open
 from mnd.data.paths import project_root
@@ -153,10 +154,11 @@ def source_files(source: str | Path, names: Sequence[str] = NOTEBOOKS) -> list[s
 
     The static pages (:data:`STATIC_PAGES`, unless ``source`` is the
     checkout's ``book/``, where they are the sources), the executed notebook
-    of each page of ``names`` and the generated page.
+    of each page of ``names``, the generated page and the user guide's
+    generated pages (:data:`mnd.book.guide.GUIDE_PAGES`).
     """
     static = [] if _is_book_dir(Path(source)) else list(STATIC_PAGES)
-    return [*static, *(f"notebooks/{name}.ipynb" for name in names), GENERATED_PAGE]
+    return [*static, *(f"notebooks/{name}.ipynb" for name in names), GENERATED_PAGE, *GUIDE_PAGES]
 
 
 def _read_manifest(source: Path) -> dict[str, str | None] | None:
@@ -574,6 +576,8 @@ def build(
     execute_notebooks(preset, results, source, log=log)
     seconds["notebooks"] = time.perf_counter() - start
     _write_file(source, GENERATED_PAGE, reproduction_page(preset, results))
+    for name, text in guide_pages(preset, results).items():  # the user guide's generated pages
+        _write_file(source, name, text)
     start = time.perf_counter()
     index = build_html(source, out)
     seconds["html"] = time.perf_counter() - start

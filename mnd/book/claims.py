@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
-from mnd.book import curves, mos, mos_study
+from mnd import study
+from mnd.book import curves
 from mnd.book.pages import label, split_methods
 from mnd.book.tables import fmt, markdown_table, setup_text, signed
 from mnd.core import anchors
@@ -325,11 +326,11 @@ def claim_mos(results: str | Path | None) -> Claim:
     tables: list[tuple[str, list[dict[str, Any]]]] = []
     folder = Path(results) / "mos" if results is not None else None
     if folder is not None and (folder / "key.csv").exists() and (folder / "ratings.csv").exists():
-        pairs = mos.read_key(folder / "key.csv")
-        ratings = mos.read_ratings(folder / "ratings.csv", pairs)
+        pairs = study.read_key(folder / "key.csv")
+        ratings = study.read_ratings(folder / "ratings.csv", pairs)
         if ratings:
-            tables.append(("rating sheet", mos.mos_table(mos.mnd_scores(ratings, pairs))))
-    for name, report in mos_study.study_reports(results) if results is not None else []:
+            tables.append(("rating sheet", study.mos_table(study.mnd_scores(ratings, pairs))))
+    for name, report in study.study_reports(results) if results is not None else []:
         if report.rows:
             tables.append((f"study {name} ({len(report.raters)} raters, {len(report.excluded)} left out)", report.rows))
     if not tables:
@@ -455,8 +456,8 @@ def paper_inconsistencies() -> list[Inconsistency]:
     range and comparison is read or computed from the CSV files.
     """
     found: list[Inconsistency] = []
-    per_image, printed = mos.paper_tables(), mos.paper_averages()
-    for c in mos.check_averages(per_image, printed):
+    per_image, printed = study.paper_tables(), study.paper_averages()
+    for c in study.check_averages(per_image, printed):
         if not c["matches"]:
             found.append(Inconsistency(
                 f"TABLE {c['table']}: the average against {c['versus']}",

@@ -65,7 +65,9 @@ NOTEBOOKS: tuple[str, ...] = tuple(page.name for page in PAGES)
 """The names of :data:`PAGES`, in book order."""
 
 
-STATIC_PAGES: tuple[str, ...] = ("intro.md", "reading-notes.md", "_toc.yml")
+STATIC_PAGES: tuple[str, ...] = (
+    "intro.md", "reading-notes.md", "install.md", "guide_book.md", "guide_study.md", "_toc.yml")
+"""The book's Markdown sources in ``book/`` (the user guide's static pages among them, :mod:`mnd.book.guide`)."""
 
 
 GENERATED_PAGE = "reproduction.md"

@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -25,6 +26,19 @@ from mnd.errors import InputError, MndError, ModelUnavailableError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+GUIDE = ("user guide: the part \"Using mnd\" of the book that `mnd book` builds, in "
+         "book/_build/<preset>/_build/html/ (install.html first){page}")
+"""The paragraph every ``--help`` ends with; ``{page}`` names the command's own page of the guide."""
+
+GUIDE_PAGES = {
+    "attack": "guide_columns.html (the columns of metrics.csv)",
+    "protect": "guide_protect.html (what protection does and does not promise)",
+    "book": "guide_book.html (presets, --set, GPUs, papermill)",
+    "mos": "guide_study.html (running a rating study)",
+    "data": "guide_book.html (presets and data sets)",
+}
+"""Sub-command -> its page of the user guide."""
 
 
 ATTACK_EPILOG = """\
@@ -163,7 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     from mnd.cli.protect import register as add_protect
 
     add_protect(sub)
+    _point_to_guide(parser, "")
+    for name, command in sub.choices.items():
+        page = GUIDE_PAGES.get(name)
+        _point_to_guide(command, f"; this command: {page}" if page else "")
     return parser
+
+
+def _point_to_guide(parser: argparse.ArgumentParser, page: str) -> None:
+    """End ``parser``'s help with :data:`GUIDE` (after its own epilog, if any)."""
+    line = textwrap.fill(GUIDE.format(page=page), 80, break_on_hyphens=False)
+    parser.epilog = f"{parser.epilog.rstrip()}\n\n{line}" if parser.epilog else line
 
 
 def _error(where: object, problem: object) -> None:

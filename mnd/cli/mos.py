@@ -13,35 +13,35 @@ import argparse
 from pathlib import Path
 
 from mnd import experiments
-from mnd.book import mos_server, mos_study
+from mnd.study import draw, server, store, tables
 from mnd.errors import InputError
 
 
-def _study(args: argparse.Namespace) -> mos_study.Study:
+def _study(args: argparse.Namespace) -> store.Study:
     """Create (or reuse) the study when --dataset/--setting are given, else open the existing one."""
-    mos_study.check_name(args.study)
+    store.check_name(args.study)
     if not (args.results / experiments.RESULTS_CSV).is_file():
         raise InputError(args.results, f"no {experiments.RESULTS_CSV} here: not a grid results folder")
     given = getattr(args, "dataset", None), getattr(args, "setting", None)
     if given == (None, None):
-        return mos_study.open_study(args.results, args.study)
+        return store.open_study(args.results, args.study)
     if None in given:
         raise InputError("--setting" if given[1] is None else "--dataset", "give both --dataset and --setting")
-    return mos_study.create_study(args.results, args.study, args.dataset, args.setting, seed=args.seed,
+    return draw.create_study(args.results, args.study, args.dataset, args.setting, seed=args.seed,
                                      images=args.images, controls=args.controls, anchors=args.anchors)
 
 
 def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError("--port", f"{args.port} is not a port number (0 to 65535; 0 picks a free one)")
-    return mos_server.serve(_study(args), args.host, args.port)
+    return server.serve(_study(args), args.host, args.port)
 
 
 def _tables(args: argparse.Namespace) -> int:
-    control_limit = mos_study.check_control_limit(args.control_limit, "--control-limit")
+    control_limit = tables.check_control_limit(args.control_limit, "--control-limit")
     study = _study(args)
     out = args.out or args.results / "mos" / f"{args.study}_tables.csv"
-    report = mos_study.write_tables(study, out, control_limit=control_limit)
+    report = tables.write_tables(study, out, control_limit=control_limit)
     print(report.summary())
     print(out)
     return 0
@@ -50,7 +50,7 @@ def _tables(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     study = _study(args)
     out = args.out or args.results / "mos" / f"{args.study}_ratings.csv"
-    count = mos_study.export_ratings(study, out)
+    count = tables.export_ratings(study, out)
     print(f"{count} ratings")
     print(out)
     return 0
@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=8, help="images in the study (default: %(default)s, as the paper)")
     p.add_argument("--controls", type=int, default=2,
                    help="hidden control pairs, the clean image against itself, 0 to "
-                   f"{mos_study.MAX_CONTROLS} (default: %(default)s)")
+                   f"{draw.MAX_CONTROLS} (default: %(default)s)")
     p.add_argument("--anchors", nargs="+", metavar="ANCHOR",
                    help="anchors MND is compared with (default: every MOS anchor in the results)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and of each rater's order (default: 0)")
@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "cell that a spreadsheet would run as a formula (starting with =, +, -, @) gets a leading '.")
     _common(p)
     p.add_argument("--out", type=Path, metavar="CSV", help="output (default: RESULTS_DIR/mos/<study>_tables.csv)")
-    p.add_argument("--control-limit", type=float, default=mos_study.CONTROL_LIMIT,
+    p.add_argument("--control-limit", type=float, default=tables.CONTROL_LIMIT,
                    help="leave out raters whose mean |score| on the control pairs is above this, "
                    "a finite number >= 0 (default: %(default)s)")
     p.set_defaults(func=_tables)

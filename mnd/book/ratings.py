@@ -1,4 +1,8 @@
-"""The MOS page: the rating sheet, the rated pairs, and the MOS tables beside the paper's."""
+"""The MOS page: the rating sheet, the rated pairs, and the MOS tables beside the paper's.
+
+The rating study itself (protocol, SQLite store, web server) is :mod:`mnd.study`; this page only reads
+its tables (:func:`mnd.study.study_reports`). It was ``mnd.book.mos_page``, a name that still imports.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnd import experiments
-from mnd.book import mos, mos_study
+from mnd import experiments, study
 from mnd.book.claims import paper_inconsistencies
 from mnd.book.figures import load_image
 from mnd.book.pages import dataset_status, mos_anchors
@@ -19,7 +22,7 @@ from mnd.book.tables import html_table
 
 def scale_html() -> str:
     """TABLE V, the 7-point rating scale."""
-    return html_table([{"rule": k, "score": v} for k, v in mos.SCALE.items()], caption="TABLE V: the rating scale")
+    return html_table([{"rule": k, "score": v} for k, v in study.SCALE.items()], caption="TABLE V: the rating scale")
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,12 @@ class RatingSheet:
 
     Attributes:
         images: data set -> the images of the test, in order.
-        pairs: the pairs of the sheet (:func:`mnd.book.mos.make_sheet`).
-        files: what :func:`mnd.book.mos.write_sheet` wrote (``html``, ``key``, ``ratings``, ...).
+        pairs: the pairs of the sheet (:func:`mnd.study.make_sheet`).
+        files: what :func:`mnd.study.write_sheet` wrote (``html``, ``key``, ``ratings``, ...).
     """
 
     images: dict[str, list[str]]
-    pairs: list[mos.Pair]
+    pairs: list[study.Pair]
     files: dict[str, Path]
 
 
@@ -43,7 +46,7 @@ def write_rating_sheet(preset: experiments.Preset, results: str | Path, rows: Se
 
     Per data set the grid ran, ``images_per_dataset`` images drawn with
     ``seed`` among those MND and every compared anchor made adversarial in
-    every setting (:func:`mnd.book.mos.choose_images`); MND is compared with the
+    every setting (:func:`mnd.study.choose_images`); MND is compared with the
     preset's anchors of the paper's test (:func:`mos_anchors`). Collected
     ratings already in the folder are kept.
     """
@@ -52,11 +55,11 @@ def write_rating_sheet(preset: experiments.Preset, results: str | Path, rows: Se
     chosen = {}
     for spec in preset.datasets:
         if dataset_status(results, spec.name)[0]:
-            chosen[spec.name] = mos.choose_images(rows, spec.name, images_per_dataset, settings=preset.settings,
+            chosen[spec.name] = study.choose_images(rows, spec.name, images_per_dataset, settings=preset.settings,
                                                   anchors=compared, seed=seed)
-    pairs = mos.make_sheet(chosen, settings=preset.settings, anchors=compared, seed=seed,
+    pairs = study.make_sheet(chosen, settings=preset.settings, anchors=compared, seed=seed,
                            path_of=lambda d, s, m, i: str(experiments.png_path(Path("."), d, s, m, i)))
-    files = mos.write_sheet(pairs, results / "mos", image_root=results)
+    files = study.write_sheet(pairs, results / "mos", image_root=results)
     return RatingSheet(images=chosen, pairs=pairs, files=files)
 
 
@@ -68,14 +71,14 @@ def rating_sheet_markdown(sheet: RatingSheet) -> str:
             f"in the results folder's `mos/`.")
 
 
-def rated_images_html(pairs: Iterable[mos.Pair]) -> str:
+def rated_images_html(pairs: Iterable[study.Pair]) -> str:
     """The images of the test with their IDs (I1, I2, ...)."""
     tested = sorted({(int(p.image_id[1:]), p.image_id, p.dataset, p.image) for p in pairs})
     return html_table([{"image ID": i, "data set": d, "image": n} for _, i, d, n in tested],
                       caption="the images of the test")
 
 
-def pairs_figure(results: str | Path, pairs: Sequence[mos.Pair]) -> Any:
+def pairs_figure(results: str | Path, pairs: Sequence[study.Pair]) -> Any:
     """The two sides of each of ``pairs`` as raters see them."""
     import matplotlib.pyplot as plt  # heavy: only figures need it
 
@@ -89,35 +92,35 @@ def pairs_figure(results: str | Path, pairs: Sequence[mos.Pair]) -> Any:
     return fig
 
 
-def collected_ratings(sheet: RatingSheet, ratings: str | Path = "") -> tuple[Path, list[mos.Rating]]:
+def collected_ratings(sheet: RatingSheet, ratings: str | Path = "") -> tuple[Path, list[study.Rating]]:
     """The ratings file (``ratings``, else the sheet's ``ratings.csv``) and its ratings ([] when it does not exist)."""
     source = Path(ratings) if ratings else sheet.files["ratings"]
-    return source, (mos.read_ratings(source, sheet.pairs) if source.exists() else [])
+    return source, (study.read_ratings(source, sheet.pairs) if source.exists() else [])
 
 
-def mos_tables_html(ratings: Sequence[mos.Rating], pairs: Sequence[mos.Pair]) -> list[str]:
+def mos_tables_html(ratings: Sequence[study.Rating], pairs: Sequence[study.Pair]) -> list[str]:
     """This run's MOS tables, one per data set x setting, in the layout of Tables III, IV, VIII and IX."""
-    table = mos.mos_table(mos.mnd_scores(ratings, pairs))
+    table = study.mos_table(study.mnd_scores(ratings, pairs))
     raters = len({r.rater for r in ratings})
     out = []
     for (d, st) in dict.fromkeys((r["dataset"], r["setting"]) for r in table):
         block = [r for r in table if r["dataset"] == d and r["setting"] == st]
-        out.append(html_table(mos.wide(block), caption=f"MOS of MND versus each anchor: {d}, {st} ({raters} raters)"))
+        out.append(html_table(study.wide(block), caption=f"MOS of MND versus each anchor: {d}, {st} ({raters} raters)"))
     return out
 
 
 def paper_mos_html() -> list[str]:
     """The paper's MOS tables (III, IV, VIII, IX) with their printed Average rows, then printed versus recomputed."""
-    paper = mos.paper_tables()
-    printed = {(r["table"], r["versus"]): r["mean"] for r in mos.paper_averages()}
+    paper = study.paper_tables()
+    printed = {(r["table"], r["versus"]): r["mean"] for r in study.paper_averages()}
     out = []
     for name in dict.fromkeys(str(r["table"]) for r in paper):
         block = [dict(r) for r in paper if r["table"] == name]
-        lines = mos.wide(block + [{"image_id": "Average (printed)", "versus": v, "mean": m, "std": float("nan")}
+        lines = study.wide(block + [{"image_id": "Average (printed)", "versus": v, "mean": m, "std": float("nan")}
                                   for (t, v), m in printed.items() if t == name])
         first = block[0]
         out.append(html_table(lines, caption=f"TABLE {name}: {first['dataset']}, {first['setting']}"))
-    check = mos.check_averages(paper, mos.paper_averages())
+    check = study.check_averages(paper, study.paper_averages())
     out.append(html_table(check, ["table", "versus", "printed", "recomputed", "difference", "matches"],
                           digits={"recomputed": 4, "difference": 4}, caption="printed versus recomputed averages"))
     return out
@@ -125,7 +128,7 @@ def paper_mos_html() -> list[str]:
 
 def paper_mos_markdown() -> str:
     """The printed averages that are not the mean of their rows, and what section IV-C-5's text gets wrong."""
-    wrong = [c for c in mos.check_averages(mos.paper_tables(), mos.paper_averages()) if not c["matches"]]
+    wrong = [c for c in study.check_averages(study.paper_tables(), study.paper_averages()) if not c["matches"]]
     return ("**Averages that do not match:** " + ("; ".join(
         f"TABLE {c['table']} vs. {c['versus']}: printed {c['printed']:.2f}, mean of its rows {c['recomputed']:.4f}"
         for c in wrong) if wrong else "none.") + "\n\nThe text of section IV-C-5 disagrees with the tables too:\n\n"
@@ -135,7 +138,7 @@ def paper_mos_markdown() -> str:
 
 def study_tables_html(results: str | Path) -> list[str]:
     """The MOS tables of every browser study of this run (``mnd mos serve``), with who was left out, or a note."""
-    reports = mos_study.study_reports(results)
+    reports = study.study_reports(results)
     if not reports:
         return ["<p>No browser study in this run's <code>mos/</code> folder. Start one with "
                 "<code>mnd mos serve RESULTS --study NAME</code>; its ratings appear here when the book is built "
@@ -147,6 +150,6 @@ def study_tables_html(results: str | Path) -> list[str]:
             continue
         for (d, st) in dict.fromkeys((r["dataset"], r["setting"]) for r in report.rows):
             block = [r for r in report.rows if r["dataset"] == d and r["setting"] == st]
-            out.append(html_table(mos.wide(block), caption=f"study {name}: MOS of MND versus each anchor, {d}, {st}; "
+            out.append(html_table(study.wide(block), caption=f"study {name}: MOS of MND versus each anchor, {d}, {st}; "
                                   f"{report.summary()}"))
     return out
