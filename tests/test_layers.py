@@ -56,7 +56,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.methods",),                       # experiments: every method by name
     ("experiments.rows",),                          # experiments: the one row schema
     ("experiments.presets",),                       # experiments: presets
+    ("experiments.shards",),                        # experiments: shards of the grid
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
+    ("experiments.parallel", "experiments.stats"),  # experiments: grid processes side by side; uncertainty
     ("experiments.trace",),                         # experiments: loss traces of one attack
     ("experiments.protect",),                       # experiments: whole photos at full resolution
     ("experiments.protect_faces",),                 # experiments: every face of a whole photo
