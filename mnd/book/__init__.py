@@ -121,6 +121,15 @@ from mnd.book.curves import (
     sweep_status_markdown,
     tradeoff_figure,
 )
+from mnd.book.teaching import (
+    budget_strip,
+    NO_UNSEEN,
+    Rate,
+    strip_methods,
+    success_rates,
+    teaching_figure,
+    unseen_pairs,
+)
 from mnd.book.mos_page import (
     collected_ratings,
     mos_tables_html,
@@ -177,6 +186,13 @@ from mnd.book.build import (
 )
 
 __all__ = [
+    "NO_UNSEEN",
+    "Rate",
+    "budget_strip",
+    "strip_methods",
+    "success_rates",
+    "teaching_figure",
+    "unseen_pairs",
     "ABLATION_CHECKS",
     "ALL_MEANS_NOTE",
     "ANCHOR_LABELS",
