@@ -71,8 +71,9 @@ def test_verdict_has_a_third_answer():
     assert stats.verdict(["holds", "holds"]) == "supported"
     assert stats.verdict(["holds", "does not hold"]) == "partly supported"
     assert stats.verdict(["does not hold"]) == "not supported"
-    assert stats.verdict(["holds", "inconclusive"]) == "inconclusive"
-    assert stats.verdict([True, None]) == "inconclusive"
+    assert stats.verdict(["holds", "inconclusive"]) == "supported (1 of 2 inconclusive)"
+    assert stats.verdict(["does not hold", None, None]) == "not supported (2 of 3 inconclusive)"
+    assert stats.verdict([None, "inconclusive"]) == "inconclusive"
     assert stats.verdict([]) == "no data"
 
 

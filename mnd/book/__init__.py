@@ -144,6 +144,8 @@ from mnd.book.mos_page import (
     write_rating_sheet,
 )
 from mnd.book.claims import (
+    paired,
+    PAIRED_NOTE,
     ABLATION_CHECKS,
     ALL_MEANS_NOTE,
     ANCHOR_LABELS,
@@ -186,6 +188,8 @@ from mnd.book.build import (
 )
 
 __all__ = [
+    "PAIRED_NOTE",
+    "paired",
     "NO_UNSEEN",
     "Rate",
     "budget_strip",

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
-from mnd.book.curves import base_label, curve_points, method_kind, plotted
+from mnd.book.curves import SWEEP_EPS, SWEEP_MARGINS, base_label, curve_points, method_kind, plotted
+from mnd.book.figures import detail_region, load_image
 from mnd.experiments.methods import parse_method
 from mnd.experiments.stats import usable, wilson
 
@@ -179,8 +180,6 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
 
 def strip_methods(anchor: str = "pgd") -> list[str]:
     """The methods of :func:`budget_strip`: one anchor at each budget, then MND at each margin."""
-    from mnd.book.curves import SWEEP_EPS, SWEEP_MARGINS
-
     return ([anchor if e == 8 else f"{anchor}@eps={e:g}" for e in SWEEP_EPS]
             + ["mnd" if m == 0 else f"mnd@margin={m:g}" for m in SWEEP_MARGINS])
 
@@ -190,8 +189,6 @@ def budget_strip(results: str | Path, rows: Iterable[Mapping[str, Any]], dataset
     """One photo at each method of ``methods`` (those on disk): the image with its PSNR, the difference from
     the clean image times :data:`AMPLIFY` (mid-grey is no change), and a zoomed detail; None when none is there."""
     import matplotlib.pyplot as plt  # heavy: only figures need it
-
-    from mnd.book.figures import detail_region, load_image
 
     rows = {str(r["method"]): r for r in rows
             if (r.get("dataset"), r.get("setting"), str(r.get("image"))) == (dataset, setting, image)}

@@ -153,25 +153,24 @@ def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool = 
 
 
 def verdict(outcomes: Sequence[Outcome | bool | None]) -> str:
-    """The verdict of a claim from its checks: ``supported`` (every check holds), ``not supported`` (none
-    holds), ``partly supported``, ``inconclusive`` (any check undecided: its interval includes no difference
-    or its n is below the minimum), or ``no data``. A bool is a check decided without a test.
+    """The verdict of a claim from its checks, decided ones first: ``supported`` (every decided check holds),
+    ``not supported`` (none), ``partly supported``; with `` (k of n inconclusive)`` when some checks are
+    undecided (their paired test cannot tell, or their n is below the minimum); ``inconclusive`` when no check
+    is decided; ``no data`` without checks. A bool is a check decided without a test, None an undecided one.
 
-    >>> verdict(["holds", True]), verdict(["holds", "inconclusive"]), verdict([False, "does not hold"]), verdict([])
-    ('supported', 'inconclusive', 'not supported', 'no data')
+    >>> verdict(["holds", True]), verdict(["holds", "inconclusive"]), verdict([False, "does not hold"])
+    ('supported', 'supported (1 of 2 inconclusive)', 'not supported')
+    >>> verdict([None, "inconclusive"]), verdict([])
+    ('inconclusive', 'no data')
     """
-    decided = []
-    for o in outcomes:
-        if o is None or o == "inconclusive":
-            return "inconclusive"
-        decided.append(o is True or o == "holds")
-    if not decided:
+    if not outcomes:
         return "no data"
-    if all(decided):
-        return "supported"
-    if not any(decided):
-        return "not supported"
-    return "partly supported"
+    decided = [o is True or o == "holds" for o in outcomes if o is not None and o != "inconclusive"]
+    undecided = len(outcomes) - len(decided)
+    if not decided:
+        return "inconclusive"
+    text = "supported" if all(decided) else "not supported" if not any(decided) else "partly supported"
+    return text + (f" ({undecided} of {len(outcomes)} inconclusive)" if undecided else "")
 
 
 def rate_text(successes: int, n: int) -> str:
