@@ -70,7 +70,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
     ("book.curves",),                               # book: attack strength versus image quality
-    ("book.teaching",),                             # book: the teaching figure and the budget strip
+    ("book.quality", "book.teaching"),              # book: the quality tables; the teaching figure                             # book: the teaching figure and the budget strip
     ("book.inconsistencies",),                      # book: the paper's own inconsistencies
     ("book.claims",),                               # book: the verdict page
     ("book.mos_page",),                             # book: the MOS page

@@ -112,8 +112,6 @@ from mnd.book.curves import (
     PerceptualSplit,
     plotted,
     point_label,
-    quality_rows,
-    quality_table_html,
     robustness_rows,
     robustness_table_html,
     same_images,
@@ -121,6 +119,7 @@ from mnd.book.curves import (
     sweep_status_markdown,
     tradeoff_figure,
 )
+from mnd.book.quality import METRIC_HALVES, quality_rows, quality_table_html
 from mnd.book.teaching import (
     budget_strip,
     NO_UNSEEN,
@@ -188,6 +187,7 @@ from mnd.book.build import (
 )
 
 __all__ = [
+    "METRIC_HALVES",
     "PAIRED_NOTE",
     "paired",
     "NO_UNSEEN",
