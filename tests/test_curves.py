@@ -108,6 +108,7 @@ def test_quality_table_has_every_metric_and_says_which_reach_full_success() -> N
     first, second = html.split("</table>")[:2]  # the metrics in two tables that fit the column
     assert "SSIM ↑" in first and "FSIM ↑" not in first and "FSIM ↑" in second and "success" not in second
     assert "n = 2 images" in first
+    assert "degenerate" in first  # make_rows' SSIM is PSNR / 100: every output under 50 dB is degenerate
     old = [{k: v for k, v in r.items() if k not in ("ms_ssim", "vif")} for r in make_rows()]
     assert book.quality_rows(old, "imagenet", "targeted")[0]["VIF ↑"] == "–"  # not measured
 

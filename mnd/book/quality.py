@@ -54,12 +54,13 @@ def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
     html = []
     for k, half in enumerate(METRIC_HALVES, start=1):
         table = quality_rows(rows, dataset, setting, half)
+        any_degenerate = any(r["degenerate"] for r in table)
         for row in table:
             row.pop("full success")
             if k == 2:
                 row.pop("success (Wilson 95%)")
                 row.pop("in the paper")
-            if not any(r["degenerate"] for r in table):
+            if not any_degenerate or k == 2:
                 row.pop("degenerate")
         caption = (f"{dataset}, {setting} ({k} of 2): n = {len(images)} images ({', '.join(images)}); "
                    "mean ± std over all attacked images; ↑ higher is better, ↓ lower is better. "
