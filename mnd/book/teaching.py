@@ -132,7 +132,8 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
     any_unseen = any(unseen_pairs(r) is not None for r in rows)
     with plt.rc_context({"font.size": FONT}):
         fig, axes = plt.subplots(2, 3, figsize=(WIDTH, 7.4), sharey=True)
-        colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
+        palette = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c != "#d62728"]  # red: MND's
+        colours = iter(palette * 3)
         for family, points in families.items():
             kind = method_kind(family)
             colour = "#d62728" if family == "mnd" else ("black" if kind == "minimum norm" else next(colours))
