@@ -120,6 +120,7 @@ def _mean(values: Iterable[Any]) -> float:
 def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> Any:
     """The teaching figure of one data set x setting (see the module docstring); None when nothing to draw."""
     import matplotlib.pyplot as plt  # heavy: only figures need it
+    from matplotlib.colors import to_hex
 
     rows = [r for r in rows if r.get("dataset") == dataset and r.get("setting") == setting]
     families = plotted(curve_points(rows, dataset, setting))
@@ -132,12 +133,15 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
     any_unseen = any(unseen_pairs(r) is not None for r in rows)
     with plt.rc_context({"font.size": FONT}):
         fig, axes = plt.subplots(2, 3, figsize=(WIDTH, 7.4), sharey=True)
-        palette = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c != "#d62728"]  # red: MND's
+        shapes = iter("DsP^vX<>*h" * 2)  # one marker shape per single-point method
+        palette = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
+                   if to_hex(c) != "#d62728"]  # red is MND's
         colours = iter(palette * 3)
         for family, points in families.items():
             kind = method_kind(family)
             colour = "#d62728" if family == "mnd" else ("black" if kind == "minimum norm" else next(colours))
             swept = len(points) > 1
+            marker = "o" if swept else next(shapes)
             rates = [success_rates(by_method[p.method]) for p in points]
             for row_index, key in enumerate(("psnr", "ssim")):
                 xs = [_mean(r.get(key) for r in by_method[p.method]) for p in points]
@@ -150,11 +154,14 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
                     err = np.maximum(0.0, np.array([[r.rate - r.interval[0] for _, r in got],
                                                     [r.interval[1] - r.rate for _, r in got]]))
                     ax.errorbar([x for x, _ in got], ys, yerr=err, color=colour, capsize=2,
-                                linestyle="-" if swept else "none", marker="o" if swept else "D",
+                                linestyle="-" if swept else "none", marker=marker,
                                 markersize=4 if swept else 6, linewidth=2.4 if family == "mnd" else 1.2,
                                 label=base_label(family) + (f" (over {points[0].knob})" if swept else ""))
                     if swept and family in ("pgd", "mnd") and panel == "white_box" and key == "psnr":
+                        ends = (got[0], got[-1]) if family == "mnd" else got  # MND's margins sit close: ends only
                         for (x, r), p in zip(got, points):
+                            if (x, r) not in ends:
+                                continue
                             ax.annotate(f"{p.value:g}", (x, r.rate), textcoords="offset points", xytext=(0, 7),
                                         ha="center", fontsize=FONT - 1, color=colour)
         for row_index, what in enumerate(("mean PSNR (dB)", "mean SSIM")):
@@ -173,7 +180,7 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=FONT - 1)
         fig.suptitle(f"{dataset}, {setting}: n = {len(images)} images ({', '.join(images)}); "
-                     "labels: PGD's eps (/255), MND's margin", fontsize=FONT, wrap=True)
+                     "labels: PGD's eps (/255), MND's first and last margin", fontsize=FONT, wrap=True)
         legend_rows = math.ceil(len(labels) / 2)
         fig.tight_layout(rect=(0, 0.035 * legend_rows + 0.02, 1, 0.95))
     return fig
@@ -216,5 +223,5 @@ def budget_strip(results: str | Path, rows: Iterable[Mapping[str, Any]], dataset
                 ax.axis("off")
             ax_row[0].text(0.0, -0.06, verdict, transform=ax_row[0].transAxes, va="top", fontsize=FONT - 1)
         fig.suptitle(f"{image} ({dataset}, {setting})", fontsize=FONT)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.3 * len(found))))
     return fig
