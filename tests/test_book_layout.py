@@ -46,3 +46,19 @@ def test_no_table_is_wider_than_its_column(layout: list[book_layout.PageLayout])
 def test_no_text_is_under_10_pt(layout: list[book_layout.PageLayout]) -> None:
     small = [(p.page, t["px"], t["text"]) for p in layout for t in p.small_text]
     assert not small, small[:20]
+
+
+def test_the_measure_sees_a_wide_table_and_small_text(tmp_path: Path) -> None:
+    pytest.importorskip("playwright", reason="Playwright for Python is not installed (pip install -e '.[test]')")
+    if book_layout.chromium() is None:
+        pytest.skip(f"no Chromium found (looked at {', '.join(book_layout.CHROMIUM)} and PATH)")
+    html = tmp_path / "html"
+    html.mkdir()
+    cells = "".join(f"<td>column {k} with a long header</td>" for k in range(30))
+    (html / "page.html").write_text(
+        "<html><body><main><article style='width:600px'><p>fine</p><p style='font-size:11px'>tiny</p>"
+        f"<div style='overflow-x:auto'><table><caption>too wide</caption><tr>{cells}</tr></table></div>"
+        "</article></main></body></html>")
+    (found,) = book_layout.measure(html, tmp_path / "shots")
+    assert [t["caption"] for t in found.wide_tables] == ["too wide"] and found.wide_tables[0]["column"] == 600
+    assert [t["text"] for t in found.small_text] == ["tiny"]
