@@ -39,13 +39,22 @@ ENSEMBLE = [
 """Methods against the Lite0+Lite1 ensemble (Lite2 unseen)."""
 
 
-def preset_text(single: list[str], ensemble: list[str]) -> str:
-    """The grid's preset: two data sets over the embedded photos."""
-    for m in single + ensemble:
+DATASETS = {
+    "lite0": ("EfficientNet-Lite0 attacked; Lite1 and Lite2 unseen", "efficientnet_lite0",
+              ["efficientnet_lite1", "efficientnet_lite2"]),
+    "ensemble": ("Lite0+Lite1 ensemble attacked; Lite2 unseen", "efficientnet_lite0+efficientnet_lite1",
+                 ["efficientnet_lite2"]),
+}
+"""Each grid of the table: its title, the model attacked and the models that only read."""
+
+
+def preset_text(dataset: str, methods: list[str]) -> str:
+    """The preset of one of the two grids (:data:`DATASETS`) over the embedded photos."""
+    for m in methods:
         experiments.check_method(m)
-    methods = sorted(set(single) | set(ensemble), key=(single + ensemble).index)
+    title, model, unseen = DATASETS[dataset]
     return textwrap.dedent(f"""
-        name = "transfer"
+        name = "transfer-{dataset}"
         description = "Transfer of every method to models it was not made on (benchmarks/transfer_table.py)."
         seed = 0
         batch_size = 16
@@ -53,17 +62,11 @@ def preset_text(single: list[str], ensemble: list[str]) -> str:
         settings = ["non-targeted"]
         methods = {methods!r}
 
-        [datasets.lite0]
-        title = "EfficientNet-Lite0 attacked; Lite1 and Lite2 unseen"
+        [datasets.{dataset}]
+        title = "{title}"
         source = "embedded"
-        model = "efficientnet_lite0"
-        unseen = ["efficientnet_lite1", "efficientnet_lite2"]
-
-        [datasets.ensemble]
-        title = "Lite0+Lite1 ensemble attacked; Lite2 unseen"
-        source = "embedded"
-        model = "efficientnet_lite0+efficientnet_lite1"
-        unseen = ["efficientnet_lite2"]
+        model = "{model}"
+        unseen = {unseen!r}
         """).replace("'", '"')
 
 
@@ -101,14 +104,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single", nargs="*", default=SINGLE, help="methods against Lite0 alone")
     parser.add_argument("--ensemble", nargs="*", default=ENSEMBLE, help="methods against the ensemble")
     args = parser.parse_args(argv)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / "transfer.toml"
-    path.write_text(preset_text(args.single, args.ensemble))
-    preset = experiments.load_preset(str(path))
-    experiments.run_grid(preset, args.results, progress=True)
-    rows = experiments.read_results(args.results)
-    keep = {("lite0", m) for m in args.single} | {("ensemble", m) for m in args.ensemble}
-    rows = [r for r in rows if (r["dataset"], r["method"]) in keep]
+    rows = []
+    for dataset, methods in (("lite0", args.single), ("ensemble", args.ensemble)):
+        if not methods:
+            continue
+        folder = args.results / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "transfer.toml"
+        path.write_text(preset_text(dataset, methods))
+        experiments.run_grid(experiments.load_preset(str(path)), folder, progress=True)
+        rows += [r for r in experiments.read_results(folder) if r["dataset"] == dataset and r["method"] in methods]
     print(table(rows, list(dict.fromkeys(args.single + args.ensemble))))
 
 

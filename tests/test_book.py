@@ -96,14 +96,17 @@ def test_gradcam_gives_one_map_per_image() -> None:
 # --- claims ----------------------------------------------------------------------------------
 
 
-def _summary_rows(mnd_psnr: float) -> list[dict]:
+SIX = ("a", "b", "c", "d", "e", "f")
+
+
+def _summary_rows(mnd_psnr: float, images: tuple[str, ...] = ("a", "b")) -> list[dict]:
     rows = []
     for setting, shift in (("non-targeted", 0.0), ("targeted", -2.0)):
         for method, psnr, its in (("bim", 34.0, 10), ("l1", 45.0, 20), ("l2", 44.0, 20), ("no_norm", 43.0, 20),
                                   ("l1_ssim", 46.0, 20), ("l2_ssim", 44.5, 20), ("mnd", mnd_psnr, 20)):
-            for image in ("a", "b"):
+            for image in images:
                 rows.append({"dataset": "imagenet", "setting": setting, "method": method, "image": image,
-                             "success": True, "attacked": True, "psnr": psnr + shift, "ssim": psnr / 100,
+                             "success": True, "attacked": True, "psnr": psnr + shift, "ssim": 0.5 + psnr / 100,
                              "iterations": its + (30 if setting == "targeted" else 0),
                              "changed_ratio": 0.3 if method == "mnd" else 0.8, "seconds": 1.0})
     return rows
@@ -111,14 +114,32 @@ def _summary_rows(mnd_psnr: float) -> list[dict]:
 
 def test_claims_follow_the_numbers() -> None:
     preset = experiments.load_preset("tiny")
-    good = {c.title: c for c in book.claims(preset, _summary_rows(48.0))}
+    good = {c.title: c for c in book.claims(preset, _summary_rows(48.0, SIX))}
     # no MOS ratings; C6: MND − no norm is 5 of MND's 14 dB lead over BIM; C7: no minimum-norm attack
     assert [c.verdict for c in good.values()] == ["supported"] * 5 + ["no data", "not supported", "no data"]
-    bad = {c.title: c for c in book.claims(preset, _summary_rows(40.0))}
+    bad = {c.title: c for c in book.claims(preset, _summary_rows(40.0, SIX))}
     assert bad["MND gives the best PSNR and the best SSIM of all methods"].verdict == "not supported"
     ablation = bad["The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps"]
     assert ablation.verdict == "partly supported"  # only "MND beats l1 + SSIM" fails
     assert book.verdict([]) == "no data"
+
+
+def test_claims_on_too_few_images_are_inconclusive_and_say_so() -> None:
+    preset = experiments.load_preset("tiny")
+    few = {c.title: c for c in book.claims(preset, _summary_rows(48.0, ("a", "b")))}
+    best = few["MND gives the best PSNR and the best SSIM of all methods"]
+    assert best.verdict == "inconclusive"  # 2 of 2 images go MND's way: p = 0.5, and n is below the minimum
+    assert best.rows[0]["MND − best other PSNR, per image (dB)"] == "+2.00 [+2.00, +2.00], 2↑ 0↓, p 0.5"
+    assert best.rows[0]["MND success (Wilson 95%)"] == "2/2 (34–100%)"
+
+
+def test_a_degenerate_output_is_a_failure_in_the_paired_claims() -> None:
+    rows = _summary_rows(48.0, SIX)
+    for row in rows:
+        if row["method"] == "l1_ssim" and row["image"] in ("a", "b"):
+            row.update(psnr=4.98, ssim=0.003)  # destroyed images: they must not count as l1 + SSIM's wins
+    diff = book.paired(rows, "imagenet", "non-targeted", "mnd", "l1_ssim")
+    assert (diff.n, diff.better) == (4, 4) and diff.outcome == "inconclusive"
 
 
 def test_claims_read_the_methods_from_the_preset() -> None:
@@ -147,24 +168,24 @@ def test_claim_best_uses_the_means_over_all_attacked_images() -> None:
         rows.append({"dataset": "imagenet", "setting": setting, "method": "mnd", "image": "c", "success": False,
                      "attacked": True, "psnr": 20.0, "ssim": 0.5, "iterations": 25, "changed_ratio": 0.9,
                      "seconds": 1.0})
-    best = book.claim_best(preset, experiments.summarize(rows, preset))
-    assert best.verdict == "not supported" and "all attacked" in best.note
+    best = book.claim_best(preset, experiments.summarize(rows, preset), rows)
+    assert best.verdict == "inconclusive" and "all attacked" in best.note  # two pairs: too few to decide
     assert best.rows[0]["MND PSNR (all attacked)"] == "38.67"  # (48 + 48 + 20) / 3
     assert best.rows[0]["best other PSNR (all attacked)"] == "l1-norm + SSIM 46.00"
 
 
 def test_claims_compare_only_methods_that_made_an_image_adversarial() -> None:
     preset = experiments.load_preset("tiny")
-    rows = _summary_rows(48.0)
+    rows = _summary_rows(48.0, SIX)
     for r in rows:
         if r["method"] in ("l2", "no_norm"):  # failed everywhere, with barely changed images
             r.update(success=False, psnr=70.0, ssim=0.9999)
     summary = experiments.summarize(rows, preset)
-    ablation = book.claim_ablation(preset, summary)
+    ablation = book.claim_ablation(preset, summary, rows)
     compared = {r["comparison"].split(":")[0] for r in ablation.rows}
     assert not any("l2-norm vs" in c or "vs No norm" in c or "vs l2-norm" in c for c in compared)
     assert "l1-norm + SSIM vs l1-norm" in compared and ablation.verdict == "supported"
-    best = book.claim_best(preset, summary)
+    best = book.claim_best(preset, summary, rows)
     assert best.verdict == "supported"  # the failed 70 dB settings are not "better" than MND
 
 
@@ -187,7 +208,7 @@ def test_paper_tables_label_both_means_and_compare_only_the_papers_setup(tmp_pat
     row = next(r for r in book.paper_table_rows(experiments.summarize(rows, same), "imagenet", "non-targeted")
                if r["Method"] == "MND")
     assert row["PSNR (dB): Δ (all attacked − paper)"] == "-0.55"
-    assert row["SSIM: Δ (all attacked − paper)"] == "-0.5125"
+    assert row["SSIM: Δ (all attacked − paper)"] == "-0.0125"
     caption = book.paper_table_html(same, experiments.summarize(rows, same), "imagenet", "targeted")
     assert "the paper&#x27;s model and test set" in caption and "Δ = ours (all attacked) − paper" in caption
 
@@ -227,7 +248,7 @@ def test_paper_inconsistencies_are_computed_from_the_tables() -> None:
 
 def test_reproduction_page_is_generated_and_deterministic(tmp_path: Path) -> None:
     preset = experiments.load_preset("tiny")
-    rows = _summary_rows(48.0)
+    rows = _summary_rows(48.0, SIX)
 
     for r in rows:
         r.update(model="m", targeted=r["setting"] == "targeted", note="", seed=0, task="imagenet", max_iter=25)
@@ -236,7 +257,7 @@ def test_reproduction_page_is_generated_and_deterministic(tmp_path: Path) -> Non
     assert page == book.reproduction_page(preset, tmp_path)
     assert page.startswith("# What reproduced and what did not")
     assert page.count("**supported**") >= 5 and "MND iteration cap: 25" in page
-    assert "`imagenet`: efficientnet_lite0 on 2 embedded photos" in page and "not the paper's model and data" in page
+    assert "`imagenet`: efficientnet_lite0 on 6 embedded photos" in page and "not the paper's model and data" in page
     assert "## The paper's own inconsistencies" in page and "1.5175" in page
 
 

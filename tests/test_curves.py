@@ -100,11 +100,15 @@ def test_figure_draws_one_line_per_family() -> None:
 def test_quality_table_has_every_metric_and_says_which_reach_full_success() -> None:
     table = {r["method"]: r for r in book.quality_rows(make_rows(), "imagenet", "targeted")}
     assert table["MND"]["full success"] and not table["BIM, eps 1/255"]["full success"]
-    assert table["BIM, eps 1/255"]["success"] == "1/2" and table["DDN"]["in the paper"] is False
+    assert table["BIM, eps 1/255"]["success (Wilson 95%)"] == "1/2 (9–91%)" and table["DDN"]["in the paper"] is False
     assert table["MND"]["PSNR (dB) ↑"] == "59.00 ± 1.41" and table["MND"]["CIEDE2000 ↓"] == "1.70 ± 0.04"
     html = book.quality_table_html(make_rows(), "imagenet", "targeted")
     for header in ("MS-SSIM ↑", "HaarPSI ↑", "VIF ↑", "GMSD ↓", "FSIM ↑", "CIEDE2000 ↓"):
         assert header in html
+    first, second = html.split("</table>")[:2]  # the metrics in two tables that fit the column
+    assert "SSIM ↑" in first and "FSIM ↑" not in first and "FSIM ↑" in second and "success" not in second
+    assert "n = 2 images" in first
+    assert "degenerate" in first  # make_rows' SSIM is PSNR / 100: every output under 50 dB is degenerate
     old = [{k: v for k, v in r.items() if k not in ("ms_ssim", "vif")} for r in make_rows()]
     assert book.quality_rows(old, "imagenet", "targeted")[0]["VIF ↑"] == "–"  # not measured
 
@@ -148,17 +152,25 @@ def test_claim_c6_splits_mnds_lead() -> None:
     assert _verdicts(make_rows(behind))[0] == "not supported"
 
 
+def _six(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each image three times (six images), with an acceptable SSIM, so that a paired test can decide."""
+    return [{**r, "image": f"{r['image']}{k}", "ssim": 0.95} for r in rows for k in range(3)]
+
+
 def test_claim_c7_compares_mnd_with_each_minimum_norm_attack() -> None:
     preset = experiments.load_preset("tiny")
-    both = book.claim_min_norm(preset, make_rows())
-    assert both.verdict == "partly supported"  # above ALMA, below DDN
+    both = book.claim_min_norm(preset, _six(make_rows()))
+    assert both.verdict.startswith("partly supported")  # above ALMA, below DDN
     shown = {(r["versus"], r["table"]): r for r in both.rows}
-    assert shown[("DDN", "imagenet, targeted (Table II)")]["MND − it, PSNR (dB)"] == "-9.00 ± 1.41"
-    assert shown[("ALMA-SSIM", "imagenet, targeted (Table II)")]["holds"] is True
-    assert shown[("FMN-Linf", "imagenet, targeted (Table II)")]["holds"] == ""  # no common success: no check
+    ddn = shown[("DDN", "imagenet, targeted (Table II)")]
+    assert ddn["holds"] == "does not hold" and ddn["MND − it, PSNR per image (dB)"].startswith("-")
+    assert shown[("ALMA-SSIM", "imagenet, targeted (Table II)")]["holds"] == "holds"
+    fmn = shown[("FMN-Linf", "imagenet, targeted (Table II)")]
+    assert fmn["images both made adversarial"] == 0 and fmn["holds"] == "inconclusive"  # no common success
+    assert book.claim_min_norm(preset, make_rows()).verdict == "inconclusive"  # two images decide nothing
     without_ddn = {k: v for k, v in KNOWN.items() if k != "ddn"}
-    assert _verdicts(make_rows(without_ddn))[1] == "supported"
-    assert _verdicts(make_rows({k: v for k, v in KNOWN.items() if k != "alma_ssim"}))[1] == "not supported"
+    assert _verdicts(_six(make_rows(without_ddn)))[1].startswith("supported")
+    assert _verdicts(_six(make_rows({k: v for k, v in KNOWN.items() if k != "alma_ssim"})))[1].startswith("not supported")
     plain = {k: v for k, v in KNOWN.items() if k not in book.MIN_NORM}
     assert _verdicts(make_rows(plain))[1] == "no data"
 

@@ -476,7 +476,8 @@ def test_vggface2_face_uses_cut_faces_and_keeps_the_largest_face(tmp_path: Path,
 
 EMBEDDED_SHAPES = {
     "astronaut": (512, 512, 3), "chelsea": (300, 451, 3), "coffee": (400, 600, 3), "rocket": (427, 640, 3),
-    "china": (427, 640, 3), "flower": (427, 640, 3), "grace_hopper": (600, 512, 3),
+    "china": (427, 640, 3), "flower": (427, 640, 3), "motorcycle": (500, 741, 3), "hubble": (872, 1000, 3),
+    "grace_hopper": (600, 512, 3),
 }
 
 

@@ -466,7 +466,10 @@ def test_tradeoff_methods_run_on_the_first_images_and_are_compared_on_them(tmp_p
     assert again.computed == 0 and again.reused == 3
     for bad, why in (('[tradeoff]\nmethods = ["nope"]', "unknown method"),
                      ("[tradeoff]\nimages = 0", "images must be from 1 to 1000000, got 0"),
-                     ('[tradeoff]\nmethod = ["bim"]', "methods and images only")):
+                     ('[tradeoff]\nmethod = ["bim"]', "methods, images, max_iter and skip only"),
+                     ('[tradeoff]\nmethods = ["ddn"]\n[tradeoff.skip]\ntargeted = ["bim"]', "must list methods of"),
+                     ('[tradeoff]\nmethods = ["ddn"]\n[tradeoff.skip]\nsideways = ["ddn"]', "must map settings"),
+                     ("[tradeoff]\nmax_iter = 2000000", "max_iter must be from 1")):
         with pytest.raises(InputError, match=why):
             experiments.load_preset(write_preset(tmp_path, extra=bad))
 
@@ -494,3 +497,19 @@ def test_the_embedded_gallery_enrols_a_mirrored_view_and_probes_with_the_photo(t
     own = distances.diagonal()
     # Another view of the same face: clearly not the enrolled chip itself, clearly closer than the other person.
     assert (own > 0.05).all() and (own < 0.4).all() and (distances[0, 1] > 0.5) and (distances[1, 0] > 0.5)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_rows_of_one(tmp_path: Path) -> None:
+    overrides = ['methods=["bim"]', 'settings=["non-targeted"]', "workers=2", "batch_size=1"]
+    preset = experiments.load_preset("tiny", overrides)
+    report = experiments.run_workers(preset, tmp_path / "two", progress=False)
+    assert (report.computed, report.reused, report.failed) == (4, 0, 0) and report.cpu_seconds["user"] > 0
+    one = experiments.run_grid(experiments.load_preset("tiny", overrides[:2] + ["batch_size=1"]), tmp_path / "one",
+                               progress=False)
+    assert one.computed == 4
+    key = ("dataset", "setting", "method", "image", "success", "psnr", "sha256")
+    rows = [[tuple(r[k] for k in key) for r in experiments.read_rows(d / experiments.RESULTS_CSV)]
+            for d in (tmp_path / "two", tmp_path / "one")]
+    assert rows[0] == rows[1]
+    assert not list((tmp_path / "two" / experiments.SHARDS_DIR).glob("results.*.csv"))  # merged and retired

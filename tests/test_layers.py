@@ -66,7 +66,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiments.methods",),                       # experiments: every method by name
     ("experiments.rows",),                          # experiments: the one row schema
     ("experiments.presets",),                       # experiments: presets
+    ("experiments.shards",),                        # experiments: shards of the grid
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries
+    ("experiments.parallel", "experiments.stats"),  # experiments: grid processes side by side; uncertainty
     ("experiments.trace",),                         # experiments: loss traces of one attack
     ("experiments.protect", "experiments.protect_faces"),  # experiments: the old names of mnd.protect's modules
     ("experiments",),
@@ -79,6 +81,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
     ("book.curves",),                               # book: attack strength versus image quality
+    ("book.quality", "book.teaching"),              # book: the quality tables; the teaching figure                             # book: the teaching figure and the budget strip
+    ("book.inconsistencies",),                      # book: the paper's own inconsistencies
     ("book.claims",),                               # book: the verdict page
     ("book.ratings",),                              # book: the MOS page (reads a study's tables)
     ("book.guide",),                                # book: the user guide's generated pages

@@ -117,14 +117,22 @@ from mnd.book.curves import (
     PerceptualSplit,
     plotted,
     point_label,
-    quality_rows,
-    quality_table_html,
     robustness_rows,
     robustness_table_html,
     same_images,
     sweep_sections,
     sweep_status_markdown,
     tradeoff_figure,
+)
+from mnd.book.quality import METRIC_HALVES, quality_rows, quality_table_html
+from mnd.book.teaching import (
+    budget_strip,
+    NO_UNSEEN,
+    Rate,
+    strip_methods,
+    success_rates,
+    teaching_figure,
+    unseen_pairs,
 )
 from mnd.book.ratings import (
     collected_ratings,
@@ -140,6 +148,8 @@ from mnd.book.ratings import (
     write_rating_sheet,
 )
 from mnd.book.claims import (
+    paired,
+    PAIRED_NOTE,
     ABLATION_CHECKS,
     ALL_MEANS_NOTE,
     ANCHOR_LABELS,
@@ -205,6 +215,16 @@ __all__ = [
     "protect_page",
     "sharing_rows",
     "undocumented",
+    "METRIC_HALVES",
+    "PAIRED_NOTE",
+    "paired",
+    "NO_UNSEEN",
+    "Rate",
+    "budget_strip",
+    "strip_methods",
+    "success_rates",
+    "teaching_figure",
+    "unseen_pairs",
     "ABLATION_CHECKS",
     "ALL_MEANS_NOTE",
     "ANCHOR_LABELS",

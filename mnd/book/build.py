@@ -567,7 +567,7 @@ def build(
     check_build(preset, results=results, source=source, run=run)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    report = experiments.run_grid(preset, results, progress=progress) if run else None
+    report = experiments.run_workers(preset, results, progress=progress) if run else None
     seconds["grid"] = time.perf_counter() - start
     if report is not None:
         log(f"grid: {report.computed} computed, {report.reused} reused, {report.failed} failed -> {report.csv}")

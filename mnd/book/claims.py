@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
+from mnd.experiments import stats
 from mnd import study
 from mnd.book import curves
+from mnd.book.inconsistencies import ANCHOR_LABELS, TEXT_QUOTES, Inconsistency, paper_inconsistencies
 from mnd.book.pages import label, split_methods
 from mnd.book.tables import fmt, markdown_table, setup_text, signed
 from mnd.core import anchors
@@ -27,15 +29,44 @@ from mnd.core.anchors import LABELS
 from mnd.data.paths import paper_dir, project_root
 
 
-def verdict(checks: Sequence[bool]) -> str:
-    """``supported`` (all true), ``not supported`` (none), ``partly supported``, or ``no data``."""
-    if not checks:
-        return "no data"
-    if all(checks):
-        return "supported"
-    if not any(checks):
-        return "not supported"
-    return "partly supported"
+def verdict(checks: Sequence[Any]) -> str:
+    """:func:`mnd.experiments.stats.verdict`: ``supported``, ``partly supported``, ``not supported``, ``inconclusive``
+    (with the number of undecided checks) or ``no data``."""
+    return stats.verdict(checks)
+
+
+TIES: dict[str, float] = {"psnr": 0.005, "ssim": 0.00005, "changed_ratio": 0.00005}
+"""Per-image differences within these are ties: equal at the precision the tables print."""
+
+
+def paired(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str, method: str, reference: str,
+           metric: str = "psnr", *, higher_is_better: bool = True) -> stats.Paired:
+    """``method`` against ``reference`` on ``metric``, per image, over the images both made adversarial with an
+    acceptable output (:func:`mnd.experiments.stats.usable`: a degenerate one is a failure)."""
+    def values(name: str) -> dict[str, float]:
+        return {str(r["image"]): float(r[metric]) for r in rows if (r.get("dataset"), r.get("setting"),
+                r.get("method")) == (dataset, setting, name) and stats.usable(r)}
+
+    a, b = values(method), values(reference)
+    common = sorted(a.keys() & b.keys())
+    return stats.compare([a[i] for i in common], [b[i] for i in common], higher_is_better=higher_is_better,
+                         tie=TIES.get(metric, 0.0))
+
+
+def both(first: stats.Paired, second: stats.Paired) -> stats.Outcome:
+    """Two paired checks that must both hold: ``does not hold`` when either is decided against, ``holds`` when
+    both hold, else ``inconclusive``."""
+    if "does not hold" in (first.outcome, second.outcome):
+        return "does not hold"
+    return "holds" if first.outcome == second.outcome == "holds" else "inconclusive"
+
+
+PAIRED_NOTE = (f"Per-image differences (median [interquartile range], images going each way ↑ ↓ and tied =, "
+               f"two-sided sign test p) over the images both made adversarial with an acceptable output: one "
+               f"below {stats.DEGENERATE_PSNR:g} dB PSNR or {stats.DEGENERATE_SSIM:g} SSIM counts as a failure. "
+               f"A comparison holds (or does not) only when p < {stats.ALPHA:g} on at least {stats.MIN_PAIRS} "
+               "pairs; otherwise it is inconclusive.")
+"""How every paired column of the verdict page reads."""
 
 
 @dataclass
@@ -48,7 +79,8 @@ class Claim:
         verdict: from :func:`verdict` over ``checks``.
         rows: the evidence, one row per table (or pair compared).
         columns: which keys of ``rows`` to show.
-        checks: one boolean per row that decides the verdict.
+        checks: one per row that decides the verdict: a bool, a paired outcome
+            (:data:`mnd.experiments.stats.Outcome`) or None (undecided).
         note: caveats.
     """
 
@@ -56,7 +88,7 @@ class Claim:
     paper: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
-    checks: list[bool] = field(default_factory=list)
+    checks: list[Any] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -99,19 +131,21 @@ ALL_MEANS_NOTE = ("PSNR, SSIM, changed-pixel ratios and iterations here are mean
 """What every claim built on :func:`mnd.experiments.summary.summarize` averages over."""
 
 
-def claim_best(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+def claim_best(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]],
+               rows: Sequence[Mapping[str, Any]] = ()) -> Claim:
     """"MND has the best PSNR and SSIM of all methods", per table, on the means over all attacked images."""
     idx = _index(summary)
     claim = Claim(
         "MND gives the best PSNR and the best SSIM of all methods",
         "Sections IV-B-3 and IV-C-3: in each of Tables I, II, VI and VII, MND has the highest mean PSNR and SSIM "
         "of the four anchors and the six other ablation settings.",
-        columns=["table", "MND PSNR (all attacked)", "best other PSNR (all attacked)", "MND SSIM (all attacked)",
-                 "best other SSIM (all attacked)", "MND success", "holds"],
+        columns=["table", "MND PSNR / SSIM (all attacked)", "best other PSNR; SSIM (all attacked)",
+                 "MND − best other PSNR, per image (dB)", "MND − best other SSIM, per image",
+                 "MND success (Wilson 95%)", "holds"],
         note=ALL_MEANS_NOTE + " Only the paper's methods (no sweep point, no minimum-norm attack: those are "
              "the trade-off chapter's) that made at least one image adversarial are compared. A table "
-             "holds when MND's two means are higher than every other method's and MND made at least one image "
-             "adversarial; an infinite mean (an image an attack left unchanged) decides nothing.",
+             "is compared with the method of the best mean PSNR and the one of the best mean SSIM, image by image. "
+             + PAIRED_NOTE + " It holds when both paired differences favour MND.",
     )
     for spec in preset.datasets:
         for setting in preset.settings:
@@ -123,15 +157,19 @@ def claim_best(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]])
                 continue
             best_psnr = max(others, key=lambda s: s["psnr_all_mean"])
             best_ssim = max(others, key=lambda s: s["ssim_all_mean"])
-            holds = (_ok(mnd) and _higher(mnd["psnr_all_mean"], best_psnr["psnr_all_mean"])  # type: ignore[index]
-                     and _higher(mnd["ssim_all_mean"], best_ssim["ssim_all_mean"]))  # type: ignore[index]
+            dp = paired(rows, spec.name, setting, "mnd", best_psnr["method"], "psnr")
+            ds = paired(rows, spec.name, setting, "mnd", best_ssim["method"], "ssim")
+            holds = both(dp, ds)
             claim.rows.append({
                 "table": _where(spec, setting),
                 "MND PSNR (all attacked)": fmt(mnd["psnr_all_mean"], 2),  # type: ignore[index]
                 "best other PSNR (all attacked)": f"{best_psnr['label']} {fmt(best_psnr['psnr_all_mean'], 2)}",
-                "MND SSIM (all attacked)": fmt(mnd["ssim_all_mean"], 4),  # type: ignore[index]
-                "best other SSIM (all attacked)": f"{best_ssim['label']} {fmt(best_ssim['ssim_all_mean'], 4)}",
-                "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",  # type: ignore[index]
+                "MND PSNR / SSIM (all attacked)": f"{fmt(mnd['psnr_all_mean'], 2)} / {fmt(mnd['ssim_all_mean'], 4)}",  # type: ignore[index]
+                "best other PSNR; SSIM (all attacked)": f"{best_psnr['label']} {fmt(best_psnr['psnr_all_mean'], 2)}; "
+                                                        f"{best_ssim['label']} {fmt(best_ssim['ssim_all_mean'], 4)}",
+                "MND − best other PSNR, per image (dB)": dp.text(2),
+                "MND − best other SSIM, per image": ds.text(4),
+                "MND success (Wilson 95%)": stats.rate_text(int(mnd["succeeded"]), int(mnd["attacked"])),  # type: ignore[index]
                 "holds": holds,
             })
             claim.checks.append(holds)
@@ -160,7 +198,8 @@ def _kendall(a: Sequence[float], b: Sequence[float]) -> float:
     return s / (n * (n - 1) / 2)
 
 
-def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]]) -> Claim:
+def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, Any]],
+                   rows: Sequence[Mapping[str, Any]] = ()) -> Claim:
     """The ablation ordering: l1 > l2, no norm; + SSIM helps; + gradient helps (PSNR and SSIM)."""
     idx = _index(summary)
     paper = _paper_index()
@@ -169,11 +208,11 @@ def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, An
         "The ablation ordering: l1 beats l2 and no norm, SSIM helps, the gradient term helps",
         "Section IV-B-3 (and IV-C-3): the l1 deviation loss is more effective than l2 and no norm; adding SSIM "
         "improves PSNR and SSIM; the Sobel gradient similarity improves them further, so the full MND is best.",
-        columns=["table", "comparison", "ours PSNR (all attacked)", "ours SSIM (all attacked)", "paper PSNR",
-                 "paper SSIM", "holds"],
+        columns=["table", "comparison", "ours PSNR / SSIM (all attacked)", "per image, PSNR (dB)",
+                 "per image, SSIM", "paper PSNR / SSIM", "holds"],
         note=ALL_MEANS_NOTE + " Two settings are compared when both made at least one image adversarial. A "
-             "comparison holds for this run when the better setting has both the higher mean "
-             "PSNR and the higher mean SSIM; the columns give the differences (better − worse). The paper's own "
+             "comparison holds for this run when the better setting wins both paired per-image differences; "
+             "the mean columns give the differences of the means (better − worse). " + PAIRED_NOTE + " The paper's own "
              "tables are checked the same way. Kendall's tau compares the order of the seven settings by mean PSNR "
              "with the paper's order (1: same order).",
     )
@@ -189,8 +228,14 @@ def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, An
                 dp = a["psnr_all_mean"] - b["psnr_all_mean"]  # type: ignore[index]
                 ds = a["ssim_all_mean"] - b["ssim_all_mean"]  # type: ignore[index]
                 pa, pb = paper.get((table or "", label(better))), paper.get((table or "", label(worse)))
-                holds = _higher(dp, 0.0) and _higher(ds, 0.0)
+                pp = paired(rows, spec.name, setting, better, worse, "psnr")
+                ps = paired(rows, spec.name, setting, better, worse, "ssim")
+                holds = both(pp, ps)
                 claim.rows.append({
+                    "per image, PSNR (dB)": pp.text(2), "per image, SSIM": ps.text(5),
+                    "ours PSNR / SSIM (all attacked)": f"{signed(dp, 2)} / {signed(ds, 5)}",
+                    "paper PSNR / SSIM": (f"{signed(pa['psnr_mean'] - pb['psnr_mean'], 2)} / "
+                                          f"{signed(pa['ssim_mean'] - pb['ssim_mean'], 5)}") if pa and pb else "–",
                     "table": _where(spec, setting),
                     "comparison": f"{label(better)} vs {label(worse)}: {text}",
                     "ours PSNR (all attacked)": signed(dp, 2),
@@ -211,6 +256,8 @@ def claim_ablation(preset: experiments.Preset, summary: Sequence[Mapping[str, An
                     "table": _where(spec, setting),
                     "comparison": f"order of {len(ranked)} settings by PSNR: Kendall tau {fmt(_kendall(ours, theirs), 2)}",
                     "ours PSNR (all attacked)": "", "ours SSIM (all attacked)": "", "paper PSNR": "", "paper SSIM": "",
+                    "per image, PSNR (dB)": "", "per image, SSIM": "", "ours PSNR / SSIM (all attacked)": "",
+                    "paper PSNR / SSIM": "",
                     "holds": "",
                 })
     return claim
@@ -297,15 +344,19 @@ def claim_success(preset: experiments.Preset, summary: Sequence[Mapping[str, Any
         "Abstract and section V: the MND images attack the classifiers successfully while keeping the quality.",
         columns=["table", "MND success", "mean iterations (successes)", "holds"],
         note="Success is decided on the saved 8-bit image; an attack still failing after the iteration cap counts "
-             "as a failure (reading notes, section 3).",
+             "as a failure (reading notes, section 3). The interval is Wilson's 95%; a table where every image "
+             f"succeeded holds on at least {stats.MIN_PAIRS} images and is inconclusive on fewer.",
     )
     for spec in preset.datasets:
         for setting in preset.settings:
             mnd = idx.get((spec.name, setting, "mnd"))
             if mnd is None or not mnd["attacked"]:
                 continue
-            holds = mnd["succeeded"] == mnd["attacked"]
-            claim.rows.append({"table": _where(spec, setting), "MND success": f"{mnd['succeeded']}/{mnd['attacked']}",
+            holds: Any = mnd["succeeded"] == mnd["attacked"]
+            if holds and mnd["attacked"] < stats.MIN_PAIRS:
+                holds = "inconclusive"  # every image, but too few images to say that MND always succeeds
+            claim.rows.append({"table": _where(spec, setting),
+                               "MND success": stats.rate_text(int(mnd["succeeded"]), int(mnd["attacked"])),
                                "mean iterations (successes)": fmt(mnd["iterations_success_mean"], 1),
                                "holds": holds})
             claim.checks.append(holds)
@@ -389,26 +440,19 @@ def claim_min_norm(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]]
         "Not in the paper, which compares MND with fixed-budget anchors only; the minimum-norm attacks "
         f"({', '.join(curves.MIN_NORM_LABELS[m] for m in curves.MIN_NORM)}) also look for the smallest change "
         "that fools the model.",
-        columns=["table", "versus", "images both made adversarial", "MND − it, PSNR (dB)", "holds"],
-        note="Per image, MND's PSNR minus the minimum-norm attack's, over the images both made adversarial "
-             "(mean ± sample std). A comparison holds when the mean is positive; the claim is supported only when "
-             "MND is higher against every minimum-norm attack of the run. No data when the run has none, or when "
-             "no image was made adversarial by both.",
+        columns=["table", "versus", "images both made adversarial", "MND − it, PSNR per image (dB)", "holds"],
+        note=PAIRED_NOTE + " The claim is supported only when MND is higher against every minimum-norm attack of "
+             "the run. No data when the run has none.",
     )
     for spec in preset.datasets:
         for setting in preset.settings:
-            for paired in curves.min_norm_comparisons(rows, spec.name, setting):
-                name = curves.base_label(paired.reference)
-                if not paired.images:
-                    claim.rows.append({"table": _where(spec, setting), "versus": name,
-                                       "images both made adversarial": 0, "MND − it, PSNR (dB)": "–", "holds": ""})
-                    continue
-                holds = paired.mean > 0
-                spread = "" if math.isnan(paired.std) else f" ± {fmt(paired.std, 2)}"
+            for compared in curves.min_norm_comparisons(rows, spec.name, setting):
+                name = curves.base_label(compared.reference)
+                diff = paired(rows, spec.name, setting, "mnd", compared.reference, "psnr")
                 claim.rows.append({"table": _where(spec, setting), "versus": name,
-                                   "images both made adversarial": paired.images,
-                                   "MND − it, PSNR (dB)": signed(paired.mean, 2) + spread, "holds": holds})
-                claim.checks.append(holds)
+                                   "images both made adversarial": diff.n,
+                                   "MND − it, PSNR per image (dB)": diff.text(2), "holds": diff.outcome})
+                claim.checks.append(diff.outcome)
     return claim
 
 
@@ -419,119 +463,9 @@ def claims(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]], result
     chapter's two (:func:`claim_perceptual`, :func:`claim_min_norm`).
     """
     summary = experiments.summarize(rows, preset)
-    found = [f(preset, summary) for f in (claim_best, claim_ablation, claim_targeted, claim_pixels, claim_success)]
+    found = [claim_best(preset, summary, rows), claim_ablation(preset, summary, rows)]
+    found += [f(preset, summary) for f in (claim_targeted, claim_pixels, claim_success)]
     return found + [claim_mos(results), claim_perceptual(preset, rows), claim_min_norm(preset, rows)]
-
-
-TEXT_QUOTES: dict[str, Any] = {
-    "intro_psnr": (30.0, 35.0),  # introduction: "around 30~35dB/0.78~0.89 ... of the anchor methods on ImageNet"
-    "intro_ssim": (0.78, 0.89),
-    "viii_bim": 1.84,  # section IV-C-5, first paragraph: "... MND VS. BIM are ... 1.84"
-    "ix_rfgsm": 0.29,  # section IV-C-5, second paragraph: "... MND VS. RFGSM are ... 0.29"
-}
-"""Numbers the paper's text states (not its tables): what :func:`paper_inconsistencies` checks them against."""
-
-
-ANCHOR_LABELS: tuple[str, ...] = tuple(label(m) for m in anchors.PAPER_ANCHORS)
-"""The anchors' row labels in the paper's Tables I, II, VI and VII (:data:`mnd.core.anchors.PAPER_ANCHORS`)."""
-
-
-@dataclass(frozen=True)
-class Inconsistency:
-    """A place where the paper disagrees with itself; ``text`` gives the numbers (computed from data/paper/)."""
-
-    title: str
-    text: str
-
-
-def _range(values: Iterable[float], digits: int) -> str:
-    values = list(values)
-    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
-
-
-def paper_inconsistencies() -> list[Inconsistency]:
-    """The paper's own inconsistencies, each with its numbers computed from the table values in ``data/paper/``.
-
-    Only the numbers the paper's text states are constants (:data:`TEXT_QUOTES`); every table value, mean,
-    range and comparison is read or computed from the CSV files.
-    """
-    found: list[Inconsistency] = []
-    per_image, printed = study.paper_tables(), study.paper_averages()
-    for c in study.check_averages(per_image, printed):
-        if not c["matches"]:
-            found.append(Inconsistency(
-                f"TABLE {c['table']}: the average against {c['versus']}",
-                f"The table prints {c['printed']:.2f}; the mean of its {c['images']} image rows is "
-                f"{c['recomputed']:.4f}, which rounds to {c['recomputed']:.2f}."))
-    average = {(r["table"], r["versus"]): float(r["mean"]) for r in printed}
-    viii = average.get(("VIII", "BIM"), math.nan)
-    if abs(viii - TEXT_QUOTES["viii_bim"]) > 0.005:
-        order = sorted((v, k[1]) for k, v in average.items() if k[0] == "VIII")
-        found.append(Inconsistency(
-            "Section IV-C-5 against TABLE VIII",
-            f"The text quotes the average of MND against BIM as {TEXT_QUOTES['viii_bim']:.2f}; TABLE VIII prints "
-            f"{viii:.2f}. The text's own ranking (BIM closest to MND, then DI2FGSM, PGD and MIFGSM) fits the "
-            f"table's averages ({', '.join(f'{n} {v:.2f}' for v, n in order)}), not {TEXT_QUOTES['viii_bim']:.2f}."))
-    anchors_mos = sorted({str(r["versus"]) for r in per_image})
-    if "RFGSM" not in anchors_mos:
-        ix = ", ".join(f"{v} {average[('IX', v)]:.2f}" for v in anchors_mos if ("IX", v) in average)
-        found.append(Inconsistency(
-            "Section IV-C-5 against TABLE IX",
-            f"The second paragraph quotes an average against RFGSM ({TEXT_QUOTES['ix_rfgsm']:.2f}), but no MOS "
-            f"table has an RFGSM column (they compare with {', '.join(anchors_mos)} only); its other four values "
-            f"are TABLE IX's ({ix}). The same paragraph calls the setting targeted; TABLE IX's caption says "
-            "non-targeted."))
-    tables = experiments.paper_psnr_ssim()
-    imagenet = [(t, m, v) for (t, m), v in tables.items() if t in ("I", "II") and m in ANCHOR_LABELS]
-    psnr = [v["psnr_mean"] for _, _, v in imagenet]
-    ssim = [v["ssim_mean"] for _, _, v in imagenet]
-    (lo_p, hi_p), (lo_s, hi_s) = TEXT_QUOTES["intro_psnr"], TEXT_QUOTES["intro_ssim"]
-    if min(psnr) < lo_p or max(psnr) > hi_p or min(ssim) < lo_s or max(ssim) > hi_s:
-        outside = [f"{m} (Table {t}) {v['psnr_mean']:.2f} dB / {v['ssim_mean']:.4f}" for t, m, v in imagenet
-                   if not (lo_p <= v["psnr_mean"] <= hi_p and lo_s <= v["ssim_mean"] <= hi_s)]
-        found.append(Inconsistency(
-            "The introduction against Tables I and II",
-            f"The introduction puts the anchors' average PSNR/SSIM on ImageNet at \"around {lo_p:.0f}~{hi_p:.0f}dB/"
-            f"{lo_s:.2f}~{hi_s:.2f}\"; Tables I and II show {_range(psnr, 2)} dB and {_range(ssim, 4)}, with "
-            f"{len(outside)} of the {len(imagenet)} anchor rows outside that range: {'; '.join(outside)}."))
-    ratios: dict[str, list[str]] = {}
-    pixel_rows = experiments.read_rows(paper_dir() / "pixel_ratio.csv")
-    for r in pixel_rows:
-        ratios.setdefault(r["changed_ratio"], []).append(r["method"])
-    for value, methods in sorted(ratios.items()):
-        if len(methods) > 1:
-            others = ", ".join(f"{r['method']} {r['changed_ratio']}" for r in pixel_rows if r["method"] not in methods)
-            found.append(Inconsistency(
-                "The changed-pixel ratios of section IV-D-2",
-                f"{' and '.join(methods)} have exactly the same ratio, {value}, on the image of Fig. 4, to four "
-                f"digits, while the other methods differ ({others}): two different attacks are unlikely to change "
-                "exactly as many values, which suggests that one number was copied from the other."))
-    for table in ("I", "II", "VI", "VII"):
-        stds = {m: tables[(table, m)]["psnr_std"] for m in ANCHOR_LABELS if (table, m) in tables}
-        if len(stds) < 2:
-            continue
-        low = min(stds, key=lambda m: stds[m])
-        rest = [v for m, v in stds.items() if m != low]
-        if stds[low] * 5 < min(rest):
-            every = [v["psnr_std"] for (t, m), v in tables.items() if m in ANCHOR_LABELS and (t, m) != (table, low)]
-            found.append(Inconsistency(
-                f"TABLE {table}: the PSNR standard deviation of {low}",
-                f"{stds[low]:.2f} dB, against {_range(rest, 2)} dB for the other anchors of the same table "
-                f"({_range(every, 2)} dB over the other {len(every)} anchor rows of Tables I, II, VI and VII), "
-                f"while its SSIM std, {tables[(table, low)]['ssim_std']:.4f}, is like theirs: possibly a misprint."))
-    for plain, aimed in (("I", "II"), ("VI", "VII")):
-        both = [m for m in ANCHOR_LABELS if (plain, m) in tables and (aimed, m) in tables]
-        higher = [(m, tables[(aimed, m)]["psnr_mean"], tables[(plain, m)]["psnr_mean"]) for m in both
-                  if tables[(aimed, m)]["psnr_mean"] > tables[(plain, m)]["psnr_mean"]]
-        if higher:
-            mnd = (tables[(plain, "MND")]["psnr_mean"], tables[(aimed, "MND")]["psnr_mean"])
-            found.append(Inconsistency(
-                f"Targeted against non-targeted anchors (Tables {plain} and {aimed})",
-                "Section IV-B-3 reads the lower targeted PSNR as \"non-targeted attack is easier than targeted "
-                f"attack\" (MND: {mnd[0]:.2f} dB in Table {plain}, {mnd[1]:.2f} dB in Table {aimed}), but "
-                f"{len(higher)} of the {len(both)} anchors score a higher PSNR targeted than "
-                "non-targeted: " + ", ".join(f"{m} {t:.2f} vs {n:.2f} dB" for m, t, n in higher) + "."))
-    return found
 
 
 def public_paths(preset: experiments.Preset, *folders: str | Path) -> list[tuple[str, str]]:
@@ -600,9 +534,13 @@ def reproduction_page(preset: experiments.Preset, results: str | Path) -> str:
     summary = experiments.summarize(rows, preset)
     out = ["# What reproduced and what did not", ""]
     out += [f"Generated by `mnd book` from the results of preset `{preset.name}` ({len(rows)} result rows). "
-            "Each claim is checked on this run's numbers; the verdict is *supported* when every table agrees, "
-            "*partly supported* when some do, *not supported* when none does, *no data* when nothing could be "
-            "compared.", ""]
+            "Each claim is checked on this run's numbers, table by table; a table's check is decided by a paired "
+            f"per-image test (sign test, p < {stats.ALPHA:g}, at least {stats.MIN_PAIRS} images) or is "
+            "*inconclusive*. The verdict is *supported* when every decided table agrees, *partly supported* when "
+            "some do, *not supported* when none does, with the number of inconclusive tables in brackets; "
+            "*inconclusive* when no table is decided, *no data* when nothing could be compared. Degenerate outputs "
+            f"(PSNR below {stats.DEGENERATE_PSNR:g} dB or SSIM below {stats.DEGENERATE_SSIM:g}) count as failures.",
+            ""]
     out += ["Models and data of this run:", "", *setup_lines(preset, summary), "", ALL_MEANS_NOTE, ""]
     skipped = {k: v for k, v in run.get("datasets", {}).items() if v.get("status") != "ok"}
     for name, info in skipped.items():

@@ -309,37 +309,6 @@ def _stats(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
     return sample_mean(values), sample_std(values)
 
 
-def quality_rows(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> list[dict[str, Any]]:
-    """Every method of one data set x setting with its success, whether it reaches full success, and every quality metric.
-
-    Metrics are mean ± std over all attacked images (:data:`QUALITY_METRICS`;
-    an en dash where the run did not measure one). LPIPS and DISTS, which need
-    downloaded weights, are left out where no method has them.
-    """
-    out = []
-    groups = _groups(rows, dataset, setting)
-    measured = {key for key in ("lpips", "dists") if any(_measured(g, key) for g in groups.values())}
-    shown = [m for m in QUALITY_METRICS if m[0] not in ("lpips", "dists") or m[0] in measured]
-    for method, group in groups.items():
-        attacked = _attacked(group)
-        won = sum(1 for r in attacked if r.get("success"))
-        row: dict[str, Any] = {"method": point_label(method), "in the paper": in_paper(method),
-                               "success": f"{won}/{len(attacked)}", "full success": bool(attacked) and won == len(attacked)}
-        for key, title, digits in shown:
-            row[title] = pm(*_stats(group, key), digits)
-        out.append(row)
-    return out
-
-
-def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> str:
-    """:func:`quality_rows` as an HTML table with its caption."""
-    table = quality_rows(rows, dataset, setting)
-    full = [r["method"] for r in table if r["full success"]]
-    caption = (f"{dataset}, {setting}: every method, mean ± std over all attacked images; ↑ higher is better, "
-               f"↓ lower is better. Full success: {', '.join(full) if full else 'none'}.")
-    return html_table(table, caption=caption)
-
-
 ROBUSTNESS_TITLES: dict[str, str] = {
     "jpeg95": "JPEG 95", "jpeg85": "JPEG 85", "jpeg75": "JPEG 75", "resize50": "resize 0.5x",
 }

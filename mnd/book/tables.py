@@ -113,7 +113,7 @@ def html_table(
             for k, c in enumerate(columns))
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f"<div style='overflow-x:auto;max-width:100%'><table class='mnd-table' style='font-size:0.75em'>{cap}"
+    return (f"<div style='overflow-x:auto;max-width:100%'><table class='mnd-table' style='font-size:0.85em'>{cap}"
             f"<thead>{_header_html(columns, grouped)}</thead><tbody>{''.join(body)}</tbody></table></div>")
 
 

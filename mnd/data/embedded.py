@@ -1,4 +1,4 @@
-"""The embedded sample set: seven natural photographs that installed packages ship (see ``data/SOURCES.md``)."""
+"""The embedded sample set: nine natural colour photographs that installed packages ship (see ``data/SOURCES.md``)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def _skimage(name: str) -> Callable[[], np.ndarray]:
     return load
 
 
+def _motorcycle() -> np.ndarray:
+    import skimage.data  # heavy (see _skimage)
+
+    return skimage.data.stereo_motorcycle()[0]
+
+
 def _sklearn(filename: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         from sklearn.datasets import load_sample_image  # heavy (see _skimage)
@@ -69,6 +75,11 @@ _EMBEDDED: dict[str, tuple[Callable[[], np.ndarray], str, str]] = {
               "CC BY 2.0 (Flickr user danielbuechele)"),
     "flower": (_sklearn("flower.jpg"), "scikit-learn sklearn.datasets.load_sample_image('flower.jpg') (Flickr)",
                "CC BY 2.0 (Flickr user vultilion; scikit-learn's README names danielbuechele)"),
+    "motorcycle": (_motorcycle, "scikit-image skimage.data.stereo_motorcycle()[0] (left view, Middlebury 2014 stereo)",
+                   "as scikit-image ships it: the Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014), "
+                   "no licence stated in the package"),
+    "hubble": (_skimage("hubble_deep_field"), "scikit-image skimage.data.hubble_deep_field() (NASA, Hubble eXtreme Deep Field)",
+               "public domain (NASA)"),
     "grace_hopper": (_grace_hopper, "matplotlib matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
                      "public domain (US Navy photograph; matplotlib PR #1599)"),
 }
@@ -81,7 +92,7 @@ def embedded_images(names: Iterable[str] | None = None) -> list[EmbeddedImage]:
     """Load the embedded sample photographs from the installed packages (no download).
 
     Args:
-        names: which ones (default all seven, in :data:`EMBEDDED_NAMES` order).
+        names: which ones (default all nine, in :data:`EMBEDDED_NAMES` order).
 
     Raises:
         InputError: an unknown name.

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.protect import unseen
+from mnd.experiments.shards import SHARDS_DIR, Shard, merge_shards, retire_shards, row_key as _key, shard_csv
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
 from mnd.models.iqa import Metric, load_weighted_metric
@@ -217,13 +217,10 @@ def clean_path(results: Path, dataset: str, image: str) -> Path:
     return Path(results) / dataset / "clean" / f"{image}.png"
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (str(row["dataset"]), str(row["setting"]), str(row["method"]), str(row["image"]))
-
-
 def _max_iter_for(preset: Preset, method: str, task: Task) -> str:
-    """The iteration cap a row records: MND's, or empty for the anchors (their budgets are their own)."""
-    return str(preset.effective_max_iter(task)) if is_mnd(method) else ""
+    """The iteration cap a row records: MND's (:meth:`Preset.max_iter_for`), or empty for the anchors (their
+    budgets are their own)."""
+    return str(preset.max_iter_for(method, task)) if is_mnd(method) else ""
 
 
 def _same_margin(row: dict[str, Any], preset: Preset) -> bool:
@@ -303,78 +300,6 @@ def _write_json(path: Path, value: Any) -> None:
         handle.write("\n")
 
 
-SHARDS_DIR = "shards"
-"""Under a results folder: one result file per shard (``results.<I>-of-<N>.csv``); merged ones move to ``merged/``."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` (1 to ``count``) of a grid: every ``count``-th batch of the grid's work.
-
-    The grid's unit of work is one batch: a data set, a setting, a method and
-    ``batch_size`` consecutive images of the data set's list. Batches are
-    numbered in the grid's order (data sets, settings, methods, images) and
-    shard I of N runs the batches whose number is I - 1 modulo N, exactly as an
-    unsharded run would form them, so a sharded run gives the same rows.
-
-    >>> Shard.parse("2/3"), Shard.parse("2/3").name
-    (Shard(index=2, count=3), '2-of-3')
-    """
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``"I/N"`` with 1 <= I <= N; InputError naming ``--shard`` otherwise."""
-        parts = str(text).split("/")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise InputError("--shard", f"expected I/N such as 1/4, got {text!r}")
-        index, count = (int(p) for p in parts)
-        if not 1 <= index <= count:
-            raise InputError("--shard", f"I must be between 1 and N, got {text!r}")
-        return cls(index, count)
-
-    @property
-    def name(self) -> str:
-        """``I-of-N``, as in the shard's file names."""
-        return f"{self.index}-of-{self.count}"
-
-    def owns(self, batch: int) -> bool:
-        """Whether the grid's ``batch``-th batch (0-based, in grid order) is this shard's."""
-        return batch % self.count == self.index - 1
-
-
-def shard_csv(results: Path, shard: Shard) -> Path:
-    """The result file of one shard."""
-    return results / SHARDS_DIR / f"results.{shard.name}.csv"
-
-
-def merge_shards(results: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Path], int]:
-    """``rows`` with every unmerged shard file's rows merged in (a shard's row replaces an older one).
-
-    Returns the merged rows, the shard files read and how many rows they
-    brought. The caller writes ``results.csv`` first and only then moves the
-    files aside (:func:`retire_shards`), so a crash in between merges them again,
-    which changes nothing.
-    """
-    files = sorted((results / SHARDS_DIR).glob("results.*-of-*.csv"))
-    count = 0
-    for path in files:
-        new = [dict(r) for r in read_rows(path)]
-        count += len(new)
-        rows = merge_rows(rows, new, key=_key)
-    return rows, files, count
-
-
-def retire_shards(files: Sequence[Path]) -> None:
-    """Move merged shard files to ``shards/merged/`` (atomic renames; a later shard run writes a fresh file)."""
-    for path in files:
-        target = path.parent / "merged" / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-
-
 @dataclass
 class BatchDone:
     """What :func:`run_grid` passes to ``on_batch`` after writing a batch."""
@@ -398,6 +323,7 @@ class GridReport:
     shard: Shard | None = None
     datasets: dict[str, dict[str, str]] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # weighted metric -> "ok" or why it is missing
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # run_workers: the workers' user and system time
 
     @property
     def csv(self) -> Path:
@@ -486,7 +412,7 @@ def _run_grid(
         owned = 0  # the images x settings x methods this run is responsible for
         for setting in preset.settings:
             for method in preset.grid_methods:
-                attacked = preset.images_for(method, names)
+                attacked = preset.images_for(method, names, setting)
                 wanted = {n for n in attacked if not _up_to_date(by_key.get((spec.name, setting, method, n)), preset,
                                                                  spec, method, results)}
                 todo += [(setting, method, c) for c in _batches(attacked, wanted, preset.batch_size, shard,
@@ -618,7 +544,7 @@ def _run_batch(
     x = torch.stack([it.tensor for it in chunk]).to(preset.device)
     result = run_method(
         opened.model, x, opened.labels(chunk), method, task=spec.task, targeted=targeted, seed=preset.seed,
-        hparams=preset.hparams, **preset._overrides(),
+        hparams=preset.hparams, **preset.overrides_for(method),
     )
     if not bool(torch.isfinite(result.adversarial).all()):
         raise FloatingPointError("the attack returned non-finite pixels (NaN or inf)")
@@ -658,4 +584,5 @@ def read_classes(results: str | Path, dataset: str) -> list[str]:
     """Class or identity names of a data set, by label ([] when not recorded)."""
     path = Path(results) / dataset / CLASSES_JSON
     return json.loads(path.read_text()) if path.exists() else []
+
 

@@ -158,6 +158,14 @@ class Preset:
             trade-off chapter, on the first ``tradeoff_images`` images of each
             data set (all when None); the ``[tradeoff]`` table of the file.
         tradeoff_images: see ``tradeoff_methods``.
+        tradeoff_max_iter: the iteration cap of the trade-off chapter's MND
+            methods (margins, refinement) that are not among :attr:`methods`
+            (None: the same cap as the paper's methods); the paper's own
+            methods always keep theirs.
+        tradeoff_skip: (setting, method) pairs of the trade-off chapter that
+            the grid does not run (a budget cut, stated in the preset's notes).
+        workers: grid processes run side by side, each a shard with one
+            torch thread (1: one process with the preset's ``threads``).
         weighted_metrics: quality metrics that need downloaded weights
             (``lpips``, ``dists``: :mod:`mnd.models.iqa`) added to every row;
             the offline presets ask for none.
@@ -182,23 +190,51 @@ class Preset:
     overrides: tuple[str, ...] = ()
     tradeoff_methods: tuple[str, ...] = ()
     tradeoff_images: int | None = None
+    tradeoff_max_iter: int | None = None
+    tradeoff_skip: tuple[tuple[str, str], ...] = ()
     weighted_metrics: tuple[str, ...] = ()
+    workers: int = 1
 
     @property
     def grid_methods(self) -> tuple[str, ...]:
         """Every method the grid runs: :attr:`methods`, then the trade-off chapter's others."""
         return self.methods + tuple(m for m in self.tradeoff_methods if m not in self.methods)
 
-    def images_for(self, method: str, names: Sequence[str]) -> list[str]:
-        """The images of a data set (``names``, in order) that the grid attacks with ``method``.
+    def images_for(self, method: str, names: Sequence[str], setting: str | None = None) -> list[str]:
+        """The images of a data set (``names``, in order) that the grid attacks with ``method`` (in ``setting``).
 
-        >>> p = Preset("p", "", "p.toml", (), ("mnd",), tradeoff_methods=("ddn",), tradeoff_images=2)
-        >>> p.images_for("mnd", ["a", "b", "c"]), p.images_for("ddn", ["a", "b", "c"])
-        (['a', 'b', 'c'], ['a', 'b'])
+        >>> p = Preset("p", "", "p.toml", (), ("mnd",), tradeoff_methods=("ddn",), tradeoff_images=2,
+        ...            tradeoff_skip=(("targeted", "ddn"),))
+        >>> p.images_for("mnd", ["a", "b", "c"]), p.images_for("ddn", ["a", "b", "c"]), p.images_for("ddn", "ab", "targeted")
+        (['a', 'b', 'c'], ['a', 'b'], [])
         """
-        if method in self.methods or self.tradeoff_images is None:
+        if method in self.methods:
             return list(names)
-        return list(names)[: self.tradeoff_images]
+        if setting is not None and (setting, method) in self.tradeoff_skip:
+            return []
+        return list(names) if self.tradeoff_images is None else list(names)[: self.tradeoff_images]
+
+    def is_tradeoff_only(self, method: str) -> bool:
+        """Whether ``method`` is one of the trade-off chapter's, not among the paper's :attr:`methods`."""
+        return method in self.tradeoff_methods and method not in self.methods
+
+    def overrides_for(self, method: str) -> dict[str, Any]:
+        """The MND overrides one method runs with: the preset's, with :attr:`tradeoff_max_iter` for the chapter's own.
+
+        >>> Preset("p", "", "p.toml", (), ("mnd",), tradeoff_methods=("mnd@margin=1",),
+        ...        tradeoff_max_iter=300).overrides_for("mnd@margin=1")["max_iter"]
+        300
+        """
+        out = self._overrides()
+        if self.tradeoff_max_iter is not None and self.is_tradeoff_only(method):
+            out["max_iter"] = self.tradeoff_max_iter
+        return out
+
+    def max_iter_for(self, method: str, task: Task = "imagenet") -> int:
+        """The MND iteration cap ``method`` runs with (see :meth:`overrides_for`)."""
+        if self.tradeoff_max_iter is not None and self.is_tradeoff_only(method):
+            return self.tradeoff_max_iter
+        return self.effective_max_iter(task)
 
     def dataset(self, name: str) -> DatasetSpec:
         """The data set called ``name``."""
@@ -229,13 +265,16 @@ class Preset:
         return asdict(self)
 
 
+WORKERS_MAX = 64
+"""The most grid processes a preset may ask for."""
+
 IMAGES_MAX = 1_000_000
 """The largest ``[tradeoff] images`` (a cap on the images per data set)."""
 
 _PRESET_KEYS = {
     "name", "description", "datasets", "methods", "settings", "device", "seed", "batch_size", "max_iter",
     "hparams", "straight_through", "threads", "notes", "notebooks", "margin", "tradeoff",
-    "weighted_metrics",
+    "weighted_metrics", "workers",
 }
 
 
@@ -419,7 +458,8 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     notebooks = data.get("notebooks", {})
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
-    tradeoff_methods, tradeoff_images = _tradeoff(data.get("tradeoff", {}), where)
+    tradeoff_methods, tradeoff_images, tradeoff_max_iter, tradeoff_skip = _tradeoff(data.get("tradeoff", {}), where)
+    workers = _whole(data, "workers", where, minimum=1, maximum=WORKERS_MAX)
     hparams = data.get("hparams") or None
     margin = data.get("margin")
     if margin is not None and not valid_margin(margin):
@@ -444,7 +484,10 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
         overrides=tuple(overrides),
         tradeoff_methods=tradeoff_methods,
         tradeoff_images=tradeoff_images,
+        tradeoff_max_iter=tradeoff_max_iter,
+        tradeoff_skip=tradeoff_skip,
         weighted_metrics=_weighted(data.get("weighted_metrics", []), where),
+        workers=workers if workers is not None else 1,
     )
 
 
@@ -455,17 +498,28 @@ def _weighted(names: Any, where: str) -> tuple[str, ...]:
     return check_names(names, f"{where} weighted_metrics")
 
 
-def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None]:
-    """The ``[tradeoff]`` table: its methods (each checked) and how many images of each data set they attack."""
-    if not isinstance(table, dict) or set(table) - {"methods", "images"}:
-        raise InputError(where, "[tradeoff] must be a table with methods and images only")
+def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None, int | None, tuple[tuple[str, str], ...]]:
+    """The ``[tradeoff]`` table: its methods (each checked), how many images of each data set they attack,
+    the iteration cap of its MND methods and the (setting, method) pairs it skips (``[tradeoff.skip]``:
+    setting -> methods)."""
+    if not isinstance(table, dict) or set(table) - {"methods", "images", "max_iter", "skip"}:
+        raise InputError(where, "[tradeoff] must be a table with methods, images, max_iter and skip only")
     methods = table.get("methods", [])
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise InputError(where, f"[tradeoff] methods must be a list of method names, got {methods!r}")
     for method in methods:
         check_method(method)
     images = _whole(table, "images", f"{where} [tradeoff]", minimum=1, maximum=IMAGES_MAX)
-    return tuple(methods), images
+    max_iter = _whole(table, "max_iter", f"{where} [tradeoff]", minimum=1, maximum=MAX_ITER)
+    skip = table.get("skip", {})
+    if not isinstance(skip, dict) or set(skip) - set(SETTINGS):
+        raise InputError(where, f"[tradeoff.skip] must map settings ({', '.join(SETTINGS)}) to method lists")
+    pairs = []
+    for setting, names in skip.items():
+        if not isinstance(names, list) or not all(isinstance(m, str) and m in methods for m in names):
+            raise InputError(where, f"[tradeoff.skip] {setting} must list methods of [tradeoff] methods, got {names!r}")
+        pairs += [(str(setting), m) for m in names]
+    return tuple(methods), images, max_iter, tuple(pairs)
 
 
 @contextlib.contextmanager
