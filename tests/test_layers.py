@@ -81,7 +81,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("book.tables",),                               # book: tables
     ("book.figures",),                              # book: figures
     ("book.curves",),                               # book: attack strength versus image quality
-    ("book.quality", "book.teaching"),              # book: the quality tables; the teaching figure                             # book: the teaching figure and the budget strip
+    ("book.transfer",),                             # book: transfer to models the images were not made on
+    ("book.quality", "book.teaching"),              # book: the quality tables; the teaching figure and the budget strip
     ("book.inconsistencies",),                      # book: the paper's own inconsistencies
     ("book.claims",),                               # book: the verdict page
     ("book.ratings",),                              # book: the MOS page (reads a study's tables)

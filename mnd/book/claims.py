@@ -20,7 +20,7 @@ import numpy as np
 from mnd import experiments
 from mnd.experiments import stats
 from mnd import study
-from mnd.book import curves
+from mnd.book import curves, transfer
 from mnd.book.inconsistencies import ANCHOR_LABELS, TEXT_QUOTES, Inconsistency, paper_inconsistencies
 from mnd.book.pages import label, split_methods
 from mnd.book.tables import fmt, markdown_table, setup_text, signed
@@ -456,6 +456,19 @@ def claim_min_norm(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]]
     return claim
 
 
+def claim_transfer(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]]) -> Claim:
+    """C9: MND images fool a model they were not made on (:func:`mnd.book.transfer.transfer_checks`)."""
+    claim = Claim("MND images fool a model they were not made on",
+                  "Not in the paper, which checks every image on the model that made it; a person sharing a "
+                  "protected photo does not know which model will read it.",
+                  columns=list(transfer.TRANSFER_COLUMNS), note=transfer.TRANSFER_NOTE)
+    where = [(spec.name, spec.name) for spec in preset.datasets]
+    for row, outcome in transfer.transfer_checks(where, preset.settings, rows):
+        claim.rows.append(row)
+        claim.checks.append(outcome)
+    return claim
+
+
 def claims(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]], results: str | Path | None = None) -> list[Claim]:
     """Every checked claim of the paper, for one run's result rows (and its MOS ratings, if any).
 
@@ -465,7 +478,8 @@ def claims(preset: experiments.Preset, rows: Sequence[Mapping[str, Any]], result
     summary = experiments.summarize(rows, preset)
     found = [claim_best(preset, summary, rows), claim_ablation(preset, summary, rows)]
     found += [f(preset, summary) for f in (claim_targeted, claim_pixels, claim_success)]
-    return found + [claim_mos(results), claim_perceptual(preset, rows), claim_min_norm(preset, rows)]
+    return found + [claim_mos(results), claim_perceptual(preset, rows), claim_min_norm(preset, rows),
+                    claim_transfer(preset, rows)]
 
 
 def public_paths(preset: experiments.Preset, *folders: str | Path) -> list[tuple[str, str]]:

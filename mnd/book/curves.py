@@ -162,10 +162,12 @@ def _point(dataset: str, setting: str, method: str, group: Sequence[Mapping[str,
     base, params = parse_method(method)
     knob, default = _knob(base)
     value = params.get(knob, default)
+    # a point with settings beyond its knob (MND with the transfer boosters) is a family of its own
+    family = method if set(params) - {knob} else base
     attacked = _attacked(group)
     won = [r for r in attacked if r.get("success")]
     return CurvePoint(
-        dataset, setting, method, base, method_kind(base), knob,
+        dataset, setting, method, family, method_kind(base), knob,
         value,
         len(attacked), len(won), len(won) / len(attacked) if attacked else math.nan,
         sample_mean(_measured(attacked, "psnr")), sample_mean(_measured(attacked, "ssim")),
@@ -245,7 +247,7 @@ def plotted(points: Sequence[CurvePoint]) -> dict[str, list[CurvePoint]]:
         if math.isfinite(p.psnr_all) and math.isfinite(p.success_rate):
             families.setdefault(p.family, []).append(p)
     return {f: sorted(ps, key=lambda p: p.value) for f, ps in families.items()
-            if ps[0].kind in ("fixed budget", "minimum norm") or f in PLOTTED_VARIANTS or len(ps) > 1}
+            if ps[0].kind in ("fixed budget", "minimum norm") or f in PLOTTED_VARIANTS or len(ps) > 1 or "@" in f}
 
 
 _ANCHOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
@@ -281,7 +283,7 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
             style = dict(color="black" if kind == "minimum norm" else "#7f7f7f", linestyle="none",
                          marker=next(markers), markersize=7, markerfacecolor="white" if kind == "minimum norm" else None)
         swept = len(points) > 1
-        text = base_label(family) + (f" (over {points[0].knob})" if swept else "")
+        text = (point_label(family) if "@" in family else base_label(family)) + (f" (over {points[0].knob})" if swept else "")
         if kind == "minimum norm":
             text += ", not in the paper"
         for ax, key in zip(axes, ("psnr_all", "ssim_all")):
@@ -449,7 +451,7 @@ def perceptual_split(rows: Iterable[Mapping[str, Any]], dataset: str, setting: s
     groups = _groups(rows, dataset, setting)
     stats = {m: _summary(g) for m, g in groups.items()}
     usable = {m: psnr for m, (won, psnr) in stats.items() if won > 0 and math.isfinite(psnr)}
-    fixed = {m: usable[m] for m in usable if m in anchors.ANCHORS}
+    fixed = {m: usable[m] for m in usable if m in anchors.PAPER_ANCHORS}  # not the transfer anchors or controls
     if "mnd" not in usable or "no_norm" not in usable or not fixed:
         return None
     anchor = max(fixed, key=lambda m: fixed[m])

@@ -29,6 +29,7 @@ from typing import Any
 
 from mnd import experiments
 from mnd.book.tables import markdown_table
+from mnd.book.transfer import transfer_columns, transfer_rows
 from mnd.errors import MndError
 from mnd.protect.photo import REPORT_COLUMNS, load_strengths
 
@@ -216,6 +217,21 @@ def unseen_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         out += ["This run checked no model besides the one each photo was protected against (no `unseen` "
                 "column is filled), so it says nothing about other models. Protection is made for one model; "
                 "do not assume it holds for another.", ""]
+        return out
+    out += ["Models that never gave a gradient read every saved image of this run (`--check MODEL` does the same "
+            "for your photos). Per method: the images it made adversarial on the attacked model and not "
+            "degenerate, then the share of images on which each unseen model reads another label than on the "
+            "original, on the saved file and after JPEG 75, with Wilson 95% intervals. A method made for one "
+            "model may do no better on another than random noise (the `noise` row, where the run has it); "
+            "`mnd protect --strength max` (an ensemble surrogate, input diversity, translation invariance and a "
+            "margin) is made for that, at a cost in quality, and even it promises nothing about a model nobody "
+            "checked.", ""]
+    datasets = list(dict.fromkeys((str(r.get("dataset")), str(r.get("setting"))) for r in rows if r.get("unseen")))
+    for dataset, setting in datasets:
+        table = transfer_rows(rows, dataset, setting)
+        if table:
+            out += [f"**{dataset}, {setting}** (n per method in the table)", "",
+                    markdown_table(table, transfer_columns(table), {"PSNR (usable)": 1}), ""]
     return out
 
 

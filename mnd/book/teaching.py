@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mnd import experiments
-from mnd.book.curves import SWEEP_EPS, SWEEP_MARGINS, base_label, curve_points, method_kind, plotted
+from mnd.book.curves import SWEEP_EPS, SWEEP_MARGINS, base_label, curve_points, method_kind, plotted, point_label
 from mnd.book.figures import detail_region, load_image
 from mnd.experiments.methods import parse_method
 from mnd.experiments.stats import usable, wilson
@@ -156,7 +156,8 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
                     ax.errorbar([x for x, _ in got], ys, yerr=err, color=colour, capsize=2,
                                 linestyle="-" if swept else "none", marker=marker,
                                 markersize=4 if swept else 6, linewidth=2.4 if family == "mnd" else 1.2,
-                                label=base_label(family) + (f" (over {points[0].knob})" if swept else ""))
+                                label=(point_label(family) if "@" in family else base_label(family))
+                                + (f" (over {points[0].knob})" if swept else ""))
                     if swept and family in ("pgd", "mnd") and panel == "white_box" and key == "psnr":
                         ends = (got[0], got[-1]) if family == "mnd" else got  # MND's margins sit close: ends only
                         for (x, r), p in zip(got, points):
