@@ -1,7 +1,11 @@
-"""Moved to :mod:`mnd.protect.faces` (``mnd protect`` is a package of its own); this old name is the same module."""
+"""Moved to :mod:`mnd.protect.faces` (``mnd protect`` is a package of its own); the old name still gives its names."""
 
-import sys
+from typing import Any
 
 from mnd.protect import faces as _moved
+from mnd.protect.faces import *  # noqa: F401,F403
 
-sys.modules[__name__] = _moved
+
+def __getattr__(name: str) -> Any:
+    """Every other name of :mod:`mnd.protect.faces`, private ones included."""
+    return getattr(_moved, name)

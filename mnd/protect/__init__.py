@@ -8,7 +8,7 @@
   ``mnd attack`` and the grid.
 
 Imports :mod:`mnd.core`, :mod:`mnd.models`, :mod:`mnd.data` and :mod:`mnd.errors`; the old module names
-``mnd.experiments.protect`` and ``mnd.experiments.protect_faces`` are these modules.
+``mnd.experiments.protect`` and ``mnd.experiments.protect_faces`` still give these modules' names.
 """
 
 from mnd.protect.faces import CRITERIA, protect_face_photo
