@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # started as a background job, which ignores SIGINT (and so would every child): the Ctrl-C tests need it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "dlib_face"

@@ -102,8 +102,8 @@ def test_unknown_model_method_and_file_as_out(tmp_path, capsys, two_photos):
     assert main(["attack", str(two_photos), "--method", "carlini", "--out", str(tmp_path / "o")]) == 2
     assert _one_line_error(capsys, "--method") == (
         "mnd: error: --method: unknown method 'carlini'; known: "
-        "no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd, bim, pgd, mifgsm, di2fgsm, rfgsm, "
-        "mnd_refine, bim_min, pgd_min, ddn, fmn_l2, fmn_linf, alma_ssim, cw_l2, or a sweep point such as bim@eps=4 "
+        "no_norm, l2, l1, ssim, l2_ssim, l1_ssim, mnd, bim, pgd, mifgsm, di2fgsm, rfgsm, tifgsm, vmifgsm, sinifgsm, "
+        "noise, mnd_refine, bim_min, pgd_min, ddn, fmn_l2, fmn_linf, alma_ssim, cw_l2, or a sweep point such as bim@eps=4 "
         "or mnd@margin=2"
     )
     assert not (tmp_path / "o").exists()

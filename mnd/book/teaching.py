@@ -201,7 +201,10 @@ def budget_strip(results: str | Path, rows: Iterable[Mapping[str, Any]], dataset
 
     rows = {str(r["method"]): r for r in rows
             if (r.get("dataset"), r.get("setting"), str(r.get("image"))) == (dataset, setting, image)}
-    clean = load_image(experiments.clean_path(Path(results), dataset, image))
+    clean_file = experiments.clean_path(Path(results), dataset, image)
+    if not clean_file.exists():  # a results folder without the grid's clean copies: no strip to draw
+        return None
+    clean = load_image(clean_file)
     found = [(m, load_image(experiments.png_path(Path(results), dataset, setting, m, image))) for m in methods
              if m in rows and experiments.png_path(Path(results), dataset, setting, m, image).exists()]
     if not found:
