@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from mnd import data, models
 from mnd.data.imageio import load_rgb, to_tensor
 from mnd.cli import attack as cli_attack
 from mnd.cli.main import main
 from mnd.core import boosters
-from mnd.core.attack import generate, is_adversarial, judged_logits
+from mnd.core.attack import generate, is_adversarial
 from mnd.core.config import AttackConfig, validate_hparams, load_hparams
 from mnd.errors import InputError
 from mnd.protect import unseen
 from tests.conftest import Linear
+from tests.test_grid import TinyCNN
 
 
 def _linear(seed: int, d: int = 3 * 16 * 16, classes: int = 3) -> Linear:
@@ -130,24 +130,7 @@ def test_boosters_are_checked() -> None:
 
 # --- unseen-model checks ----------------------------------------------------------------------------------------
 
-class _Tiny(nn.Module):
-    """Ten classes over 3x32x32 images; seeded weights (another seed, another model)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, 10)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv(x))
-        return self.fc(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1))
-
-
-class _Reader(_Tiny):
+class _Reader(TinyCNN):
     """A checked model: records every input, and fails if it is ever differentiated."""
 
     seen: list[torch.Tensor] = []
@@ -165,12 +148,12 @@ def _spec(name: str, builder) -> models.ModelSpec:
 
 @pytest.fixture
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(models.REGISTRY, "t_attacked", _spec("t_attacked", lambda: _Tiny(0)))
-    monkeypatch.setitem(models.REGISTRY, "t_other", _spec("t_other", lambda: _Tiny(1)))
+    monkeypatch.setitem(models.REGISTRY, "t_attacked", _spec("t_attacked", lambda: TinyCNN(0)))
+    monkeypatch.setitem(models.REGISTRY, "t_other", _spec("t_other", lambda: TinyCNN(1)))
     monkeypatch.setitem(models.REGISTRY, "t_reader", _spec("t_reader", _Reader))
     monkeypatch.setitem(models.REGISTRY, "t_big", models.ModelSpec(
         name="t_big", task="imagenet", input_size=64, resize=72, offline=True, embedding=False,
-        builder=lambda: _Tiny(2), weights_hint="test"))
+        builder=lambda: TinyCNN(2), weights_hint="test"))
     _Reader.seen = []
 
 

@@ -326,9 +326,12 @@ def attack_files(args: argparse.Namespace) -> int:
                 staged = [folder.stage(f"{it.name}.png", png_bytes(adv)) for it, adv in zip(batch, result.adversarial)]
                 new = experiments.result_rows(result, x, [it.name for it in batch], ctx, [it.note for it in batch],
                                               model=model)
-                reread = torch.stack([to_tensor(load_rgb(file.temporary).pixels) for file in staged])
-                for row, file, extra in zip(new, staged, unseen.unseen_columns(checked, x.cpu(), reread)):
-                    row.update(file=file.name, sha256=file.sha256, **extra)
+                if checked:  # the checked models read the files back, as a user's copy would be
+                    reread = torch.stack([to_tensor(load_rgb(file.temporary).pixels) for file in staged])
+                    for row, extra in zip(new, unseen.unseen_columns(checked, x.cpu(), reread)):
+                        row.update(extra)
+                for row, file in zip(new, staged):
+                    row.update(file=file.name, sha256=file.sha256)
                 names = [file.name for file in staged]
                 kept = experiments.without_files(existing, names)
                 withdraw = (None if len(kept) == len(existing)

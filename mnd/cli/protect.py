@@ -294,7 +294,6 @@ def protect_files(args: argparse.Namespace) -> int:
             photos = _load(paths, spec, settings.check)
             model = _build(spec, args.gallery, device)
             checked = unseen.load_checked(settings.check, device)
-            extra = {"checked": checked} if checked else {}
             protect = protect_face_photo if settings.criterion is not None else protect_photo
             for photo, target in tqdm(list(zip(photos, targets)), desc="photos", unit="photo",
                                       disable=args.quiet or len(photos) < 2):
@@ -304,7 +303,7 @@ def protect_files(args: argparse.Namespace) -> int:
                     staged.append(folder.stage(path.name, data))
                     return staged[-1].temporary
 
-                row = protect(model, spec, photo, target, settings, device, stage=stage, **extra)
+                row = protect(model, spec, photo, target, settings, device, stage=stage, checked=checked)
                 kept = without_files(existing, [target.name], REPORT)
                 withdraw = (None if len(kept) == len(existing)
                             else functools.partial(write_report, report, kept + rows))

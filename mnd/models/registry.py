@@ -134,12 +134,11 @@ def spec(name: str) -> ModelSpec:
     def build() -> nn.Module:
         return Ensemble([load(n) for n in names])
 
-    cached = [s.weights_cached for s in specs]
     return ModelSpec(
         name=name, task=first.task, input_size=first.input_size, resize=first.resize,
         offline=all(s.offline for s in specs), embedding=False, builder=build,
         weights_hint="ensemble (mean logits) of " + ", ".join(names),
-        weights_cached=lambda: all(s.offline or (c is not None and c()) for s, c in zip(specs, cached)),
+        weights_cached=lambda: all(available(n) for n in names),
     )
 
 
