@@ -99,7 +99,7 @@ from mnd.protect.photo import (
     report_row,
     write_photo,
 )
-from mnd.protect.unseen import JPEG_QUALITY, Checked, columns_of
+from mnd.protect.unseen import Checked, columns_of, fooled
 from mnd.models.gallery import Gallery
 from mnd.models.registry import ModelSpec
 from mnd.models.registry import spec as model_spec
@@ -515,11 +515,9 @@ def check_faces(checked: Sequence[Checked], photo: LoadedImage, saved_path: str 
             jpeg.append(None)
             continue
         view = FaceView(faces.cuts, clean.shape[-2], clean.shape[-1])
-        reader = Checked(c.name, c.model, view)
-        before, after = reader.labels(clean), reader.labels(saved)
-        shared = reader.labels(robustness.jpeg(saved, JPEG_QUALITY))
-        plain.append(bool((after != before).all()))
-        jpeg.append(bool((shared != before).all()))
+        per_face, per_face_jpeg = fooled(Checked(c.name, c.model, view), clean, saved)  # one row per face
+        plain.append(bool(per_face.all()))
+        jpeg.append(bool(per_face_jpeg.all()))
     return columns_of([c.name for c in checked], plain, jpeg)
 
 
