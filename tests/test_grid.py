@@ -404,6 +404,18 @@ def test_a_shard_runs_only_its_batches_and_resumes(tmp_path: Path, tiny_model: s
     assert first.computed == 3 and second.computed == 0 and second.reused == 3  # 8 batches of one: 0, 3, 6
 
 
+def test_shards_sharing_a_claims_folder_run_each_batch_once(tmp_path: Path, tiny_model: str) -> None:
+    preset = experiments.load_preset(write_preset(tmp_path))
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    first = experiments.run_grid(preset, tmp_path / "r", progress=False, shard=experiments.Shard(1, 2, str(claims)))
+    second = experiments.run_grid(preset, tmp_path / "r", progress=False, shard=experiments.Shard(2, 2, str(claims)))
+    assert first.computed == 8 and second.computed == 0  # the first came to every batch first
+    assert sorted(int(p.name) for p in claims.iterdir()) == list(range(8))
+    merged = experiments.run_grid(preset, tmp_path / "r", progress=False)
+    assert merged.merged == 8 and merged.computed == 0
+
+
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/2/3", "-1/2"])
 def test_a_bad_shard_is_refused(text: str) -> None:
     with pytest.raises(InputError, match="--shard"):
@@ -513,3 +525,4 @@ def test_two_worker_processes_give_the_rows_of_one(tmp_path: Path) -> None:
             for d in (tmp_path / "two", tmp_path / "one")]
     assert rows[0] == rows[1]
     assert not list((tmp_path / "two" / experiments.SHARDS_DIR).glob("results.*.csv"))  # merged and retired
+    assert not list((tmp_path / "two" / experiments.SHARDS_DIR).glob("claims-*"))  # the run's claims are removed

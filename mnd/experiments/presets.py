@@ -162,8 +162,10 @@ class Preset:
             methods (margins, refinement) that are not among :attr:`methods`
             (None: the same cap as the paper's methods); the paper's own
             methods always keep theirs.
-        tradeoff_skip: (setting, method) pairs of the trade-off chapter that
-            the grid does not run (a budget cut, stated in the preset's notes).
+        tradeoff_skip: (setting or data set, method) pairs of the trade-off
+            chapter that the grid does not run (a budget cut, stated in the
+            preset's notes): a setting's pair skips the method on every data
+            set, a data set's in both settings.
         workers: grid processes run side by side, each a shard with one
             torch thread (1: one process with the preset's ``threads``).
         weighted_metrics: quality metrics that need downloaded weights
@@ -200,17 +202,21 @@ class Preset:
         """Every method the grid runs: :attr:`methods`, then the trade-off chapter's others."""
         return self.methods + tuple(m for m in self.tradeoff_methods if m not in self.methods)
 
-    def images_for(self, method: str, names: Sequence[str], setting: str | None = None) -> list[str]:
-        """The images of a data set (``names``, in order) that the grid attacks with ``method`` (in ``setting``).
+    def images_for(self, method: str, names: Sequence[str], setting: str | None = None,
+                   dataset: str | None = None) -> list[str]:
+        """The images of a data set (``names``, in order) that the grid attacks with ``method`` (in ``setting``,
+        of the data set called ``dataset``).
 
         >>> p = Preset("p", "", "p.toml", (), ("mnd",), tradeoff_methods=("ddn",), tradeoff_images=2,
-        ...            tradeoff_skip=(("targeted", "ddn"),))
+        ...            tradeoff_skip=(("targeted", "ddn"), ("faces", "ddn")))
         >>> p.images_for("mnd", ["a", "b", "c"]), p.images_for("ddn", ["a", "b", "c"]), p.images_for("ddn", "ab", "targeted")
         (['a', 'b', 'c'], ['a', 'b'], [])
+        >>> p.images_for("ddn", "ab", "non-targeted", "faces"), p.images_for("ddn", "ab", "non-targeted", "imagenet")
+        ([], ['a', 'b'])
         """
         if method in self.methods:
             return list(names)
-        if setting is not None and (setting, method) in self.tradeoff_skip:
+        if (setting, method) in self.tradeoff_skip or (dataset, method) in self.tradeoff_skip:
             return []
         return list(names) if self.tradeoff_images is None else list(names)[: self.tradeoff_images]
 
@@ -458,7 +464,8 @@ def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Pres
     notebooks = data.get("notebooks", {})
     if not isinstance(notebooks, dict) or not all(isinstance(v, dict) for v in notebooks.values()):
         raise InputError(where, "[notebooks.<name>] tables must hold notebook parameters")
-    tradeoff_methods, tradeoff_images, tradeoff_max_iter, tradeoff_skip = _tradeoff(data.get("tradeoff", {}), where)
+    tradeoff_methods, tradeoff_images, tradeoff_max_iter, tradeoff_skip = _tradeoff(
+        data.get("tradeoff", {}), where, list(data["datasets"]))
     workers = _whole(data, "workers", where, minimum=1, maximum=WORKERS_MAX)
     hparams = data.get("hparams") or None
     margin = data.get("margin")
@@ -498,10 +505,11 @@ def _weighted(names: Any, where: str) -> tuple[str, ...]:
     return check_names(names, f"{where} weighted_metrics")
 
 
-def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None, int | None, tuple[tuple[str, str], ...]]:
+def _tradeoff(table: Any, where: str, datasets: Sequence[str] = ()) -> tuple[
+        tuple[str, ...], int | None, int | None, tuple[tuple[str, str], ...]]:
     """The ``[tradeoff]`` table: its methods (each checked), how many images of each data set they attack,
-    the iteration cap of its MND methods and the (setting, method) pairs it skips (``[tradeoff.skip]``:
-    setting -> methods)."""
+    the iteration cap of its MND methods and the (setting or data set, method) pairs it skips
+    (``[tradeoff.skip]``: setting or data set name -> methods)."""
     if not isinstance(table, dict) or set(table) - {"methods", "images", "max_iter", "skip"}:
         raise InputError(where, "[tradeoff] must be a table with methods, images, max_iter and skip only")
     methods = table.get("methods", [])
@@ -512,8 +520,9 @@ def _tradeoff(table: Any, where: str) -> tuple[tuple[str, ...], int | None, int 
     images = _whole(table, "images", f"{where} [tradeoff]", minimum=1, maximum=IMAGES_MAX)
     max_iter = _whole(table, "max_iter", f"{where} [tradeoff]", minimum=1, maximum=MAX_ITER)
     skip = table.get("skip", {})
-    if not isinstance(skip, dict) or set(skip) - set(SETTINGS):
-        raise InputError(where, f"[tradeoff.skip] must map settings ({', '.join(SETTINGS)}) to method lists")
+    if not isinstance(skip, dict) or set(skip) - set(SETTINGS) - set(datasets):
+        raise InputError(where, f"[tradeoff.skip] must map settings ({', '.join(SETTINGS)}) or data sets "
+                         f"({', '.join(datasets)}) to method lists")
     pairs = []
     for setting, names in skip.items():
         if not isinstance(names, list) or not all(isinstance(m, str) and m in methods for m in names):

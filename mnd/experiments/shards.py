@@ -2,6 +2,10 @@
 
 >>> Shard.parse("1/2").owns(0), Shard.parse("1/2").owns(1)
 (True, False)
+
+A shard with a claims folder takes batches as it comes to them instead: the
+first shard to claim a batch (an exclusive file create) runs it, so shards
+that share the folder share the work however uneven its batches are.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ class Shard:
     unsharded run would form them, so a sharded run gives the same rows.
 
     >>> Shard.parse("2/3"), Shard.parse("2/3").name
-    (Shard(index=2, count=3), '2-of-3')
+    (Shard(index=2, count=3, claims=None), '2-of-3')
     """
 
     index: int
     count: int
+    claims: str | None = None  # a folder: claim batches in turn (:meth:`claim`) instead of every count-th
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -59,8 +64,26 @@ class Shard:
         return f"{self.index}-of-{self.count}"
 
     def owns(self, batch: int) -> bool:
-        """Whether the grid's ``batch``-th batch (0-based, in grid order) is this shard's."""
-        return batch % self.count == self.index - 1
+        """Whether the grid's ``batch``-th batch (0-based, in grid order) may be this shard's: every ``count``-th,
+        or with :attr:`claims` any (the one that claims it first runs it)."""
+        return self.claims is not None or batch % self.count == self.index - 1
+
+    def claim(self, batch: int) -> bool:
+        """Take the ``batch``-th batch before running it: always True without :attr:`claims`; with them, True for
+        the one shard whose exclusive create of ``<claims>/<batch>`` succeeds.
+
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> Shard(1, 2, folder).claim(3), Shard(2, 2, folder).claim(3), Shard(2, 2, folder).claim(4)
+        (True, False, True)
+        """
+        if self.claims is None:
+            return True
+        try:
+            os.close(os.open(Path(self.claims) / str(batch), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
 
 def shard_csv(results: Path, shard: Shard) -> Path:
