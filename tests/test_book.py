@@ -418,8 +418,8 @@ def test_sheet_is_seeded_and_balanced(tmp_path: Path) -> None:
     one = mos.make_sheet(images, seed=3)
     assert one == mos.make_sheet(images, seed=3) and one != mos.make_sheet(images, seed=4)
     assert len(one) == 4 * 2 * 4 and len({p.pair_id for p in one}) == len(one)
-    assert {p.image_id for p in one} == {"I1", "I2", "I3", "I4"}
-    assert {p.image_id for p in one if p.dataset == "faces"} == {"I4"}
+    assert {p.image_id for p in one} == {"S1", "S2", "S3", "S4"}  # not the paper's I1..: other images
+    assert {p.image_id for p in one if p.dataset == "faces"} == {"S4"}
     for p in one:
         mnd_file = p.left if p.mnd_side == "left" else p.right
         assert "/mnd/" in mnd_file and f"/{p.versus}/" in (p.right if p.mnd_side == "left" else p.left)
@@ -447,10 +447,24 @@ def test_ratings_to_mos_tables(tmp_path: Path) -> None:
     assert all(r["std"] == pytest.approx(math.sqrt(2)) for r in image_rows)
     assert [r["versus"] for r in table if r["image_id"] == "Average"] == ["bim", "pgd"]
     wide = mos.wide(table)
-    assert [w["Image ID"] for w in wide] == ["I1", "I2", "Average"] and wide[0]["BIM mean"] == 2
+    assert [w["Image ID"] for w in wide] == ["S1", "S2", "Average"] and wide[0]["BIM mean"] == 2
 
     for bad, message in (("r1,P001,4", "outside"), ("r1,P001,x", "integer"), ("r1,P999,1", "unknown pair"),
                          ("r1,P001,1\nr1,P001,2", "twice"), (",P001,1", "no rater")):
         path.write_text("rater,pair_id,score\n" + bad + "\n")
         with pytest.raises(InputError, match=message):
             mos.read_ratings(path, pairs)
+
+
+def test_the_smallest_text_is_measured_as_the_book_shows_it() -> None:
+    import matplotlib.pyplot as plt
+
+    from mnd.book import figures
+
+    narrow, wide = plt.subplots(figsize=(figures.WIDTH, 3))[0], plt.subplots(figsize=(14, 3))[0]
+    for fig in (narrow, wide):
+        fig.axes[0].set_title("a title", fontsize=10)
+        fig.axes[0].tick_params(labelsize=12)
+    assert figures.smallest_text_pt(narrow) >= 10.0 > figures.smallest_text_pt(wide)  # 14 in shrinks to half
+    assert figures.smallest_text_pt(wide) == pytest.approx(10 * 110 / 96 * 688 / (14 * 110))
+    plt.close("all")

@@ -18,19 +18,38 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> list[book_layout.PageLayout]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the HTML folder, the results folder) of the tiny book, or of the build ``MND_BOOK_HTML`` names (its results
+    folder in ``MND_BOOK_RESULTS``)."""
+    html = os.environ.get("MND_BOOK_HTML")
+    if html:
+        return Path(html), Path(os.environ.get("MND_BOOK_RESULTS", html))
+    from mnd import book, experiments
+
+    root = tmp_path_factory.mktemp("built")
+    report = book.build(experiments.load_preset("tiny"), results=root / "results", out=root / "out",
+                        source=root / "source", progress=False, log=lambda line: None)
+    return report.index.parent, root / "results"
+
+
+@pytest.fixture(scope="module")
+def layout(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> list[book_layout.PageLayout]:
     pytest.importorskip("playwright", reason="Playwright for Python is not installed (pip install -e '.[test]')")
     if book_layout.chromium() is None:
         pytest.skip(f"no Chromium found (looked at {', '.join(book_layout.CHROMIUM)} and PATH)")
-    root = tmp_path_factory.mktemp("layout")
-    html = os.environ.get("MND_BOOK_HTML")
-    if not html:
-        from mnd import book, experiments
+    return book_layout.measure(built[0], tmp_path_factory.mktemp("layout") / "shots")
 
-        report = book.build(experiments.load_preset("tiny"), results=root / "results", out=root / "out",
-                            source=root / "source", progress=False, log=lambda line: None)
-        html = str(report.index.parent)
-    return book_layout.measure(Path(html), root / "shots")
+
+def test_no_figure_text_is_under_10_pt(built: tuple[Path, Path]) -> None:
+    from PIL import Image
+
+    from mnd.book import figures
+
+    found = sorted(built[1].rglob("figures/*.png"))
+    assert len(found) >= 5
+    sizes = {p.name: float(Image.open(p).text[figures.SMALLEST_TEXT]) for p in found}
+    small = {name: size for name, size in sizes.items() if size < 10.0}
+    assert not small, small
 
 
 def test_every_page_was_screenshot(layout: list[book_layout.PageLayout]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from mnd import experiments
 from mnd.experiments.methods import parse_method
+from mnd.book.figures import WIDTH
 from mnd.book.pages import Context, label
 from mnd.book.tables import html_table, pm, signed
 from mnd.core import anchors, min_anchors
@@ -267,7 +268,7 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
     families = plotted(curve_points(rows, dataset, setting))
     if not families:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(WIDTH, 8.6))
     colours = iter(_ANCHOR_COLOURS * 4)
     markers = iter(_SINGLE_MARKERS * 4)
     for family, points in families.items():
@@ -292,17 +293,20 @@ def tradeoff_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
             if swept or kind == "fixed budget":
                 for p, x in zip(points, xs):
                     ax.annotate(_number(p.value), (x, p.success_rate), textcoords="offset points", xytext=(4, 4),
-                                fontsize=7, color=style["color"])
+                                fontsize=10, color=style["color"])
     for ax, what in zip(axes, ("mean PSNR (dB), all attacked images", "mean SSIM, all attacked images")):
         ax.set_xlabel(what)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("success rate")
-    axes[0].set_ylim(-0.05, 1.05)
-    fig.suptitle(f"{dataset}, {setting}: attack strength versus quality (labels: eps in /255, or margin)")
+    for ax in axes:
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.05, 1.05)
+    fig.suptitle(f"{dataset}, {setting}: attack strength versus quality\n(labels: eps in /255, or margin)",
+                 fontsize=11)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    rows_of_legend = math.ceil(len(labels) / min(4, len(labels)))
-    fig.tight_layout(rect=(0, 0.05 + 0.045 * rows_of_legend, 1, 1))
+    columns = min(2, len(labels))
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=10, frameon=False)
+    rows_of_legend = math.ceil(len(labels) / columns)
+    fig.tight_layout(rect=(0, (0.3 * rows_of_legend + 0.2) / fig.get_figheight(), 1, 1))
     return fig
 
 

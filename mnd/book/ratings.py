@@ -72,7 +72,7 @@ def rating_sheet_markdown(sheet: RatingSheet) -> str:
 
 
 def rated_images_html(pairs: Iterable[study.Pair]) -> str:
-    """The images of the test with their IDs (I1, I2, ...)."""
+    """The images of the test with their IDs (S1, S2, ...; not the paper's I1, I2: other images)."""
     tested = sorted({(int(p.image_id[1:]), p.image_id, p.dataset, p.image) for p in pairs})
     return html_table([{"image ID": i, "data set": d, "image": n} for _, i, d, n in tested],
                       caption="the images of the test")
@@ -82,11 +82,11 @@ def pairs_figure(results: str | Path, pairs: Sequence[study.Pair]) -> Any:
     """The two sides of each of ``pairs`` as raters see them."""
     import matplotlib.pyplot as plt  # heavy: only figures need it
 
-    fig, axes = plt.subplots(len(pairs), 2, figsize=(6, 3 * len(pairs)), squeeze=False)
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(6, 3.1 * len(pairs)), squeeze=False)
     for (left, right), p in zip(axes, pairs):
         for ax, side, path in ((left, "left", p.left), (right, "right", p.right)):
             ax.imshow(load_image(Path(results) / path))
-            ax.set_title(f"{p.pair_id} {side}", fontsize=9)
+            ax.set_title(f"{p.pair_id} {side}", fontsize=11)
             ax.axis("off")
     fig.tight_layout()
     return fig

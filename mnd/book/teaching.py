@@ -28,15 +28,15 @@ import numpy as np
 
 from mnd import experiments
 from mnd.book.curves import SWEEP_EPS, SWEEP_MARGINS, base_label, curve_points, method_kind, plotted, point_label
+from mnd.book import figures
 from mnd.book.figures import detail_region, load_image
 from mnd.experiments.methods import parse_method
-from mnd.experiments.stats import usable, wilson
+from mnd.experiments.stats import truthy, usable, wilson
 
 FONT = 11
-"""Font size (pt) of the teaching figures: at 7.2 in and 110 dpi, shown 688 px wide, 11 pt renders above 10 pt."""
+"""Font size (pt) of the teaching figures' titles; labels use ``FONT - 1`` (10 pt)."""
 
-WIDTH = 7.2
-"""Figure width (in): the book's column at 1280 px is 688 px; wider figures shrink their text below 10 pt."""
+WIDTH = figures.WIDTH
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("white_box", "on the model attacked"), ("jpeg75", "after JPEG 75"), ("unseen", "on an unseen model"),
@@ -87,21 +87,17 @@ class Rate:
         return wilson(self.successes, self.n)
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1")
-
-
 def success_rates(group: Sequence[Mapping[str, Any]]) -> dict[str, Rate | None]:
     """One method's success on its attacked rows: white box, after JPEG 75, on unseen models (None: not checked).
 
     A degenerate or failed output is a failure in all three; the unseen rate
     counts (image, checked model) pairs.
     """
-    attacked = [r for r in group if _truthy(r.get("attacked", True))]
+    attacked = [r for r in group if truthy(r.get("attacked", True))]
     ok = [usable(r) for r in attacked]
     out: dict[str, Rate | None] = {
         "white_box": Rate(sum(ok), len(attacked)),
-        "jpeg75": Rate(sum(good and _truthy(r.get("jpeg75")) for r, good in zip(attacked, ok)), len(attacked)),
+        "jpeg75": Rate(sum(good and truthy(r.get("jpeg75")) for r, good in zip(attacked, ok)), len(attacked)),
         "unseen": None,
     }
     pairs = [(good, unseen_pairs(r)) for r, good in zip(attacked, ok)]

@@ -40,7 +40,7 @@ def fooled_by_image(rows: Iterable[Mapping[str, Any]], method: str, model: str, 
     only usable images (an image that did not fool the attacked model counts as not fooled)."""
     out: dict[str, bool] = {}
     for r in rows:
-        if r.get("method") != method or not stats._truthy(r.get("attacked", True)):
+        if r.get("method") != method or not stats.truthy(r.get("attacked", True)):
             continue
         verdict = unseen_of(r).get(model)
         if verdict is None or verdict[1 if jpeg else 0] is None:
@@ -57,7 +57,7 @@ def transfer_rows(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str)
         return []
     out = []
     for method in dict.fromkeys(str(r["method"]) for r in rows):
-        group = [r for r in rows if r["method"] == method and stats._truthy(r.get("attacked", True))]
+        group = [r for r in rows if r["method"] == method and stats.truthy(r.get("attacked", True))]
         if not group:
             continue
         psnr = [float(r["psnr"]) for r in group if stats.usable(r)]

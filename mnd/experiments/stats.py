@@ -88,7 +88,7 @@ def is_degenerate(psnr: Any, ssim: Any) -> bool:
 
 def usable(row: Mapping[str, Any]) -> bool:
     """A row that counts as a success in the claims: adversarial, attacked, finite quality, not degenerate."""
-    if not _truthy(row.get("success")) or not _truthy(row.get("attacked", True)):
+    if not truthy(row.get("success")) or not truthy(row.get("attacked", True)):
         return False
     psnr, ssim = _number(row.get("psnr")), _number(row.get("ssim"))
     return math.isfinite(psnr) and not is_degenerate(psnr, ssim)
@@ -192,5 +192,10 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
+    """A table cell read as a yes/no: True, or the text true, 1 or yes (any case).
+
+    >>> truthy(True), truthy("True"), truthy("0"), truthy("")
+    (True, True, False, False)
+    """
     return value is True or str(value).strip().lower() in ("true", "1", "yes")
