@@ -240,11 +240,39 @@ def paper_table_html(preset: experiments.Preset, summary: Sequence[Mapping[str, 
     images = max((int(s["images"]) for s in summary if s["dataset"] == dataset and s["setting"] == setting),
                  default=None)
     table = spec.paper_table(setting)
-    caption = (f"Table {table or '–'}, {setting}. {comparison_text(spec, setting, images)} "
-               f"Mean ± std over all attacked images (all attacked) and over the successful attacks only "
-               f"(successes); the paper's means are over all its tested images.")
+    same = drop_repeated(rows, [(f"{t}: {MEAN_LABELS['all']}", f"{t}: {MEAN_LABELS['success']}")
+                                for t in ("PSNR (dB)", "SSIM")])
+    means = ("Mean ± std over all attacked images (every attack succeeded, so the means over the successes are the "
+             "same and not repeated)" if same else
+             "Mean ± std over all attacked images (all attacked) and over the successful attacks only (successes)")
+    caption = (f"Table {table or '–'}, {setting}. {comparison_text(spec, setting, images)} {means}; the paper's "
+               f"means are over all its tested images. {ANCHOR_BUDGET} n per row: the successes column.")
     columns = max((list(r) for r in rows), key=len, default=None)  # a block row holds only the first column
     return html_table(rows, columns, caption=caption, grouped=True)
+
+
+ANCHOR_BUDGET = ("The anchors (BIM, PGD, MIFGSM, DI²FGSM) run at torchattacks' defaults: eps 8/255, step 2/255, "
+                 "10 steps.")
+"""The anchors' budget in words, for the captions of the tables that show them."""
+
+
+def drop_repeated(rows: list[dict[str, Any]], pairs: Sequence[tuple[str, str]]) -> bool:
+    """Remove the second column of each pair from ``rows`` when it equals the first in every row that has both.
+
+    Returns whether any column was removed (rows without either column, such as block rows, do not count).
+
+    >>> rows = [{"a": 1, "b": 1}, {"a": 2, "b": 2}, {"x": "block"}]
+    >>> drop_repeated(rows, [("a", "b")]), rows
+    (True, [{'a': 1}, {'a': 2}, {'x': 'block'}])
+    """
+    dropped = False
+    for first, second in pairs:
+        having = [r for r in rows if first in r and second in r]
+        if having and all(r[first] == r[second] for r in having):
+            for r in having:
+                del r[second]
+            dropped = True
+    return dropped
 
 
 def dataset_header(preset: experiments.Preset, dataset: str) -> str:
@@ -272,8 +300,12 @@ def pixel_ratio_html(summary: Iterable[Mapping[str, Any]]) -> str:
               "changed pixels: all attacked": pm(s["changed_ratio_all_mean"], s["changed_ratio_all_std"], 4),
               "changed pixels: successes": pm(s["changed_ratio_success_mean"], s["changed_ratio_success_std"], 4),
               "successes": f"{s['succeeded']}/{s['attacked']}"} for s in summary]
-    return html_table(table, grouped=True, caption="ratio of changed values, mean ± std over all attacked "
-                      "images (all attacked) and over the successful attacks only (successes)")
+    if drop_repeated(table, [("changed pixels: all attacked", "changed pixels: successes")]):
+        over = "over all attacked images (the same over the successful attacks only, so not repeated)"
+    else:
+        over = "over all attacked images (all attacked) and over the successful attacks only (successes)"
+    return html_table(table, grouped=True, caption=f"ratio of changed values, mean ± std {over}; n per row: the "
+                      "successes column")
 
 
 def paper_pixel_ratio_html(preset: experiments.Preset, rows: Iterable[Mapping[str, Any]], setting: str) -> str:

@@ -48,7 +48,7 @@ from mnd.data import faces
 from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, to_tensor, write_file
 from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.experiments.methods import TABLE_ORDER, is_mnd, run_method
+from mnd.experiments.methods import is_mnd, order_key, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.protect import unseen
 from mnd.experiments.shards import SHARDS_DIR, Shard, merge_shards, retire_shards, row_key as _key, shard_csv
@@ -249,8 +249,6 @@ def _up_to_date(row: dict[str, Any] | None, preset: Preset, spec: DatasetSpec, m
 def _sort_key(preset: Preset, order: dict[str, list[str]]) -> Callable[[dict[str, Any]], tuple]:
     datasets = {n: i for i, n in enumerate(preset.names)}
     settings = {s: i for i, s in enumerate(SETTINGS)}
-    methods = {m: i for i, m in enumerate(TABLE_ORDER)}
-
     def key(row: dict[str, Any]) -> tuple:
         images = order.get(str(row["dataset"]), [])
         image = str(row["image"])
@@ -258,8 +256,7 @@ def _sort_key(preset: Preset, order: dict[str, list[str]]) -> Callable[[dict[str
             datasets.get(str(row["dataset"]), len(datasets)),
             str(row["dataset"]),
             settings.get(str(row["setting"]), 9),
-            methods.get(str(row["method"]), len(methods)),
-            str(row["method"]),
+            order_key(str(row["method"])),
             images.index(image) if image in images else len(images),
             image,
         )

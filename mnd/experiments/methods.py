@@ -79,6 +79,18 @@ TABLE_ORDER: tuple[str, ...] = tuple(a for a in anchors.TABLE_ORDER if a not in 
 settings), then the methods not in the paper."""
 
 
+def order_key(name: str) -> tuple[int, str, tuple[tuple[str, float], ...], str]:
+    """Sort key of method names: :data:`TABLE_ORDER`, then the others by base name and their sweep parameters
+    as numbers (eps 1, 2, 4, 16; not 1, 16, 2, 4 as text).
+
+    >>> sorted(["pgd@eps=16", "pgd@eps=2", "ddn", "mnd", "pgd@eps=1", "pgd"], key=order_key)
+    ['pgd', 'mnd', 'ddn', 'pgd@eps=1', 'pgd@eps=2', 'pgd@eps=16']
+    """
+    base, params = parse_method(name)
+    rank = TABLE_ORDER.index(name) if name in TABLE_ORDER else len(TABLE_ORDER)
+    return rank, base, tuple(sorted(params.items())), name
+
+
 def seed_everything(seed: int) -> None:
     """Seed ``random``, numpy and torch."""
     random.seed(seed)

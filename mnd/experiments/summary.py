@@ -17,7 +17,7 @@ from typing import Any
 from mnd.core.metrics import sample_mean, sample_std
 from mnd.data.paths import paper_dir
 from mnd.errors import InputError
-from mnd.experiments.methods import TABLE_ORDER, method_label
+from mnd.experiments.methods import method_label, order_key
 from mnd.experiments.presets import SETTINGS, Preset
 from mnd.experiments.rows import read_rows
 
@@ -78,12 +78,11 @@ def summarize(
         groups.setdefault((row["dataset"], row["setting"], row["method"]), []).append(row)
     table = paper_psnr_ssim() if paper and preset is not None else {}
     datasets = {n: i for i, n in enumerate(preset.names)} if preset else {}
-    methods = {m: i for i, m in enumerate(TABLE_ORDER)}
     out = []
     for (dataset, setting, method), group in sorted(
         groups.items(),
         key=lambda kv: (datasets.get(kv[0][0], 99), kv[0][0], SETTINGS.index(kv[0][1]) if kv[0][1] in SETTINGS else 9,
-                        methods.get(kv[0][2], 99), kv[0][2]),
+                        order_key(kv[0][2])),
     ):
         attacked = [r for r in group if r.get("attacked", True)]
         won = [r for r in attacked if r["success"]]
