@@ -124,7 +124,7 @@ def test_pairs_are_mnd_against_each_successful_anchor_plus_hidden_controls(study
     controls = [p for p in pairs if p["is_control"]]
     assert len(controls) == 2 and all(p["left_content"] == p["right_content"] for p in controls)
     assert all(p["left_method"] == p["right_method"] == "clean" for p in controls)
-    assert sorted({p["image_id"] for p in pairs}) == ["I1", "I2", "I3"]
+    assert sorted({p["image_id"] for p in pairs}) == ["S1", "S2", "S3"]
     assert sorted(p["pair_id"] for p in pairs) == [f"P{k:03d}" for k in range(1, 8)]
     with sqlite3.connect(study.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -47,7 +47,7 @@ def _succeeded(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) ->
 
 
 def _draw(results: Path, args: StudyArgs) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-    """(images I1.., (image, anchor) pairs, control images) for a study; refuses a study with no pair."""
+    """(images S1.., (image, anchor) pairs, control images) for a study; refuses a study with no pair."""
     table = results / experiments.RESULTS_CSV
     try:
         rows = experiments.read_results(results)
@@ -93,7 +93,7 @@ def _png(path: Path) -> bytes:
 def _fill(db: sqlite3.Connection, results: Path, name: str, args: StudyArgs) -> int:
     """Write a new study's rows: the images (copied in), then the pairs under shuffled ids."""
     images, pairs, controls = _draw(results, args)
-    image_ids = {img: f"I{k}" for k, img in enumerate(images, start=1)}
+    image_ids = {img: f"{protocol.IMAGE_PREFIX}{k}" for k, img in enumerate(images, start=1)}
     content: dict[tuple[str, str], int] = {}
 
     def content_id(image: str, method: str) -> int:

@@ -55,6 +55,9 @@ ANCHOR_ORDER = MOS_ORDER
 """Column order of the paper's MOS tables (vs. BIM, DI2FGSM, MIFGSM, PGD): :data:`mnd.core.anchors.MOS_ORDER`."""
 
 SHEET_COLUMNS = ["pair_id", "left", "right"]
+IMAGE_PREFIX = "S"
+"""The letter of a study's image IDs (S1, S2, ...): not the paper's I, whose images are others."""
+
 KEY_COLUMNS = ["pair_id", "dataset", "setting", "image", "image_id", "versus", "mnd_side"]
 RATING_COLUMNS = ["rater", "pair_id", "score"]
 
@@ -66,7 +69,7 @@ class Pair:
     Attributes:
         pair_id: shown to the raters (``P001`` ...), in presentation order.
         dataset, setting, image: which adversarial images.
-        image_id: the paper-style image number (``I1`` ...).
+        image_id: the image's number in this study (``S1`` ...).
         versus: the anchor (``bim`` ...).
         mnd_side: ``left`` or ``right``.
         left, right: the image files shown on each side.
@@ -95,8 +98,9 @@ def make_sheet(
 
     The sides and the presentation order come from ``random.Random(f"mnd-mos:{seed}")``,
     so the same arguments always give the same sheet. Image IDs are numbered
-    ``I1, I2, ...`` across data sets in the given order, as the paper does
-    (I1-I8 ImageNet, I9-I16 VGGFace2).
+    ``S1, S2, ...`` across data sets in the given order, as the paper numbers its
+    I1-I16 (I1-I8 ImageNet, I9-I16 VGGFace2), with another letter: these are other
+    images, and ``I8`` here must not read as the paper's I8 (:data:`IMAGE_PREFIX`).
 
     Args:
         images: data set -> the images to rate (in order).
@@ -115,7 +119,7 @@ def make_sheet(
     ids: dict[tuple[str, str], str] = {}
     for dataset, names in images.items():
         for name in names:
-            ids[(dataset, name)] = f"I{len(ids) + 1}"
+            ids[(dataset, name)] = f"{IMAGE_PREFIX}{len(ids) + 1}"
     drawn = []
     for dataset, names in images.items():
         for setting in settings:
