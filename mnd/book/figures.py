@@ -121,8 +121,8 @@ def with_detail(image: np.ndarray, region: tuple[int, int], size: int, *, scale:
 
 
 def image_grid(panels: Sequence[tuple[str, np.ndarray]], *, columns: int, cmap: str | None = None,
-               colourbar: tuple[str, float, float, str] | None = None) -> Any:
-    """A matplotlib figure of titled images, ``columns`` per row, :data:`WIDTH` wide.
+               colourbar: tuple[str, float, float, str] | None = None, title: str | None = None) -> Any:
+    """A matplotlib figure of titled images, ``columns`` per row, :data:`WIDTH` wide, under ``title``.
 
     ``colourbar``: (colour map, value at its bottom, at its top, label with the
     unit), drawn once under the grid for maps that share one scale.
@@ -135,10 +135,12 @@ def image_grid(panels: Sequence[tuple[str, np.ndarray]], *, columns: int, cmap: 
     fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, (size + 0.35) * rows + extra), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, img) in zip(axes.flat, panels):
+    for ax, (heading, img) in zip(axes.flat, panels):
         ax.imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=255 if cmap and img.dtype == np.uint8 else None,
                   interpolation="nearest")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(heading, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=FONT)
     if colourbar:
         fig.tight_layout(rect=(0, extra / fig.get_figheight(), 1, 1))
         _colourbar(fig, *colourbar)
@@ -257,10 +259,8 @@ def difference_figure(results: str | Path, dataset: str, setting: str, image: st
         title = f"{dataset}, {image}, {setting}: {view}"
         bar = ("gray", 0.0, 1.0, "absolute difference, as a fraction of each map's own largest")
     tiles = [(name if c == 0 else "", maps[c]) for c in range(3) for (name, _), maps in zip(shown, stack)]
-    fig = image_grid(tiles, columns=len(shown), cmap="gray", colourbar=bar)
-    fig.suptitle(title + " (rows: red, green, blue channel)", fontsize=FONT)
-    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
-    return fig
+    return image_grid(tiles, columns=len(shown), cmap="gray", colourbar=bar,
+                      title=title + " (rows: red, green, blue channel)")
 
 
 def loss_maps_figure(clean: np.ndarray, adversarial: np.ndarray) -> Any:
@@ -481,11 +481,9 @@ def heatmap_figure(cams: CamPanels) -> Any:
     names = cams.classes
     shown = [(f"{title}: {names[c] if c < len(names) else c}", overlay(img, m))
              for title, img, c, m in zip(cams.titles, cams.images, cams.predicted, cams.maps)]
-    fig = image_grid(shown, columns=3, colourbar=(
-        "jet", 0.0, 1.0, "Grad-CAM relevance of the predicted class (0 to 1, each map scaled to its largest)"))
-    fig.suptitle(f"{cams.dataset}, {cams.image}, {cams.setting}: Grad-CAM at {cams.layer}", fontsize=FONT)
-    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
-    return fig
+    return image_grid(shown, columns=3, colourbar=(
+        "jet", 0.0, 1.0, "Grad-CAM relevance of the predicted class (0 to 1, each map scaled to its largest)"),
+        title=f"{cams.dataset}, {cams.image}, {cams.setting}: Grad-CAM at {cams.layer}")
 
 
 SLIGHT_SHIFT = 0.5
