@@ -85,8 +85,8 @@ TRANSFER_NOTE = ("Images MND made adversarial on the attacked model (an image it
                  f"the unseen one either), read by models that never gave a gradient. The control is {CONTROL} "
                  "(random signs, no gradient) on the same images; per image, MND fooling the unseen model where "
                  "the control does not is a win. The claim holds for a table when the sign test gives "
-                 f"p < {stats.ALPHA:g} on at least {stats.MIN_PAIRS} images; without the control in the run, "
-                 "when MND's Wilson interval excludes 0.")
+                 f"p < {stats.ALPHA:g} on at least {stats.MIN_PAIRS} images; without the control in a setting it is "
+                 "inconclusive, since some images change label on any model by chance.")
 
 
 def transfer_checks(datasets: Sequence[tuple[str, str]], settings: Sequence[str], rows: Sequence[Mapping[str, Any]]
@@ -109,10 +109,9 @@ def transfer_checks(datasets: Sequence[tuple[str, str]], settings: Sequence[str]
                     diff = stats.compare([float(mnd[i]) for i in common], [float(control[i]) for i in common])
                     outcome, text = diff.outcome, diff.text(0)
                     ctrl = stats.rate_text(sum(control[i] for i in common), len(common))
-                else:
-                    low, _ = stats.wilson(sum(mnd.values()), len(mnd))
-                    outcome = "holds" if low > 0 else "inconclusive"
-                    text, ctrl = "no control in this run", "–"
+                else:  # a few images move on any model by chance (JPEG alone moves some): no control, no verdict
+                    outcome = "inconclusive"
+                    text, ctrl = "no noise control in this setting: chance cannot be ruled out", "–"
                 out.append(({"table": f"{where}, {setting}", "unseen model": model,
                              "MND: images it fools": stats.rate_text(sum(mnd.values()), len(mnd)),
                              "after JPEG 75": stats.rate_text(sum(jpeg.values()), len(jpeg)),
