@@ -325,17 +325,3 @@ def test_executed_notebooks_are_recorded_and_a_changed_one_is_refused_before_any
     with pytest.raises(InputError, match=r"notebooks/01_losses.ipynb: was changed since mnd book wrote it"):
         book.execute_notebooks(preset, tmp_path / "results", source, names=["01_losses"], log=lambda line: None)
     assert copy.read_bytes() == edited
-
-
-def test_the_first_pages_trace_is_computed_beside_the_grid_and_then_reused(tmp_path: Path) -> None:
-    from mnd.experiments import trace
-
-    building = importlib.import_module("mnd.book.build")  # the module: mnd.book.build is also the function
-    preset = experiments.load_preset("tiny", ["workers=2"])
-    p = building.parameters(preset, tmp_path, building.TRACE_PAGE)
-    assert building.prefetch_trace(preset, tmp_path)
-    path = trace.trace_path(tmp_path, p["dataset"], p["setting"], p["image"])
-    before = path.stat().st_mtime_ns
-    steps = trace.load_or_run(preset, tmp_path, p["dataset"], p["image"], p["setting"], max_iter=p["max_iter"])
-    assert path.stat().st_mtime_ns == before and {r["max_iter"] for r in steps} == {p["max_iter"]}  # read back
-    assert not building.prefetch_trace(experiments.load_preset("tiny", ['settings=["non-targeted"]']), tmp_path)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -104,28 +103,6 @@ def parameters(preset: experiments.Preset, results: Path, notebook: str) -> dict
     params.update(page(notebook).parameters)
     params.update(preset.notebooks.get(notebook, {}))
     return params
-
-
-TRACE_PAGE = "01_losses"
-"""The page whose step-by-step trace :func:`prefetch_trace` computes during the grid."""
-
-
-def prefetch_trace(preset: experiments.Preset, results: Path) -> bool:
-    """Compute the trace page's trace (:func:`mnd.experiments.trace.load_or_run`, one torch thread) before its
-    notebook runs, so that it shares the grid's time instead of being the notebooks' long pole (171 s of a
-    2-core build). Whether it is now on disk; a failure is left to the page, which computes and reports it."""
-    from mnd.experiments import trace  # the grid's layer; only needed here
-
-    p = parameters(preset, results, TRACE_PAGE)
-    if p.get("dataset") not in preset.names or p.get("setting") not in preset.settings:
-        return False
-    with experiments.threads(dataclasses.replace(preset, threads=1)):
-        try:
-            trace.load_or_run(preset, results, str(p["dataset"]), str(p["image"]), str(p["setting"]),
-                              max_iter=int(p.get("max_iter") or 0) or None)
-        except Exception:  # noqa: BLE001 - the notebook runs it again and shows the error
-            return False
-    return True
 
 
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -590,13 +567,7 @@ def build(
     check_build(preset, results=results, source=source, run=run)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    report = None
-    if run:
-        with concurrent.futures.ThreadPoolExecutor(1) as side:  # the first page's trace beside the grid's workers
-            early = side.submit(prefetch_trace, preset, results) if preset.workers > 1 else None
-            report = experiments.run_workers(preset, results, progress=progress)
-            if early is not None:
-                early.result()
+    report = experiments.run_workers(preset, results, progress=progress) if run else None
     seconds["grid"] = time.perf_counter() - start
     if report is not None:
         log(f"grid: {report.computed} computed, {report.reused} reused, {report.failed} failed -> {report.csv}")
