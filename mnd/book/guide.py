@@ -233,7 +233,8 @@ def unseen_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             columns = transfer_columns(table)
             out += [f"**{dataset}, {setting}** (n per method in the first table)", "",
                     markdown_table(table, columns[:4], {"PSNR (usable)": 1}), "",
-                    markdown_table(table, [columns[0], *columns[4:]]), ""]
+                    *[part for k in range(4, len(columns), 2)  # one table per unseen model: plain, JPEG 75
+                      for part in (markdown_table(table, [columns[0], *columns[k:k + 2]]), "")]]
     return out
 
 

@@ -59,6 +59,7 @@ def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
             row.pop("full success")
             if k > 1:
                 row.pop("success (Wilson 95%)")
+            if k != 2:  # the second table says which methods are the paper's, the first has no room for it
                 row.pop("in the paper")
             if not any_degenerate or k > 1:
                 row.pop("degenerate")
