@@ -105,8 +105,10 @@ def test_quality_table_has_every_metric_and_says_which_reach_full_success() -> N
     html = book.quality_table_html(make_rows(), "imagenet", "targeted")
     for header in ("MS-SSIM ↑", "HaarPSI ↑", "VIF ↑", "GMSD ↓", "FSIM ↑", "CIEDE2000 ↓"):
         assert header in html
-    first, second = html.split("</table>")[:2]  # the metrics in two tables that fit the column
-    assert "SSIM ↑" in first and "FSIM ↑" not in first and "FSIM ↑" in second and "success" not in second
+    first, second, third = html.split("</table>")[:3]  # the metrics in three tables that fit the column
+    assert "SSIM ↑" in first and "MS-SSIM ↑" not in first and "success" in first
+    assert "MS-SSIM ↑" in second and "FSIM ↑" not in second and "success" not in second
+    assert "FSIM ↑" in third and "CIEDE2000 ↓" in third and "success" not in third
     assert "n = 2 images" in first
     assert "degenerate" in first  # make_rows' SSIM is PSNR / 100: every output under 50 dB is degenerate
     old = [{k: v for k, v in r.items() if k not in ("ms_ssim", "vif")} for r in make_rows()]

@@ -129,7 +129,7 @@ from mnd.book.curves import (
     sweep_status_markdown,
     tradeoff_figure,
 )
-from mnd.book.quality import METRIC_HALVES, quality_rows, quality_table_html
+from mnd.book.quality import METRIC_GROUPS, quality_rows, quality_table_html
 from mnd.book.teaching import (
     budget_strip,
     NO_UNSEEN,
@@ -220,7 +220,7 @@ __all__ = [
     "protect_page",
     "sharing_rows",
     "undocumented",
-    "METRIC_HALVES",
+    "METRIC_GROUPS",
     "PAIRED_NOTE",
     "paired",
     "NO_UNSEEN",

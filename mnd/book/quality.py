@@ -1,6 +1,6 @@
 """The trade-off chapter's quality tables: every method, its success with an interval, every metric, in two halves.
 
-The metrics are split over two tables (:data:`METRIC_HALVES`) so that each fits
+The metrics are split over three tables (:data:`METRIC_GROUPS`) so that each fits
 the book's column at 1280 px; a degenerate output (PSNR below 20 dB or SSIM
 below 0.5, :func:`mnd.experiments.stats.usable`) is a failure and is counted.
 """
@@ -14,7 +14,7 @@ from mnd.book.curves import QUALITY_METRICS, _attacked, _groups, _measured, _sta
 from mnd.book.tables import html_table, pm
 from mnd.experiments import stats
 
-METRIC_HALVES: tuple[tuple[str, ...], ...] = (("psnr", "ssim"), ("ms_ssim", "haarpsi", "vif"),
+METRIC_GROUPS: tuple[tuple[str, ...], ...] = (("psnr", "ssim"), ("ms_ssim", "haarpsi", "vif"),
                                               ("gmsd", "fsim", "ciede2000", "lpips", "dists"))
 """Which metrics each of the quality tables shows (three, so that each fits the column at 1280 px)."""
 
@@ -48,12 +48,12 @@ def quality_rows(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str,
 
 
 def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting: str) -> str:
-    """:func:`quality_rows` as two HTML tables (:data:`METRIC_HALVES`), each with its caption."""
+    """:func:`quality_rows` as one HTML table per group of :data:`METRIC_GROUPS`, each with its caption."""
     rows = list(rows)
     images = sorted({str(r["image"]) for r in rows if (r.get("dataset"), r.get("setting")) == (dataset, setting)})
     html = []
-    for k, half in enumerate(METRIC_HALVES, start=1):
-        table = quality_rows(rows, dataset, setting, half)
+    for k, group in enumerate(METRIC_GROUPS, start=1):
+        table = quality_rows(rows, dataset, setting, group)
         any_degenerate = any(r["degenerate"] for r in table)
         for row in table:
             row.pop("full success")
@@ -63,7 +63,7 @@ def quality_table_html(rows: Iterable[Mapping[str, Any]], dataset: str, setting:
                 row.pop("in the paper")
             if not any_degenerate or k > 1:
                 row.pop("degenerate")
-        caption = (f"{dataset}, {setting} ({k} of {len(METRIC_HALVES)}): n = {len(images)} images ({', '.join(images)}); "
+        caption = (f"{dataset}, {setting} ({k} of {len(METRIC_GROUPS)}): n = {len(images)} images ({', '.join(images)}); "
                    "mean ± std over all attacked images; ↑ higher is better, ↓ lower is better. "
                    + ("Success counts an output below 20 dB PSNR or 0.5 SSIM (degenerate) as a failure."
                       if k == 1 else ""))
