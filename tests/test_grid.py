@@ -21,7 +21,7 @@ from torch import nn
 from mnd import data, experiments, models
 from mnd.core.pixels import quantize
 from mnd.data import faces
-from mnd.experiments import grid
+from mnd.experiments import grid, trace
 from mnd.cli.main import main
 from mnd.errors import InputError, ModelUnavailableError
 
@@ -526,3 +526,37 @@ def test_two_worker_processes_give_the_rows_of_one(tmp_path: Path) -> None:
     assert rows[0] == rows[1]
     assert not list((tmp_path / "two" / experiments.SHARDS_DIR).glob("results.*.csv"))  # merged and retired
     assert not list((tmp_path / "two" / experiments.SHARDS_DIR).glob("claims-*"))  # the run's claims are removed
+
+
+def test_the_grid_keeps_the_steps_of_its_own_runs_on_the_figure_image(tmp_path: Path, tiny_model: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_preset(tmp_path, methods='["bim", "no_norm", "mnd"]')
+    path.write_text(path.read_text().replace("batch_size = 1", "batch_size = 2") + 'figure_image = "coffee"\n')
+    preset = experiments.load_preset(path)  # coffee is the second image of a batch of two
+    experiments.run_grid(preset, tmp_path / "r", progress=False)
+    rows = {(r["setting"], r["method"], r["image"]): r for r in experiments.read_rows(tmp_path / "r" / "results.csv")}
+    kept = sorted(p.relative_to(tmp_path / "r" / "trace").as_posix() for p in (tmp_path / "r" / "trace").rglob("*.csv"))
+    # the figure image, both settings, the MND variants only (bim has no steps to keep)
+    assert kept == [f"photos/{s}/coffee/{v}.csv" for s in ("non-targeted", "targeted") for v in ("mnd", "no_norm")]
+
+    monkeypatch.setattr(trace, "_traces", lambda *a, **k: pytest.fail("the kept trace was not read"))
+    for setting in ("non-targeted", "targeted"):
+        steps = trace.load_or_run(preset, tmp_path / "r", "photos", "coffee", setting, variants=["no_norm", "mnd"])
+        for variant in ("no_norm", "mnd"):
+            mine = [s for s in steps if s["variant"] == variant]
+            row = rows[(setting, variant, "coffee")]
+            # the trace is that run's own: it ends at the row's iterations, success and 8-bit PSNR
+            assert [s["iteration"] for s in mine] == list(range(int(row["iterations"]) + 1))
+            assert mine[-1]["adversarial"] == (str(row["success"]) == "True")
+            assert mine[-1]["psnr"] == pytest.approx(float(row["psnr"]), rel=1e-4)
+            assert mine[0]["l1"] == 0 and mine[0]["max_iter"] == 30
+
+
+def test_a_trace_missing_from_the_grid_is_computed_and_kept(tmp_path: Path, tiny_model: str) -> None:
+    preset = experiments.load_preset(write_preset(tmp_path, methods='["no_norm"]'))
+    steps = trace.load_or_run(preset, tmp_path / "r", "photos", "coffee", "non-targeted")
+    assert {s["variant"] for s in steps} == {"no_norm"}
+    path = trace.trace_path(tmp_path / "r", "photos", "non-targeted", "coffee", "no_norm")
+    assert trace.read(path) == trace.load_or_run(preset, tmp_path / "r", "photos", "coffee", "non-targeted")
+    capped = trace.load_or_run(preset, tmp_path / "r", "photos", "coffee", "non-targeted", max_iter=3)
+    assert {s["max_iter"] for s in capped} == {3}  # another cap is computed again, not read back

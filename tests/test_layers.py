@@ -65,6 +65,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("protect",),
     ("experiments.methods",),                       # experiments: every method by name
     ("experiments.rows",),                          # experiments: the one row schema
+    ("experiments.steps",),                         # experiments: the steps of one attack, recorded and kept
     ("experiments.presets",),                       # experiments: presets
     ("experiments.shards",),                        # experiments: shards of the grid
     ("experiments.grid", "experiments.summary"),    # experiments: the resumable grid, summaries

@@ -5,7 +5,8 @@
 - :mod:`~mnd.experiments.presets`: which data sets, models, methods and settings a grid runs.
 - :mod:`~mnd.experiments.grid`: the resumable grid over a preset.
 - :mod:`~mnd.experiments.summary`: success rates and means beside the paper's values.
-- :mod:`~mnd.experiments.trace`: per-iteration traces of one attack.
+- :mod:`~mnd.experiments.steps`: the steps of one attack, recorded (the grid keeps its own) and kept.
+- :mod:`~mnd.experiments.trace`: per-iteration traces of one attack, read back or run.
 
 Imports only lower layers (errors, core, models, data). The public names of methods, rows,
 presets, grid and summary are re-exported here.

@@ -42,7 +42,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import __version__, data, models
-from mnd.core.config import Task
+from mnd.core import attack
+from mnd.core.config import VARIANTS, Task, config_for
 from mnd.core.pixels import quantize
 from mnd.data import faces
 from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, to_tensor, write_file
@@ -51,6 +52,7 @@ from mnd.errors import InputError, ModelUnavailableError
 from mnd.experiments.methods import is_mnd, order_key, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.protect import unseen
+from mnd.experiments import steps
 from mnd.experiments.shards import SHARDS_DIR, Shard, merge_shards, retire_shards, row_key as _key, shard_csv
 from mnd.experiments.rows import GRID_COLUMNS, RESULTS_CSV, RowContext, merge_rows, read_rows, result_rows, write_rows
 from mnd.models.gallery import Gallery
@@ -545,9 +547,16 @@ def _run_batch(
     spec = opened.spec
     targeted = setting == "targeted"
     x = torch.stack([it.tensor for it in chunk]).to(preset.device)
+    names = [it.name for it in chunk]
+    recorder = None
+    if method in VARIANTS and _trace_image(opened) in names:  # the book's step-by-step page reads this run's steps
+        k = names.index(_trace_image(opened))
+        config = config_for(method, task=spec.task, targeted=targeted, hparams=preset.hparams,
+                            **preset.overrides_for(method))
+        recorder = steps.Recorder(method, quantize(x[k : k + 1]), config, row=k)
     result = run_method(
         opened.model, x, opened.labels(chunk), method, task=spec.task, targeted=targeted, seed=preset.seed,
-        hparams=preset.hparams, **preset.overrides_for(method),
+        hparams=preset.hparams, observer=recorder, **preset.overrides_for(method),
     )
     if not bool(torch.isfinite(result.adversarial).all()):
         raise FloatingPointError("the attack returned non-finite pixels (NaN or inf)")
@@ -566,7 +575,16 @@ def _run_batch(
     for row, attacked, (file, digest) in zip(rows, result.attacked.tolist(), files):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
                    max_iter=_max_iter_for(preset, method, spec.task), file=file, sha256=digest)
+    stopped = recorder is not None and result.reason[recorder.row].startswith(
+        (attack.STOPPED_NON_FINITE_LOGITS, attack.STOPPED_NON_FINITE_GRADIENT))  # the page's own run records why
+    if recorder is not None and recorder.rows and not stopped:
+        steps.keep(results, spec.name, setting, _trace_image(opened), recorder.rows)
     return rows
+
+
+def _trace_image(opened: OpenDataset) -> str:
+    """The image whose steps the grid records: the data set's figure image, else its first."""
+    return opened.spec.figure_image or opened.items[0].name
 
 
 def _failed_rows(

@@ -199,6 +199,7 @@ def run_method(
     hparams: str | Path | None = None,
     anchor_kwargs: dict[str, Any] | None = None,
     margin: float | None = None,
+    observer: attack.Observer | None = None,
     **overrides: Any,
 ) -> AttackResult:
     """Attack a batch with an MND variant (via its preset), MND + refinement, or an anchor (fixed or minimum).
@@ -208,7 +209,8 @@ def run_method(
     the packaged file) and 0 for the anchors. ``hparams`` and ``overrides`` (AttackConfig fields) to the MND
     variants only; ``anchor_kwargs`` to the anchors only (torchattacks'
     settings, or a minimum-perturbation anchor's budget). A refined method's knobs come from
-    :data:`mnd.core.refine.REFINE_FILE`.
+    :data:`mnd.core.refine.REFINE_FILE`. ``observer`` sees every iteration of an MND
+    variant (:func:`mnd.core.attack.generate`'s); the other methods have none.
     """
     check_method(method)
     seed_everything(seed)
@@ -231,4 +233,4 @@ def run_method(
     config = config_for(REFINED.get(method, method), task=task, targeted=targeted, hparams=hparams, **overrides)
     if method in REFINED:
         return refine.generate_refined(model, x, labels, config=config)
-    return attack.generate(model, x, labels, config=config)
+    return attack.generate(model, x, labels, config=config, observer=observer)
