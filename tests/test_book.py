@@ -432,6 +432,16 @@ def test_sheet_is_seeded_and_balanced(tmp_path: Path) -> None:
     assert "r1,P001,2" in files["ratings"].read_text()
 
 
+def test_a_sheet_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    pairs = mos.make_sheet({"imagenet": ["=HYPERLINK(1)", "b"]}, settings=["targeted"], anchors=["bim"], seed=0)
+    files = mos.write_sheet(pairs, tmp_path / "mos", image_root=tmp_path)
+    for name in ("sheet_csv", "key"):
+        cells = [cell for line in files[name].read_text().splitlines()[1:] for cell in line.split(",")]
+        assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))], name
+    assert "'=HYPERLINK(1)" in files["key"].read_text()
+    assert {p.image for p in mos.read_key(files["key"])} == {"=HYPERLINK(1)", "b"}  # read back as it was
+
+
 def test_ratings_to_mos_tables(tmp_path: Path) -> None:
     pairs = mos.make_sheet({"imagenet": ["a", "b"]}, settings=["targeted"], anchors=["bim", "pgd"], seed=0)
     lines = ["rater,pair_id,score"]

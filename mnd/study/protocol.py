@@ -27,6 +27,7 @@ import html
 import math
 import os
 import random
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -174,6 +175,39 @@ def choose_images(
     return (good + rest)[:count]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as data, never runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    (a rater's name, an image's name) gets a leading ``'``, the usual defence
+    against formula injection; numbers, and text that is a plain number, are
+    written as they are. Floats are written exactly (``repr``).
+
+    >>> [csv_cell(v) for v in ("=1+2", "-1.5", -1.5, "@ann", "-2+3", "ann", 3)]
+    ["'=1+2", '-1.5', '-1.5', "'@ann", "'-2+3", 'ann', 3]
+    """
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def data_cell(text: str) -> str:
+    """A cell read back from a file :func:`csv_cell` wrote: the leading ``'`` it added removed.
+
+    >>> data_cell("'=1+2"), data_cell("'quoted"), data_cell("ann")
+    ('=1+2', "'quoted", 'ann')
+    """
+    if text.startswith("'") and text[1:].startswith(_FORMULA_START):
+        return text[1:]
+    return text
+
+
 def write_sheet(pairs: Sequence[Pair], folder: str | Path, *, image_root: str | Path | None = None) -> dict[str, Path]:
     """Write the rating material into ``folder``.
 
@@ -190,8 +224,9 @@ def write_sheet(pairs: Sequence[Pair], folder: str | Path, *, image_root: str | 
     folder.mkdir(parents=True, exist_ok=True)
     out = {"sheet_csv": folder / "sheet.csv", "key": folder / "key.csv", "html": folder / "sheet.html",
            "ratings": folder / "ratings.csv"}
-    write_rows(out["sheet_csv"], [asdict(p) for p in pairs], SHEET_COLUMNS)
-    write_rows(out["key"], [asdict(p) for p in pairs], KEY_COLUMNS)
+    cells = [{k: csv_cell(v) for k, v in asdict(p).items()} for p in pairs]  # an image's name is a user's text
+    write_rows(out["sheet_csv"], cells, SHEET_COLUMNS)
+    write_rows(out["key"], cells, KEY_COLUMNS)
     if not out["ratings"].exists():  # never overwrite collected ratings
         write_rows(out["ratings"], [], RATING_COLUMNS)
     root = Path(image_root) if image_root is not None else folder
@@ -231,7 +266,7 @@ def _read(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise InputError(path, f"missing columns {missing}; expected {', '.join(columns)}")
-            return [dict(r) for r in reader]
+            return [{k: data_cell(v) if isinstance(v, str) else v for k, v in r.items()} for r in reader]
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -28,6 +28,7 @@ from mnd import experiments
 from mnd.data.imageio import atomic_open
 from mnd.errors import InputError
 from mnd.study import protocol
+from mnd.study.protocol import csv_cell
 from mnd.study.store import Study, open_study
 
 CONTROL_LIMIT = 1.0
@@ -61,28 +62,6 @@ class MosReport:
                 f"for failing the control pairs (mean |score| on them above {self.control_limit:g})"
                 + (f": {', '.join(self.excluded)}" if self.excluded else "")
                 + (f"; {len(self.unchecked)} counted without any control answered" if self.unchecked else ""))
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-
-
-def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell a spreadsheet shows as data, never runs as a formula.
-
-    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
-    (a rater's name, an image's name) gets a leading ``'``, the usual defence
-    against formula injection; numbers, and text that is a plain number, are
-    written as they are. Floats are written exactly (``repr``).
-
-    >>> [csv_cell(v) for v in ("=1+2", "-1.5", -1.5, "@ann", "-2+3", "ann", 3)]
-    ["'=1+2", '-1.5', '-1.5', "'@ann", "'-2+3", 'ann', 3]
-    """
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
 
 
 def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
