@@ -130,9 +130,9 @@ def image_grid(panels: Sequence[tuple[str, np.ndarray]], *, columns: int, cmap: 
     import matplotlib.pyplot as plt  # heavy: only figures need it
 
     rows = max(1, math.ceil(len(panels) / columns))
-    size = WIDTH / columns
+    size = WIDTH / columns  # each row: a square image and its title's line (0.6 in)
     extra = 0.9 if colourbar else 0.0
-    fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, (size + 0.35) * rows + extra), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, (size + 0.6) * rows + extra), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (heading, img) in zip(axes.flat, panels):
@@ -365,7 +365,7 @@ def pixel_ratio_figure(preset: experiments.Preset, summary: Sequence[Mapping[str
     axes[-1, 0].set_xlabel("changed pixels: fraction of pixel values that differ (mean over the attacked images)",
                            fontsize=10)
     fig.suptitle("Changed pixels, the paper's methods (MND in red)", fontsize=12, x=0.02, ha="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # the title's line above the first panel's
     return fig
 
 

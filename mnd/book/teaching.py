@@ -128,7 +128,7 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
     images = sorted({str(r["image"]) for r in rows})
     any_unseen = any(unseen_pairs(r) is not None for r in rows)
     with plt.rc_context({"font.size": FONT}):
-        fig, axes = plt.subplots(2, 3, figsize=(WIDTH, 7.4), sharey=True)
+        fig, axes = plt.subplots(2, 3, figsize=(WIDTH, 8.6), sharey=True)
         shapes = iter("DsP^vX<>*h" * 2)  # one marker shape per single-point method
         palette = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
                    if to_hex(c) != "#d62728"]  # red is MND's
@@ -159,12 +159,14 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
                         for (x, r), p in zip(got, points):
                             if (x, r) not in ends:
                                 continue
-                            ax.annotate(f"{p.value:g}", (x, r.rate), textcoords="offset points", xytext=(0, 7),
+                            ax.annotate(f"{p.value:g}", (x, r.rate), textcoords="offset points",
+                                        xytext=(0, 17 if family == "mnd" else 6),  # two rows: MND's above PGD's
                                         ha="center", fontsize=FONT - 1, color=colour)
         for row_index, what in enumerate(("mean PSNR (dB)", "mean SSIM")):
             for col, (panel, title) in enumerate(PANELS):
                 ax = axes[row_index][col]
-                ax.set_ylim(-0.05, 1.12)
+                ax.set_ylim(-0.05, 1.24)  # room above 100% for the budget labels, inside the frame
+                ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
                 ax.grid(True, alpha=0.3)
                 ax.set_xlabel(what)
                 if row_index == 0:
@@ -177,9 +179,10 @@ def teaching_figure(rows: Iterable[Mapping[str, Any]], dataset: str, setting: st
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=FONT - 1)
         fig.suptitle(f"{dataset}, {setting}: n = {len(images)} images ({', '.join(images)}); "
-                     "labels: PGD's eps (/255), MND's first and last margin", fontsize=FONT, wrap=True)
+                     "labels: PGD's eps (/255) and, higher, MND's first and last margin", fontsize=FONT, wrap=True)
         legend_rows = math.ceil(len(labels) / 2)
-        fig.tight_layout(rect=(0, 0.035 * legend_rows + 0.02, 1, 0.95))
+        height = fig.get_figheight()  # the legend's rows, in inches (tight_layout makes room for the title)
+        fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / height, 1, 1))
     return fig
 
 
