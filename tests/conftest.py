@@ -93,3 +93,16 @@ def photos() -> dict[str, np.ndarray]:
     import skimage.data
 
     return {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee()}
+
+
+@pytest.fixture(scope="session")
+def tiny_book(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny preset's book, built once for every test that reads it (a build takes minutes):
+    ``root`` (results/, source/, out/ under it), ``preset`` and the build's ``report``. Read it, never change it."""
+    from mnd import book, experiments
+
+    root = tmp_path_factory.mktemp("book")
+    preset = experiments.load_preset("tiny")
+    report = book.build(preset, results=root / "results", out=root / "out", source=root / "source",
+                        progress=False, log=lambda line: None)
+    return {"root": root, "preset": preset, "report": report}

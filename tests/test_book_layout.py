@@ -18,18 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def built(request: pytest.FixtureRequest) -> tuple[Path, Path]:
     """(the HTML folder, the results folder) of the tiny book, or of the build ``MND_BOOK_HTML`` names (its results
     folder in ``MND_BOOK_RESULTS``)."""
     html = os.environ.get("MND_BOOK_HTML")
     if html:
         return Path(html), Path(os.environ.get("MND_BOOK_RESULTS", html))
-    from mnd import book, experiments
-
-    root = tmp_path_factory.mktemp("built")
-    report = book.build(experiments.load_preset("tiny"), results=root / "results", out=root / "out",
-                        source=root / "source", progress=False, log=lambda line: None)
-    return report.index.parent, root / "results"
+    tiny = request.getfixturevalue("tiny_book")  # built once for this file and tests/test_notebooks.py
+    return tiny["report"].index.parent, tiny["root"] / "results"
 
 
 @pytest.fixture(scope="module")

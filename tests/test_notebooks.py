@@ -21,12 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("book")
-    preset = experiments.load_preset("tiny")
-    report = book.build(preset, results=root / "results", out=root / "out", source=root / "source",
-                        progress=False, log=lambda line: None)
-    return {"root": root, "preset": preset, "report": report}
+def built(tiny_book: dict) -> dict:
+    return tiny_book
 
 
 @pytest.mark.parametrize("name", book.NOTEBOOKS)
