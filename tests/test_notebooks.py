@@ -154,8 +154,9 @@ def test_notebooks_run_side_by_side_and_a_failure_names_the_first_failed_page(
                 f"for _ in range(600):\n    if pathlib.Path({str(tmp_path / other)!r}).exists(): break\n"
                 f"    time.sleep(0.1)\nelse:\n    raise TimeoutError('not run side by side')")
 
-    pages = (("01_losses", meet("a", "b") + "\nraise ValueError('boom')"),
-             ("04_heatmaps", meet("b", "a")), ("08_tradeoff", "1"))
+    # the longest pages start first (Page.seconds): 04 and 08 side by side, 06 queued behind them
+    pages = (("04_heatmaps", meet("a", "b") + "\nraise ValueError('boom')"),
+             ("08_tradeoff", meet("b", "a")), ("06_pixel_ratio", "1"))
     for name, code in pages:
         nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                                 "display_name": "Python 3"}})
@@ -175,18 +176,18 @@ def test_notebooks_run_side_by_side_and_a_failure_names_the_first_failed_page(
 
     def execute(source: str, target: str, **kwargs: Any) -> Any:
         out = real_execute(source, target, **kwargs)
-        if Path(target).stem == "04_heatmaps":
+        if Path(target).stem == "08_tradeoff":
             failures[0].wait(120)
         return out
 
     monkeypatch.setattr(build, "threading", types.SimpleNamespace(Event=event))
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     lines: list[str] = []
-    with pytest.raises(MndError, match=r"^notebook 01_losses failed \(ValueError: boom\)"):
+    with pytest.raises(MndError, match=r"^notebook 04_heatmaps failed \(ValueError: boom\)"):
         book.execute_notebooks(experiments.load_preset("tiny"), tmp_path / "results", tmp_path / "source",
-                               names=["01_losses", "04_heatmaps", "08_tradeoff"], log=lines.append)
+                               names=["06_pixel_ratio", "04_heatmaps", "08_tradeoff"], log=lines.append)
     # the two ran at once, the good one to the end, and the failed one kept its executed copy with the
     # error; the page queued behind them was not started after the failure
-    assert [line.split(" in ")[0] for line in lines] == ["executed 04_heatmaps"]
-    assert (tmp_path / "source" / "notebooks" / "01_losses.ipynb").is_file()
-    assert not (tmp_path / "source" / "notebooks" / "08_tradeoff.ipynb").exists()
+    assert [line.split(" in ")[0] for line in lines] == ["executed 08_tradeoff"]
+    assert (tmp_path / "source" / "notebooks" / "04_heatmaps.ipynb").is_file()
+    assert not (tmp_path / "source" / "notebooks" / "06_pixel_ratio.ipynb").exists()

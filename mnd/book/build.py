@@ -437,10 +437,10 @@ def execute_notebooks(
         return target
 
     # Each notebook runs in its own kernel process; two at a time keep two cores busy (a kernel spends
-    # most of its time starting Python and importing torch, on one core).
+    # most of its time starting Python and importing torch, on one core). The longest start first.
     with _kernel_environment(), concurrent.futures.ThreadPoolExecutor(max_workers=NOTEBOOK_WORKERS) as pool:
-        futures = [pool.submit(run, item) for item in pages]
-    written = [future.result() for future in futures]  # raises the first failed page, in page order
+        futures = {item.name: pool.submit(run, item) for item in sorted(pages, key=lambda p: -p.seconds)}
+    written = [futures[item.name].result() for item in pages]  # raises the first failed page, in page order
     return [path for path in written if path is not None]  # None: skipped after a failure, raised above
 
 

@@ -27,15 +27,18 @@ class Page:
         template: the notebook of ``notebooks/`` (without ``.ipynb``) executed into it.
         parameters: the page's own papermill parameters; its markdown cells
             may show them as ``{{ name }}`` (:func:`fill_markdown`).
+        seconds: about how long the page executes (the embedded preset on 2 CPU cores, measured): the
+            longest pages start first, so that a short one, not a long one, runs last.
     """
 
     name: str
     template: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 15.0
 
 
 PAGES: tuple[Page, ...] = (
-    Page("01_losses", "01_losses"),
+    Page("01_losses", "01_losses", seconds=17),
     Page("02_imagenet", "paper_tables", {
         "dataset": "imagenet",
         "title": "Image classification: Tables I and II, Fig. 1",
@@ -43,7 +46,7 @@ PAGES: tuple[Page, ...] = (
                    "the same tables for the preset's image-classification data set and model.",
         "tables": "Tables I (non-targeted) and II (targeted)",
         "figure": "Fig. 1",
-    }),
+    }, seconds=14),
     Page("03_faces", "paper_tables", {
         "dataset": "faces",
         "title": "Face identification: Tables VI and VII, Fig. 2",
@@ -51,12 +54,12 @@ PAGES: tuple[Page, ...] = (
                    "identities. This page shows the same tables for the preset's face data set and model.",
         "tables": "Tables VI (non-targeted) and VII (targeted)",
         "figure": "Fig. 2",
-    }),
-    Page("04_heatmaps", "04_heatmaps"),
-    Page("05_difference_maps", "05_difference_maps"),
-    Page("06_pixel_ratio", "06_pixel_ratio"),
-    Page("07_mos", "07_mos"),
-    Page("08_tradeoff", "08_tradeoff"),
+    }, seconds=12),
+    Page("04_heatmaps", "04_heatmaps", seconds=32),
+    Page("05_difference_maps", "05_difference_maps", seconds=17),
+    Page("06_pixel_ratio", "06_pixel_ratio", seconds=13),
+    Page("07_mos", "07_mos", seconds=13),
+    Page("08_tradeoff", "08_tradeoff", seconds=30),
 )
 """The notebook pages of the book, in book order (the chapters of ``book/_toc.yml``)."""
 
