@@ -42,14 +42,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnd import __version__, data, models
-from mnd.core import attack
-from mnd.core.config import VARIANTS, Task, config_for
+from mnd.core.config import VARIANTS, Task
 from mnd.core.pixels import quantize
 from mnd.data import faces
 from mnd.data.imageio import atomic_open, list_images, load_rgb, png_bytes, save_png, to_tensor, write_file
 from mnd.data.paths import project_root
 from mnd.errors import InputError, ModelUnavailableError
-from mnd.experiments.methods import is_mnd, order_key, run_method
+from mnd.experiments.methods import is_mnd, mnd_config, order_key, run_method
 from mnd.experiments.presets import SETTINGS, DatasetSpec, Preset, threads
 from mnd.protect import unseen
 from mnd.experiments import steps
@@ -553,8 +552,8 @@ def _run_batch(
     recorder = None
     if method in VARIANTS and _trace_image(opened) in names:  # the book's step-by-step page reads this run's steps
         k = names.index(_trace_image(opened))
-        config = config_for(method, task=spec.task, targeted=targeted, hparams=preset.hparams,
-                            **preset.overrides_for(method))
+        config = mnd_config(method, task=spec.task, targeted=targeted, hparams=preset.hparams,
+                            **preset.overrides_for(method))  # the one run_method runs it with
         recorder = steps.Recorder(method, quantize(x[k : k + 1]), config, row=k)
     result = run_method(
         opened.model, x, opened.labels(chunk), method, task=spec.task, targeted=targeted, seed=preset.seed,
@@ -577,9 +576,8 @@ def _run_batch(
     for row, attacked, (file, digest) in zip(rows, result.attacked.tolist(), files):
         row.update(dataset=spec.name, setting=setting, attacked=bool(attacked), seed=preset.seed, task=spec.task,
                    max_iter=_max_iter_for(preset, method, spec.task), file=file, sha256=digest)
-    stopped = recorder is not None and result.reason[recorder.row].startswith(
-        (attack.STOPPED_NON_FINITE_LOGITS, attack.STOPPED_NON_FINITE_GRADIENT))  # the page's own run records why
-    if recorder is not None and recorder.rows and not stopped:
+    if recorder is not None and recorder.rows and not steps.non_finite(result.reason[recorder.row]):
+        # a run stopped on non-finite values is left to the page's own run, which records why
         steps.keep(results, spec.name, setting, _trace_image(opened), recorder.rows)
     return rows
 

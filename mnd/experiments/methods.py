@@ -223,6 +223,30 @@ def run_method(
             if method not in CONTROLS:
                 kwargs.update(alpha=params["eps"] / 4 / 255)
         return run(method, model, x, labels, targeted=targeted, seed=seed, margin=margin or 0.0, **kwargs)
+    config = mnd_config(method, params, task=task, targeted=targeted, hparams=hparams, margin=margin, **overrides)
+    if method in REFINED:
+        return refine.generate_refined(model, x, labels, config=config)
+    return attack.generate(model, x, labels, config=config, observer=observer)
+
+
+def mnd_config(
+    method: str,
+    params: dict[str, float] | None = None,
+    *,
+    task: Task = "imagenet",
+    targeted: bool = False,
+    hparams: str | Path | None = None,
+    margin: float | None = None,
+    **overrides: Any,
+) -> config.AttackConfig:
+    """The configuration :func:`run_method` runs an MND method with (not an anchor).
+
+    Args:
+        method: an MND variant or a refined method, without its parameters.
+        params: its parameters (:func:`parse_method`): a margin, the transfer boosters.
+        task, targeted, hparams, margin, **overrides: as :func:`run_method`.
+    """
+    params = params or {}
     if "margin" in params:
         margin = params["margin"]
     if margin is not None:
@@ -230,7 +254,4 @@ def run_method(
     for key, field in BOOSTER_PARAMS.items():
         if key in params:
             overrides[field] = int(params[key]) if key == "translation" else params[key]
-    config = config_for(REFINED.get(method, method), task=task, targeted=targeted, hparams=hparams, **overrides)
-    if method in REFINED:
-        return refine.generate_refined(model, x, labels, config=config)
-    return attack.generate(model, x, labels, config=config, observer=observer)
+    return config_for(REFINED.get(method, method), task=task, targeted=targeted, hparams=hparams, **overrides)

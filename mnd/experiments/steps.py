@@ -108,6 +108,11 @@ class Recorder:
         self.rows.append(row)
 
 
+def non_finite(reason: str) -> bool:
+    """Whether an attack's reason (:attr:`mnd.core.attack.AttackResult.reason`) says it stopped on non-finite values."""
+    return reason.startswith((attack.STOPPED_NON_FINITE_LOGITS, attack.STOPPED_NON_FINITE_GRADIENT))
+
+
 def write(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write trace rows as CSV, atomically."""
     path = Path(path)

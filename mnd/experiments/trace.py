@@ -24,7 +24,8 @@ from mnd.core.config import VARIANTS, AttackConfig, Task, config_for
 from mnd.core.pixels import quantize
 from mnd.experiments.grid import open_dataset
 from mnd.experiments.presets import threads
-from mnd.experiments.steps import TRACE_COLUMNS, Recorder, keep, read, step_row, terms, trace_path, write
+from mnd.experiments.steps import (TRACE_COLUMNS, Recorder, keep, non_finite, read, step_row, terms, trace_path,
+                                   write)
 
 __all__ = ["TRACE_COLUMNS", "Recorder", "keep", "load_or_run", "read", "run", "terms", "trace_path", "write"]
 """The recording and the files are :mod:`mnd.experiments.steps`'s, here under their old names too."""
@@ -77,7 +78,7 @@ def run(
     recorder = Recorder(variant, x, config)
     result = attack.generate(model, x, labels, config=config, observer=recorder)
     reason = result.reason[0]
-    if reason.startswith((attack.STOPPED_NON_FINITE_LOGITS, attack.STOPPED_NON_FINITE_GRADIENT)):
+    if non_finite(reason):
         raise FloatingPointError(f"{variant}: {reason.split(':')[0]}")
     return recorder.rows or [step_row(variant, _clean_record(model, x, result, config), x, config)]
 
